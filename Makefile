@@ -1,0 +1,59 @@
+# scorewire — every target bootstraps .venv itself, so on a fresh machine
+# `make serve` and `make test` are all it takes.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+PIP    := $(BIN)/pip
+ARGS   ?=
+
+RUN_STAMP  := $(VENV)/.stamp-run
+TEST_STAMP := $(VENV)/.stamp-test
+BUILD_DEPS := pyproject.toml setup.py ext/_kernel.pyx
+
+.PHONY: serve test bench lint proto demo build clean help
+
+help:
+	@echo "make serve   start the server on the bundled demo model repository"
+	@echo "make test    run the test suite"
+	@echo "make bench   kernel benchmark (prints a table)"
+	@echo "make lint    ruff + mypy"
+	@echo "make proto   regenerate the gRPC stubs from proto/"
+	@echo "make demo    regenerate the demo model repository"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(RUN_STAMP): $(PY) $(BUILD_DEPS)
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(TEST_STAMP): $(PY) $(BUILD_DEPS)
+	$(PIP) install --quiet -e '.[test]'
+	touch $@ $(RUN_STAMP)
+
+# Rebuild the kernel in place after editing ext/ (pip install -e does it too).
+build: $(TEST_STAMP)
+	$(PIP) install --quiet cython setuptools wheel
+	$(PY) setup.py -q build_ext --inplace
+
+serve: $(RUN_STAMP)
+	$(BIN)/scorewire serve $(ARGS)
+
+test: $(TEST_STAMP)
+	$(PY) -m pytest $(ARGS)
+
+bench: $(TEST_STAMP)
+	$(PY) bench/bench_kernel.py $(ARGS)
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/mypy
+
+demo: $(TEST_STAMP)
+	$(PY) examples/make_demo_repo.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info src/scorewire/_kernel*.so ext/*.c

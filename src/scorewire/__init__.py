@@ -1,0 +1,70 @@
+"""scorewire: a gRPC model server for tabular models with a compiled linear core.
+
+The in-process API::
+
+    import scorewire
+    model = scorewire.load_model("models/credit/1")        # or a model.* file
+    model.signature                                         # inputs, outputs, classes
+    model.predict(X, outputs=("probabilities",))           # {"probabilities": ndarray}
+
+    repo = scorewire.ModelRepository(scorewire.demo_repository())
+    repo.load_all()
+    repo.resolve("breast-cancer").model.predict(X)
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from ._export import export_estimator, reference_statistics
+from ._linear import LinearSpec, NativeLinearModel
+from ._loader import Model, load_model
+from ._onnx_model import OnnxModel
+from .errors import (
+    Code,
+    DeadlineExceeded,
+    InternalError,
+    InvalidInput,
+    ModelLoadError,
+    NotFound,
+    Overloaded,
+    ScorewireError,
+    Unavailable,
+)
+from .repository import ModelRepository, ModelVersion, State
+from .types import Signature, TensorSpec
+
+__version__ = "0.1.0"
+
+
+def demo_repository() -> Path:
+    """The demo model repository that ships inside the package."""
+    return Path(str(resources.files("scorewire") / "demo"))
+
+
+__all__ = [
+    "Code",
+    "DeadlineExceeded",
+    "InternalError",
+    "InvalidInput",
+    "LinearSpec",
+    "Model",
+    "ModelLoadError",
+    "ModelRepository",
+    "ModelVersion",
+    "NativeLinearModel",
+    "NotFound",
+    "OnnxModel",
+    "Overloaded",
+    "ScorewireError",
+    "Signature",
+    "State",
+    "TensorSpec",
+    "Unavailable",
+    "__version__",
+    "demo_repository",
+    "export_estimator",
+    "load_model",
+    "reference_statistics",
+]

@@ -1,0 +1,284 @@
+"""``scorewire export``: fitted scikit-learn estimators → safe repository artifacts.
+
+Linear estimators (optionally behind a StandardScaler, MinMaxScaler or MaxAbsScaler
+in a Pipeline, folded into the weights) become ``model.json``; anything else becomes
+``model.onnx`` through skl2onnx. Reference feature statistics for drift monitoring
+go to ``reference.json`` beside the artifact.
+
+This is the one place in scorewire that unpickles, and only a file the user names:
+the server itself never loads a pickle.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._jsonformat import dump_linear_json
+from ._linear import LinearSpec
+from .errors import InvalidInput
+
+REFERENCE_FORMAT = "scorewire.reference"
+#: quantile bins per feature in reference statistics
+REFERENCE_BINS = 10
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where an export wrote its files, and how the model will be served."""
+
+    artifact: Path
+    reference: Path | None
+    backend: str  # "native" or "onnxruntime"
+
+
+# ---------------------------------------------------------------------------
+# linear estimators → LinearSpec
+# ---------------------------------------------------------------------------
+
+def _fold_scaler(step: Any, coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fold x' = (x - offset) * scale into w·x' + b: w' = w * scale, b' = b - w' · offset."""
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
+
+    d = coef.shape[1]
+    if isinstance(step, StandardScaler):
+        scale = 1.0 / step.scale_ if step.scale_ is not None else np.ones(d)
+        offset = step.mean_ if step.mean_ is not None else np.zeros(d)
+    elif isinstance(step, MinMaxScaler):
+        if step.clip:
+            raise InvalidInput("MinMaxScaler(clip=True) is not linear and cannot be folded")
+        # x' = x * scale_ + min_  =  (x + min_ / scale_) * scale_
+        scale = step.scale_
+        offset = -step.min_ / step.scale_
+    elif isinstance(step, MaxAbsScaler):
+        scale = 1.0 / step.scale_
+        offset = np.zeros(d)
+    else:
+        raise TypeError(type(step).__name__)
+    new_coef = coef * scale
+    return new_coef, intercept - new_coef @ offset
+
+
+def linear_spec_from_sklearn(estimator: Any) -> LinearSpec | None:
+    """A LinearSpec for a fitted linear estimator or scaler+linear Pipeline, else None."""
+    from sklearn.linear_model import LinearRegression, LogisticRegression, SGDClassifier
+    from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
+
+    scalers: list[Any] = []
+    final = estimator
+    if isinstance(estimator, Pipeline):
+        *pre, (_, final) = estimator.steps
+        for _, step in pre:
+            if step is None or step == "passthrough":
+                continue
+            if not isinstance(step, (StandardScaler, MinMaxScaler, MaxAbsScaler)):
+                return None
+            scalers.append(step)
+    names = getattr(estimator, "feature_names_in_", None)
+    feature_names = tuple(str(n) for n in names) if names is not None else None
+    if isinstance(final, LinearClassifierMixin):
+        coef = np.atleast_2d(np.asarray(final.coef_, dtype=np.float64))
+        intercept = np.atleast_1d(np.asarray(final.intercept_, dtype=np.float64)).copy()
+        classes = tuple(c.item() if isinstance(c, np.generic) else c for c in final.classes_)
+        if isinstance(final, LogisticRegression):
+            ovr = getattr(final, "multi_class", "auto") == "ovr" or final.solver == "liblinear"
+            link = "logistic" if coef.shape[0] == 1 else ("ovr" if ovr else "softmax")
+        elif isinstance(final, SGDClassifier) and final.loss == "log_loss":
+            link = "logistic" if coef.shape[0] == 1 else "ovr"
+        else:
+            link = "identity"  # decision scores only (hinge, perceptron, ridge classifier)
+        outputs = (
+            {"label": "label", "decision": "decision"}
+            if link == "identity"
+            else {"label": "label", "probabilities": "probabilities", "decision": "decision"}
+        )
+        task = "classification"
+    elif isinstance(final, (LinearModel, LinearRegression)) and hasattr(final, "coef_"):
+        coef = np.atleast_2d(np.asarray(final.coef_, dtype=np.float64))
+        intercept = np.broadcast_to(
+            np.asarray(final.intercept_, dtype=np.float64), (coef.shape[0],)
+        ).copy()
+        classes, link, task, outputs = None, "identity", "regression", {"value": "value"}
+    else:
+        return None
+    for step in reversed(scalers):
+        coef, intercept = _fold_scaler(step, coef, intercept)
+    return LinearSpec(
+        task=task,
+        link=link,
+        coef=coef,
+        intercept=intercept,
+        classes=classes,
+        feature_names=feature_names,
+        dtype="float64",
+        outputs=outputs,
+    )
+
+
+def n_features_of(estimator: Any) -> int:
+    n = getattr(estimator, "n_features_in_", None)
+    if n is None:
+        raise InvalidInput("the estimator is not fitted (no n_features_in_)")
+    return int(n)
+
+
+def onnx_from_sklearn(estimator: Any, n_features: int) -> bytes:
+    """skl2onnx conversion with one float32 input named ``input`` and no ZipMap."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    options: dict[Any, Any] = {}
+    if hasattr(estimator, "predict_proba"):
+        options = {id(estimator): {"zipmap": False}}
+    onx = to_onnx(
+        estimator,
+        initial_types=[("input", FloatTensorType([None, n_features]))],
+        options=options,
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    return onx.SerializeToString()
+
+
+# ---------------------------------------------------------------------------
+# reference statistics
+# ---------------------------------------------------------------------------
+
+def read_csv_matrix(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
+    """A numeric CSV with a header row → (column names, float64 matrix)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise InvalidInput(f"{os.fspath(path)}: empty CSV file") from None
+        rows = []
+        for lineno, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise InvalidInput(f"{os.fspath(path)}:{lineno}: {len(row)} fields, header has {len(header)}")
+            try:
+                rows.append([float(v) for v in row])
+            except ValueError:
+                raise InvalidInput(f"{os.fspath(path)}:{lineno}: a value is not a number") from None
+    return [h.strip() for h in header], np.asarray(rows, dtype=np.float64).reshape(len(rows), len(header))
+
+
+def reference_statistics(X: np.ndarray, feature_names: list[str] | None = None) -> dict[str, Any]:
+    """Per-feature statistics of training-like data: moments and quantile bins.
+
+    ``bin_edges`` are the inner quantile edges (at most REFERENCE_BINS - 1, unique);
+    ``bin_fractions`` the share of rows in each of the len(edges) + 1 bins, where a
+    value v falls in bin ``searchsorted(edges, v, side="right")``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    features = []
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        col = col[np.isfinite(col)]
+        qs = np.quantile(col, np.linspace(0, 1, REFERENCE_BINS + 1)[1:-1]) if col.size else np.array([])
+        edges = np.unique(qs)
+        counts = np.bincount(np.searchsorted(edges, col, side="right"), minlength=edges.size + 1)
+        features.append(
+            {
+                "name": feature_names[j] if feature_names else f"f{j}",
+                "count": int(col.size),
+                "mean": float(col.mean()) if col.size else 0.0,
+                "std": float(col.std()) if col.size else 0.0,
+                "min": float(col.min()) if col.size else 0.0,
+                "max": float(col.max()) if col.size else 0.0,
+                "bin_edges": edges.tolist(),
+                "bin_fractions": (counts / max(col.size, 1)).tolist(),
+            }
+        )
+    return {"format": REFERENCE_FORMAT, "format_version": 1, "n_rows": int(X.shape[0]), "features": features}
+
+
+# ---------------------------------------------------------------------------
+# the export
+# ---------------------------------------------------------------------------
+
+def next_version(model_dir: Path) -> int:
+    existing = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
+    return max(existing, default=0) + 1
+
+
+def export_estimator(
+    estimator: Any,
+    repo: str | os.PathLike[str],
+    name: str,
+    version: int | None = None,
+    reference: np.ndarray | None = None,
+    reference_names: list[str] | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write a fitted estimator into ``repo/name/version/``."""
+    from .repository import valid_model_name
+
+    if not valid_model_name(name):
+        raise InvalidInput(f"invalid model name {name[:64]!r}: use letters, digits, '_', '-', '.'")
+    n_features = n_features_of(estimator)
+    model_dir = Path(repo) / name
+    version = next_version(model_dir) if version is None else version
+    if version < 1:
+        raise InvalidInput("the version must be a positive integer")
+    vdir = model_dir / str(version)
+    if vdir.exists() and any(vdir.iterdir()) and not overwrite:
+        raise InvalidInput(f"{vdir} already exists and is not empty")
+    vdir.mkdir(parents=True, exist_ok=True)
+    for old in ("model.json", "model.onnx", "model.pmml", "reference.json"):
+        (vdir / old).unlink(missing_ok=True)
+
+    spec = linear_spec_from_sklearn(estimator)
+    if spec is not None and spec.feature_names is None and reference_names and len(reference_names) == n_features:
+        spec = LinearSpec(**{**spec.__dict__, "feature_names": tuple(reference_names)})
+    if spec is not None:
+        artifact = vdir / "model.json"
+        dump_linear_json(spec, artifact)
+        backend = "native"
+    else:
+        artifact = vdir / "model.onnx"
+        artifact.write_bytes(onnx_from_sklearn(estimator, n_features))
+        backend = "onnxruntime"
+
+    ref_path = None
+    if reference is not None:
+        if reference.ndim != 2 or reference.shape[1] != n_features:
+            raise InvalidInput(f"reference data has {reference.shape[-1]} columns, the model takes {n_features}")
+        names = reference_names or (list(spec.feature_names) if spec and spec.feature_names else None)
+        ref_path = vdir / "reference.json"
+        with open(ref_path, "w", encoding="utf-8") as fh:
+            json.dump(reference_statistics(reference, names), fh, indent=1)
+            fh.write("\n")
+    return ExportResult(artifact=artifact, reference=ref_path, backend=backend)
+
+
+def export_file(
+    model_path: str | os.PathLike[str],
+    repo: str | os.PathLike[str],
+    name: str,
+    version: int | None = None,
+    reference_csv: str | os.PathLike[str] | None = None,
+    target: str | None = None,
+) -> ExportResult:
+    """Unpickle ``model_path`` (joblib) — trusted, the user's own file — and export it."""
+    import joblib
+
+    estimator = joblib.load(model_path)  # NOTE: unpickling runs code: the user's own file only
+    ref = names = None
+    if reference_csv is not None:
+        names, ref = read_csv_matrix(reference_csv)
+        if target is not None:
+            if target not in names:
+                raise InvalidInput(f"{os.fspath(reference_csv)}: no column {target!r}")
+            keep = [i for i, n in enumerate(names) if n != target]
+            names, ref = [names[i] for i in keep], ref[:, keep]
+    return export_estimator(estimator, repo, name, version, ref, names)

@@ -1,0 +1,153 @@
+"""Models that run on onnxruntime: everything the graph inspector does not compile."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import InvalidInput, ModelLoadError
+from .types import Signature, TensorSpec
+
+_ONNX_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(string)": "object",
+    "tensor(bool)": "bool",
+}
+
+
+def strip_zipmap(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace each ZipMap that feeds a graph output by its input tensor.
+
+    A ZipMap turns a probability tensor into a sequence of maps, which no tensor
+    protocol can carry. Its output name is kept, so the model's outputs read the same
+    whether scored natively or on onnxruntime: ``probabilities`` (N, classes).
+    """
+    graph = model.graph
+    outputs = {o.name: o for o in graph.output}
+    zipmaps = [n for n in graph.node if n.op_type == "ZipMap" and n.output[0] in outputs]
+    if not zipmaps:
+        return model
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    for node in list(graph.node):
+        if node.op_type != "ZipMap" or node.output[0] not in outputs:
+            continue
+        src, dst = node.input[0], node.output[0]
+        graph.node.remove(node)
+        # rename the ZipMap's input to its output name wherever it is produced/used
+        for other in graph.node:
+            for i, name in enumerate(other.output):
+                if name == src:
+                    other.output[i] = dst
+            for i, name in enumerate(other.input):
+                if name == src:
+                    other.input[i] = dst
+        n_classes = max(
+            (len(a.ints) or len(a.strings) for a in node.attribute if a.name.startswith("classlabels")),
+            default=0,
+        )
+        for out in graph.output:
+            if out.name == dst:
+                # ZipMap takes tensor(float) only (ai.onnx.ml spec)
+                out.type.CopyFrom(
+                    onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, [None, n_classes or None])
+                )
+    return model
+
+
+def session_options(n_threads: int) -> ort.SessionOptions:
+    """onnxruntime options for a server: all graph optimisations, sequential
+    execution, ``n_threads`` intra-op threads that sleep instead of spinning (a
+    server's requests arrive in bursts; spinning burns the cores other requests need).
+    """
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = max(1, n_threads)
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return so
+
+
+class OnnxModel:
+    """An ONNX graph with one 2-D float input, scored by onnxruntime."""
+
+    backend = "onnxruntime"
+    #: why the graph inspector did not compile it natively
+    native_reason = ""
+
+    def __init__(self, model: onnx.ModelProto, n_threads: int = 1, source: str = "model.onnx") -> None:
+        model = strip_zipmap(model)
+        try:
+            self._session = ort.InferenceSession(
+                model.SerializeToString(),
+                sess_options=session_options(n_threads),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelLoadError(f"{source}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelLoadError(f"{source}: scorewire serves models with one 2-D input, this one has {len(inputs)}")
+        inp = inputs[0]
+        dtype = _ONNX_DTYPES.get(inp.type)
+        if dtype not in ("float32", "float64"):
+            raise ModelLoadError(f"{source}: the input must be float or double, got {inp.type}")
+        shape = list(inp.shape)
+        if len(shape) != 2 or not isinstance(shape[1], int):
+            raise ModelLoadError(f"{source}: the input must have shape (N, features) with a fixed feature count")
+        self._input_name = inp.name
+        self._dtype = np.dtype(dtype)
+        self._d = int(shape[1])
+        outs = []
+        for o in self._session.get_outputs():
+            odt = _ONNX_DTYPES.get(o.type)
+            if odt is None:
+                continue  # not a tensor (e.g. a sequence): not served
+            oshape = tuple(-1 if not isinstance(s, int) else int(s) for s in (o.shape or [-1]))
+            outs.append(TensorSpec(o.name, odt, oshape))
+        if not outs:
+            raise ModelLoadError(f"{source}: the graph has no tensor output")
+        self.signature = Signature(
+            input=TensorSpec(inp.name, dtype, (-1, self._d)),
+            outputs=tuple(outs),
+            task="classification" if any(o.dtype in ("int64", "object") for o in outs) else "regression",
+        )
+        self._all = tuple(o.name for o in outs)
+
+    def output_names(self, requested: Iterable[str] | None) -> tuple[str, ...]:
+        if not requested:
+            return self._all
+        names = tuple(requested)
+        for name in names:
+            if name not in self._all:
+                raise InvalidInput(f"unknown output {name[:64]!r}; this model gives {list(self._all)}")
+        return names
+
+    def predict(self, X: np.ndarray, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        names = self.output_names(outputs)
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise InvalidInput(f"input must be a 2-D (rows, features) array, got {X.ndim} dimensions")
+        if X.shape[1] != self._d:
+            raise InvalidInput(f"expected {self._d} features, got {X.shape[1]}")
+        if X.dtype.kind != "f":
+            raise InvalidInput(f"input dtype must be float32 or float64, got {X.dtype}")
+        if X.dtype != self._dtype or not X.flags.c_contiguous:
+            X = np.ascontiguousarray(X, dtype=self._dtype)
+        if X.shape[0] == 0:
+            return {n: self._empty(n) for n in names}
+        values = self._session.run(list(names), {self._input_name: X})
+        return dict(zip(names, values, strict=True))
+
+    def _empty(self, name: str) -> np.ndarray:
+        spec = next(o for o in self.signature.outputs if o.name == name)
+        shape = tuple(0 if i == 0 else max(s, 0) for i, s in enumerate(spec.shape))
+        return np.empty(shape, dtype=np.dtype(spec.dtype))

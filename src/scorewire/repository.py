@@ -1,0 +1,228 @@
+"""The model repository: ``<root>/<model>/<version>/model.*`` plus ``model.toml``.
+
+::
+
+    models/
+      credit/
+        model.toml        optional (see scorewire._config)
+        1/model.json
+        2/model.onnx
+
+A model that fails to load is recorded with its error and does not stop the others.
+Each version goes LOADING → READY (or FAILED); only READY versions answer.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._config import ModelConfig, load_model_config
+from ._linear import default_n_threads
+from ._loader import Model, find_artifact, load_model
+from .errors import ModelLoadError, NotFound, ScorewireError, Unavailable
+
+log = logging.getLogger("scorewire.repository")
+
+#: model names: a letter or digit, then letters, digits, '_', '-', '.'; no '..'
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def valid_model_name(name: str) -> bool:
+    """True for a name that is safe as one path component."""
+    return bool(NAME_RE.match(name)) and ".." not in name
+
+
+class State(enum.Enum):
+    """The life of one model version."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"
+    UNLOADED = "UNLOADED"
+
+
+@dataclass
+class ModelVersion:
+    """One version of a model and its state."""
+
+    name: str
+    version: int
+    path: Path
+    state: State = State.LOADING
+    model: Model | None = None
+    error: str = ""
+    loaded_at: float = 0.0
+
+
+@dataclass
+class ModelEntry:
+    """One model: its configuration and its versions."""
+
+    name: str
+    path: Path
+    config: ModelConfig = field(default_factory=ModelConfig)
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    error: str = ""  # a model-level error (bad model.toml, no versions)
+
+    @property
+    def state(self) -> State:
+        """READY when any version is ready, else LOADING, else FAILED."""
+        states = {v.state for v in self.versions.values()}
+        if State.READY in states:
+            return State.READY
+        if State.LOADING in states:
+            return State.LOADING
+        if not self.versions and not self.error:
+            return State.UNLOADED
+        return State.FAILED
+
+    def ready_versions(self) -> list[int]:
+        return sorted(v for v, mv in self.versions.items() if mv.state is State.READY)
+
+
+class ModelRepository:
+    """Finds, loads and serves the models under one directory.
+
+    Thread-safe: loading may run in worker threads while requests resolve models.
+    """
+
+    def __init__(self, root: str | Path, n_threads: int | None = None) -> None:
+        self.root = Path(root)
+        self.n_threads = default_n_threads() if n_threads is None else n_threads
+        self._lock = threading.Lock()
+        self._entries: dict[str, ModelEntry] = {}
+
+    # ------------------------------------------------------------- discovery
+    def model_names(self) -> list[str]:
+        """Names of the model directories under the root (valid names only)."""
+        if not self.root.is_dir():
+            raise ModelLoadError(f"{self.root}: the model repository is not a directory")
+        names = []
+        for p in sorted(self.root.iterdir()):
+            if p.is_dir() and not p.name.startswith("."):
+                if valid_model_name(p.name):
+                    names.append(p.name)
+                else:
+                    log.warning("skipping %s: not a valid model name", p.name)
+        return names
+
+    def _versions_on_disk(self, model_dir: Path) -> list[int]:
+        return sorted(
+            int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
+        )
+
+    # --------------------------------------------------------------- loading
+    def load_all(self) -> None:
+        """Load every model in the repository (errors are recorded, not raised)."""
+        for name in self.model_names():
+            self.load(name)
+
+    def prepare(self, name: str) -> ModelEntry:
+        """Read a model's config and mark the versions it will serve as LOADING.
+
+        Raises NotFound for an unknown or invalid name.
+        """
+        if not valid_model_name(name):
+            raise NotFound("no such model (invalid model name)")
+        model_dir = self.root / name
+        if not model_dir.is_dir():
+            raise NotFound(f"no model named {name!r} in the repository")
+        entry = ModelEntry(name=name, path=model_dir)
+        try:
+            entry.config = load_model_config(model_dir / "model.toml")
+            selected = entry.config.version_policy.select(self._versions_on_disk(model_dir))
+            if not selected:
+                raise ModelLoadError(f"{model_dir}: no version directory to serve (expected {model_dir}/1/...)")
+        except ModelLoadError as exc:
+            entry.error = exc.message
+            log.error("model %s: %s", name, exc.message)
+            selected = []
+        with self._lock:
+            old = self._entries.get(name)
+            for v in selected:
+                if old and v in old.versions and old.versions[v].state is State.READY:
+                    entry.versions[v] = old.versions[v]  # keep serving it while reloading
+                else:
+                    entry.versions[v] = ModelVersion(name, v, model_dir / str(v))
+            self._entries[name] = entry
+        return entry
+
+    def load(self, name: str) -> ModelEntry:
+        """Load (or reload) one model's served versions, synchronously."""
+        entry = self.prepare(name)
+        for mv in list(entry.versions.values()):
+            self.load_version(entry, mv.version)
+        return entry
+
+    def load_version(self, entry: ModelEntry, version: int) -> ModelVersion:
+        """Load one version of a prepared model, recording READY or FAILED."""
+        path = entry.path / str(version)
+        started = time.monotonic()
+        try:
+            artifact = find_artifact(path)
+            model = load_model(artifact, backend=entry.config.backend, n_threads=self.n_threads)
+        except ScorewireError as exc:
+            mv = ModelVersion(entry.name, version, path, State.FAILED, error=exc.message)
+            log.error("model %s version %d: %s", entry.name, version, exc.message)
+        except Exception:  # a bug or an unexpected library error: keep the others loading
+            log.exception("model %s version %d: unexpected error while loading", entry.name, version)
+            mv = ModelVersion(entry.name, version, path, State.FAILED, error="unexpected error while loading (see the server log)")
+        else:
+            mv = ModelVersion(entry.name, version, path, State.READY, model=model, loaded_at=time.time())
+            log.info(
+                "model %s version %d ready: %s backend, %.0f ms",
+                entry.name, version, model.backend, 1000 * (time.monotonic() - started),
+            )  # fmt: skip
+        with self._lock:
+            current = self._entries.get(entry.name)
+            if current is entry:
+                entry.versions[version] = mv
+        return mv
+
+    def unload(self, name: str) -> None:
+        """Stop serving a model (NotFound when it is not loaded)."""
+        with self._lock:
+            if self._entries.pop(name, None) is None:
+                raise NotFound(f"no model named {name!r} is loaded")
+
+    # -------------------------------------------------------------- serving
+    def entries(self) -> list[ModelEntry]:
+        with self._lock:
+            return list(self._entries.values())
+
+    def entry(self, name: str) -> ModelEntry:
+        with self._lock:
+            entry = self._entries.get(name)
+        if entry is None:
+            raise NotFound(f"no model named {name[:128]!r}")
+        return entry
+
+    def resolve(self, name: str, version: int | None = None) -> ModelVersion:
+        """The ready version asked for (the newest ready one by default)."""
+        entry = self.entry(name)
+        if version is None:
+            ready = entry.ready_versions()
+            if ready:
+                return entry.versions[ready[-1]]
+            if entry.state is State.LOADING:
+                raise Unavailable(f"model {name!r} is loading")
+            raise Unavailable(f"model {name!r} failed to load")
+        mv = entry.versions.get(version)
+        if mv is None:
+            raise NotFound(f"model {name!r} has no version {version}")
+        if mv.state is State.LOADING:
+            raise Unavailable(f"model {name!r} version {version} is loading")
+        if mv.state is not State.READY:
+            raise Unavailable(f"model {name!r} version {version} failed to load")
+        return mv
+
+    def names(self) -> Iterable[str]:
+        with self._lock:
+            return list(self._entries)

@@ -1,0 +1,72 @@
+"""Plain data types shared by the core and every edge (no protobuf here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Input dtypes a tabular model may declare.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, dtype and shape of one input or output; -1 marks a free dimension."""
+
+    name: str
+    dtype: str  # numpy dtype name: "float32", "float64", "int64", "object" (strings)
+    shape: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a model takes and gives: one 2-D input of ``n_features`` columns."""
+
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+    feature_names: tuple[str, ...] | None = None
+    task: str = "regression"  # "regression" | "classification"
+    classes: tuple[object, ...] | None = None
+
+    @property
+    def n_features(self) -> int:
+        return self.input.shape[1]
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.outputs)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "task": self.task,
+            "input": self.input.to_dict(),
+            "outputs": [o.to_dict() for o in self.outputs],
+            "feature_names": list(self.feature_names) if self.feature_names else None,
+            "classes": list(self.classes) if self.classes is not None else None,
+        }
+
+
+@dataclass
+class PredictRequest:
+    """One scoring request as the core sees it, whatever the transport."""
+
+    model: str
+    inputs: np.ndarray
+    version: int | None = None
+    outputs: tuple[str, ...] = ()
+    request_id: str = ""
+    deadline: float | None = None  # absolute, time.monotonic() seconds
+
+
+@dataclass
+class PredictResponse:
+    """The answer to a :class:`PredictRequest`."""
+
+    model: str
+    version: int
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    request_id: str = ""
