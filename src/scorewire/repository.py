@@ -59,6 +59,7 @@ class ModelVersion:
     model: Model | None = None
     error: str = ""
     loaded_at: float = 0.0
+    config: ModelConfig = field(default_factory=ModelConfig)
 
 
 @dataclass
@@ -150,7 +151,7 @@ class ModelRepository:
                 if old and v in old.versions and old.versions[v].state is State.READY:
                     entry.versions[v] = old.versions[v]  # keep serving it while reloading
                 else:
-                    entry.versions[v] = ModelVersion(name, v, model_dir / str(v))
+                    entry.versions[v] = ModelVersion(name, v, model_dir / str(v), config=entry.config)
             self._entries[name] = entry
         return entry
 
@@ -169,13 +170,18 @@ class ModelRepository:
             artifact = find_artifact(path)
             model = load_model(artifact, backend=entry.config.backend, n_threads=self.n_threads)
         except ScorewireError as exc:
-            mv = ModelVersion(entry.name, version, path, State.FAILED, error=exc.message)
+            mv = ModelVersion(entry.name, version, path, State.FAILED, error=exc.message, config=entry.config)
             log.error("model %s version %d: %s", entry.name, version, exc.message)
         except Exception:  # a bug or an unexpected library error: keep the others loading
             log.exception("model %s version %d: unexpected error while loading", entry.name, version)
-            mv = ModelVersion(entry.name, version, path, State.FAILED, error="unexpected error while loading (see the server log)")
+            mv = ModelVersion(
+                entry.name, version, path, State.FAILED,
+                error="unexpected error while loading (see the server log)", config=entry.config,
+            )  # fmt: skip
         else:
-            mv = ModelVersion(entry.name, version, path, State.READY, model=model, loaded_at=time.time())
+            mv = ModelVersion(
+                entry.name, version, path, State.READY, model=model, loaded_at=time.time(), config=entry.config
+            )
             log.info(
                 "model %s version %d ready: %s backend, %.0f ms",
                 entry.name, version, model.backend, 1000 * (time.monotonic() - started),

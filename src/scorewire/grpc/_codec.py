@@ -1,0 +1,180 @@
+"""Paired converters between wire tensors and NumPy arrays.
+
+``*_to_array`` decodes (raw bytes with ``np.frombuffer``: read-only, no copy);
+``array_to_*`` encodes. tests/grpc/test_codec.py checks each pair as a round trip.
+Every check raises InvalidInput with a message that names the problem and never
+echoes the caller's data.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from ..errors import InvalidInput
+from ._gen.inference import grpc_service_pb2 as oip
+from ._gen.scorewire.v1 import scorewire_pb2 as pb
+
+#: the largest tensor a request may describe (elements); limits allocation from a
+#: hostile shape before any byte-length check
+MAX_ELEMENTS = 1 << 34
+
+# --------------------------------------------------------------------------- v1
+_V1_DTYPES = {
+    pb.FLOAT32: np.dtype("<f4"),
+    pb.FLOAT64: np.dtype("<f8"),
+    pb.INT32: np.dtype("<i4"),
+    pb.INT64: np.dtype("<i8"),
+}
+_V1_FIELDS = {
+    pb.FLOAT32: "float_values",
+    pb.FLOAT64: "double_values",
+    pb.INT32: "int32_values",
+    pb.INT64: "int64_values",
+    pb.STRING: "string_values",
+}
+_V1_OF_NUMPY = {"float32": pb.FLOAT32, "float64": pb.FLOAT64, "int32": pb.INT32, "int64": pb.INT64, "object": pb.STRING}
+_TYPED_FIELDS = tuple(_V1_FIELDS.values())
+
+
+def check_shape(shape: list[int] | tuple[int, ...]) -> int:
+    """The element count of a shape; InvalidInput for negative or absurd dims."""
+    count = 1
+    for dim in shape:
+        if dim < 0:
+            raise InvalidInput("tensor shape has a negative dimension")
+        count *= dim
+        if count > MAX_ELEMENTS:
+            raise InvalidInput("tensor shape is too large")
+    return count
+
+
+def tensor_to_array(t: pb.Tensor) -> np.ndarray:
+    """A scorewire.v1 Tensor → ndarray of its shape (zero-copy for raw bytes)."""
+    dtype = _V1_DTYPES.get(t.dtype)
+    if dtype is None:
+        if t.dtype == pb.STRING:
+            raise InvalidInput("STRING tensors are not accepted as input")
+        raise InvalidInput("tensor dtype is missing or unknown (use FLOAT32, FLOAT64, INT32 or INT64)")
+    shape = tuple(t.shape)
+    if not shape:
+        raise InvalidInput("tensor shape is missing")
+    count = check_shape(shape)
+    typed = [f for f in _TYPED_FIELDS if len(getattr(t, f))]
+    if t.raw:
+        if typed:
+            raise InvalidInput("tensor sets both raw bytes and typed values; set one")
+        if len(t.raw) != count * dtype.itemsize:
+            raise InvalidInput(
+                f"raw tensor has {len(t.raw)} bytes, shape {list(shape)} of {dtype.name} needs {count * dtype.itemsize}"
+            )
+        return np.frombuffer(t.raw, dtype=dtype).reshape(shape)
+    expected = _V1_FIELDS[t.dtype]
+    if typed and typed != [expected]:
+        raise InvalidInput(f"a {pb.DataType.Name(t.dtype)} tensor carries its values in {expected}")
+    values = getattr(t, expected)
+    if len(values) != count:
+        raise InvalidInput(f"tensor has {len(values)} values, shape {list(shape)} needs {count}")
+    return np.asarray(values, dtype=dtype.newbyteorder("=")).reshape(shape)
+
+
+def array_to_tensor(a: np.ndarray, raw: bool) -> pb.Tensor:
+    """An ndarray → scorewire.v1 Tensor; strings always as string_values."""
+    code = _V1_OF_NUMPY.get(a.dtype.name if a.dtype.kind != "O" else "object")
+    if code is None:
+        raise TypeError(f"cannot encode {a.dtype}")
+    t = pb.Tensor(dtype=code, shape=a.shape)
+    if code == pb.STRING:
+        t.string_values.extend(str(v) for v in a.reshape(-1))
+    elif raw:
+        t.raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+    else:
+        getattr(t, _V1_FIELDS[code]).extend(a.reshape(-1).tolist())
+    return t
+
+
+def dtype_to_v1(name: str) -> int:
+    return _V1_OF_NUMPY[name]
+
+
+# ---------------------------------------------------------------------- OIP v2
+_OIP_DTYPES = {
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+}
+_OIP_FIELDS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "int_contents", "INT64": "int64_contents"}
+_OIP_OF_NUMPY = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64", "object": "BYTES", "bool": "BOOL"}
+_OIP_ALL_FIELDS = (
+    "bool_contents", "int_contents", "int64_contents", "uint_contents",
+    "uint64_contents", "fp32_contents", "fp64_contents", "bytes_contents",
+)  # fmt: skip
+
+
+def oip_datatype(numpy_name: str) -> str:
+    return _OIP_OF_NUMPY[numpy_name]
+
+
+def oip_input_to_array(request: oip.ModelInferRequest) -> tuple[str, np.ndarray]:
+    """The one input tensor of a ModelInferRequest → (name, ndarray)."""
+    if len(request.inputs) != 1:
+        raise InvalidInput(f"the request has {len(request.inputs)} input tensors; scorewire models take 1")
+    n_raw = len(request.raw_input_contents)
+    if n_raw not in (0, len(request.inputs)):
+        raise InvalidInput("raw_input_contents must have one entry per input tensor")
+    inp = request.inputs[0]
+    dtype = _OIP_DTYPES.get(inp.datatype)
+    if dtype is None:
+        raise InvalidInput("input datatype must be FP32, FP64, INT32 or INT64")
+    shape = tuple(inp.shape)
+    if not shape:
+        raise InvalidInput("input shape is missing")
+    count = check_shape(shape)
+    typed = [f for f in _OIP_ALL_FIELDS if len(getattr(inp.contents, f))]
+    if n_raw:
+        if typed:
+            raise InvalidInput("the input sets both raw_input_contents and typed contents; set one")
+        raw = request.raw_input_contents[0]
+        if len(raw) != count * dtype.itemsize:
+            raise InvalidInput(
+                f"raw input has {len(raw)} bytes, shape {list(shape)} of {inp.datatype} needs {count * dtype.itemsize}"
+            )
+        return inp.name, np.frombuffer(raw, dtype=dtype).reshape(shape)
+    expected = _OIP_FIELDS[inp.datatype]
+    if typed and typed != [expected]:
+        raise InvalidInput(f"a {inp.datatype} input carries its values in contents.{expected}")
+    values = getattr(inp.contents, expected)
+    if len(values) != count:
+        raise InvalidInput(f"input has {len(values)} values, shape {list(shape)} needs {count}")
+    return inp.name, np.asarray(values, dtype=dtype.newbyteorder("=")).reshape(shape)
+
+
+def _bytes_element(v: object) -> bytes:
+    return v if isinstance(v, bytes) else str(v).encode("utf-8")
+
+
+def array_to_oip_raw(a: np.ndarray) -> bytes:
+    """An output's raw_output_contents entry: little-endian row-major bytes, or for
+    BYTES tensors each element as a 4-byte little-endian length and its bytes."""
+    if a.dtype.kind == "O" or a.dtype.kind in "US":
+        parts = []
+        for v in a.reshape(-1):
+            b = _bytes_element(v)
+            parts.append(struct.pack("<I", len(b)))
+            parts.append(b)
+        return b"".join(parts)
+    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+
+
+def oip_raw_to_array(raw: bytes, datatype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of :func:`array_to_oip_raw` (used by tests and the CLI)."""
+    if datatype == "BYTES":
+        out, pos = [], 0
+        while pos < len(raw):
+            (n,) = struct.unpack_from("<I", raw, pos)
+            out.append(raw[pos + 4 : pos + 4 + n])
+            pos += 4 + n
+        return np.asarray(out, dtype=object).reshape(shape)
+    return np.frombuffer(raw, dtype=_OIP_DTYPES[datatype]).reshape(shape)

@@ -1,0 +1,155 @@
+"""Open Inference Protocol v2 (``inference.GRPCInferenceService``).
+
+Triton-compatible field numbers, so ``tritonclient[grpc]`` and KServe clients work
+unchanged. Outputs are always returned as ``raw_output_contents`` (what Triton
+does and what tritonclient's ``as_numpy`` reads); inputs may be raw or typed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from .. import __version__
+from ..errors import InvalidInput, ModelLoadError, NotFound
+from ..repository import State
+from ..service import ScoringService
+from ..types import PredictRequest
+from ._codec import array_to_oip_raw, oip_datatype, oip_input_to_array
+from ._gen.inference import grpc_service_pb2 as oip
+from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
+from ._handlers import deadline_of, status_of, unary
+
+PLATFORMS = {"native": "scorewire_native", "onnxruntime": "onnxruntime_onnx"}
+EXTENSIONS = ["model_repository", "model_repository(unload_dependents)"]
+
+
+def _version(text: str) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidInput("model_version must be a positive integer")
+    return int(text)
+
+
+class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
+    """OIP v2 over the same ScoringService as scorewire.v1."""
+
+    def __init__(self, service: ScoringService, is_ready: Callable[[], bool], on_change: Callable[[str], None]) -> None:
+        self.service = service
+        self.repository = service.repository
+        self._is_ready = is_ready
+        self._on_change = on_change
+
+    @unary
+    async def ServerLive(self, request, context):
+        return oip.ServerLiveResponse(live=True)
+
+    @unary
+    async def ServerReady(self, request, context):
+        return oip.ServerReadyResponse(ready=self._is_ready())
+
+    @unary
+    async def ModelReady(self, request, context):
+        try:
+            self.repository.resolve(request.name, _version(request.version))
+        except NotFound:
+            raise
+        except Exception:
+            return oip.ModelReadyResponse(ready=False)
+        return oip.ModelReadyResponse(ready=not self.service.draining)
+
+    @unary
+    async def ServerMetadata(self, request, context):
+        return oip.ServerMetadataResponse(name="scorewire", version=__version__, extensions=EXTENSIONS)
+
+    @unary
+    async def ModelMetadata(self, request, context):
+        mv = self.repository.resolve(request.name, _version(request.version))
+        entry = self.repository.entry(request.name)
+        assert mv.model is not None
+        sig = mv.model.signature
+        T = oip.ModelMetadataResponse.TensorMetadata
+        return oip.ModelMetadataResponse(
+            name=mv.name,
+            versions=[str(v) for v in entry.ready_versions()],
+            platform=PLATFORMS.get(mv.model.backend, mv.model.backend),
+            inputs=[T(name=sig.input.name, datatype=oip_datatype(sig.input.dtype), shape=sig.input.shape)],
+            outputs=[T(name=o.name, datatype=oip_datatype(o.dtype), shape=o.shape) for o in sig.outputs],
+        )
+
+    async def _infer(self, request: oip.ModelInferRequest, deadline: float | None) -> oip.ModelInferResponse:
+        name, X = oip_input_to_array(request)
+        mv = self.service.resolve(PredictRequest(model=request.model_name, inputs=X, version=_version(request.model_version)))
+        assert mv.model is not None
+        expected = mv.model.signature.input.name
+        if name != expected:
+            raise InvalidInput(f"model {mv.name!r} has one input, named {expected!r}")
+        core = PredictRequest(
+            model=request.model_name,
+            inputs=X,
+            version=mv.version,
+            outputs=tuple(o.name for o in request.outputs),
+            request_id=request.id,
+            deadline=deadline,
+        )
+        result = await self.service.predict(core)
+        response = oip.ModelInferResponse(model_name=result.model, model_version=str(result.version), id=request.id)
+        for out_name, value in result.outputs.items():
+            dt = oip_datatype(value.dtype.name if value.dtype.kind != "O" else "object")
+            response.outputs.add(name=out_name, datatype=dt, shape=value.shape)
+            response.raw_output_contents.append(array_to_oip_raw(value))
+        return response
+
+    @unary
+    async def ModelInfer(self, request, context):
+        return await self._infer(request, deadline_of(context))
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[oip.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[oip.ModelStreamInferResponse]:
+        deadline = deadline_of(context)
+        async for request in request_iterator:
+            try:
+                response = await self._infer(request, deadline)
+            except Exception as exc:
+                _, message = status_of(exc)
+                yield oip.ModelStreamInferResponse(
+                    error_message=message, infer_response=oip.ModelInferResponse(id=request.id)
+                )
+            else:
+                yield oip.ModelStreamInferResponse(infer_response=response)
+
+    @unary
+    async def RepositoryIndex(self, request, context):
+        out = oip.RepositoryIndexResponse()
+        for entry in sorted(self.repository.entries(), key=lambda e: e.name):
+            for v in sorted(entry.versions):
+                mv = entry.versions[v]
+                if request.ready and mv.state is not State.READY:
+                    continue
+                out.models.add(name=entry.name, version=str(v), state=mv.state.value, reason=mv.error)
+            if not entry.versions and not request.ready:
+                out.models.add(name=entry.name, state=entry.state.value, reason=entry.error)
+        return out
+
+    @unary
+    async def RepositoryModelLoad(self, request, context):
+        loop = asyncio.get_running_loop()
+        entry = await loop.run_in_executor(None, self.repository.load, request.model_name)
+        self._on_change(request.model_name)
+        if entry.state is not State.READY:
+            raise ModelLoadError(f"model {request.model_name!r} failed to load: {entry.error or _first_error(entry)}")
+        return oip.RepositoryModelLoadResponse()
+
+    @unary
+    async def RepositoryModelUnload(self, request, context):
+        self.repository.unload(request.model_name)
+        self._on_change(request.model_name)
+        return oip.RepositoryModelUnloadResponse()
+
+
+def _first_error(entry) -> str:
+    return next((mv.error for mv in entry.versions.values() if mv.error), "unknown error")

@@ -1,0 +1,128 @@
+"""scorewire.v1.PredictService and ModelService."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from ..repository import ModelEntry, ModelVersion, State
+from ..service import ScoringService
+from ..types import PredictRequest, Signature
+from ._codec import array_to_tensor, dtype_to_v1, tensor_to_array
+from ._gen.scorewire.v1 import scorewire_pb2 as pb
+from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
+from ._handlers import deadline_of, status_of, unary
+
+_STATES = {
+    State.LOADING: pb.LOADING,
+    State.READY: pb.READY,
+    State.FAILED: pb.FAILED,
+    State.UNLOADED: pb.UNLOADED,
+}
+
+
+def request_to_core(request: pb.PredictRequest, deadline: float | None) -> PredictRequest:
+    return PredictRequest(
+        model=request.model,
+        inputs=tensor_to_array(request.input),
+        version=request.version or None,
+        outputs=tuple(request.outputs),
+        request_id=request.request_id,
+        deadline=deadline,
+    )
+
+
+class PredictServicer(pb_grpc.PredictServiceServicer):
+    """Converts, calls ScoringService, converts back."""
+
+    def __init__(self, service: ScoringService) -> None:
+        self.service = service
+
+    async def _predict(self, request: pb.PredictRequest, deadline: float | None) -> pb.PredictResponse:
+        core = request_to_core(request, deadline)
+        result = await self.service.predict(core)
+        raw = bool(request.input.raw)
+        response = pb.PredictResponse(model=result.model, version=result.version, request_id=result.request_id)
+        for name, value in result.outputs.items():
+            response.outputs[name].CopyFrom(array_to_tensor(value, raw))
+        return response
+
+    @unary
+    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
+        return await self._predict(request, deadline_of(context))
+
+    async def PredictStream(
+        self, request_iterator: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.PredictStreamResponse]:
+        deadline = deadline_of(context)
+        async for request in request_iterator:
+            try:
+                response = await self._predict(request, deadline)
+            except Exception as exc:  # one bad message: an error response, the stream goes on
+                code, message = status_of(exc)
+                yield pb.PredictStreamResponse(
+                    request_id=request.request_id, error=pb.Error(code=code.value[0], message=message)
+                )
+            else:
+                yield pb.PredictStreamResponse(request_id=request.request_id, response=response)
+
+
+def signature_to_pb(sig: Signature) -> pb.Signature:
+    return pb.Signature(
+        input=pb.TensorInfo(name=sig.input.name, dtype=dtype_to_v1(sig.input.dtype), shape=sig.input.shape),
+        outputs=[pb.TensorInfo(name=o.name, dtype=dtype_to_v1(o.dtype), shape=o.shape) for o in sig.outputs],
+        feature_names=list(sig.feature_names or ()),
+        task=sig.task,
+        classes=[str(c) for c in (sig.classes or ())],
+    )
+
+
+def version_to_pb(mv: ModelVersion) -> pb.VersionInfo:
+    info = pb.VersionInfo(version=mv.version, state=_STATES[mv.state], error=mv.error)
+    if mv.model is not None:
+        info.backend = mv.model.backend
+        info.signature.CopyFrom(signature_to_pb(mv.model.signature))
+    return info
+
+
+def entry_to_pb(entry: ModelEntry) -> pb.ModelInfo:
+    return pb.ModelInfo(
+        name=entry.name,
+        state=_STATES[entry.state],
+        versions=[version_to_pb(entry.versions[v]) for v in sorted(entry.versions)],
+        description=entry.config.description,
+        error=entry.error,
+    )
+
+
+class ModelServicer(pb_grpc.ModelServiceServicer):
+    """The control plane: list, describe, load and unload models."""
+
+    def __init__(self, service: ScoringService, on_change: Callable[[str], None]) -> None:
+        self.service = service
+        self.repository = service.repository
+        self._on_change = on_change
+
+    @unary
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        entries = sorted(self.repository.entries(), key=lambda e: e.name)
+        return pb.ListModelsResponse(models=[entry_to_pb(e) for e in entries])
+
+    @unary
+    async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        return entry_to_pb(self.repository.entry(request.name))
+
+    @unary
+    async def LoadModel(self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
+        loop = asyncio.get_running_loop()
+        entry = await loop.run_in_executor(None, self.repository.load, request.name)
+        self._on_change(request.name)
+        return entry_to_pb(entry)
+
+    @unary
+    async def UnloadModel(self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext) -> pb.UnloadModelResponse:
+        self.repository.unload(request.name)
+        self._on_change(request.name)
+        return pb.UnloadModelResponse()

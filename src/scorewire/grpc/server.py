@@ -1,0 +1,226 @@
+"""The gRPC server: services, health, reflection, loading, and shutdown.
+
+Shutdown, in order (SIGTERM or SIGINT):
+
+1. health turns NOT_SERVING for every service and model at once;
+2. for ``drain_delay_s`` RPCs are still accepted, so load balancers that probe
+   health stop routing here before anything is refused;
+3. the server stops accepting RPCs and gives those in flight ``shutdown_grace_s``
+   to finish (requests already accepted are answered);
+4. what is still running after the grace period is cancelled, and logged;
+5. the scoring thread pool is drained and the process exits 0.
+
+A second signal during shutdown skips the waiting and exits at once (code 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .. import demo_repository
+from .._linear import default_n_threads
+from ..repository import ModelRepository, State
+from ..service import ScoringService
+from ..settings import Settings
+from ._gen.inference import grpc_service_pb2 as oip
+from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
+from ._gen.scorewire.v1 import scorewire_pb2 as pb
+from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
+from ._oip import InferenceServicer
+from ._predict import ModelServicer, PredictServicer
+
+log = logging.getLogger("scorewire.server")
+
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["PredictService"].full_name,
+    pb.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def health_name(model: str) -> str:
+    """The health service name of one model."""
+    return f"model/{model}"
+
+
+class Server:
+    """One scorewire server process.
+
+    >>> server = Server(settings)          # doctest: +SKIP
+    >>> await server.start()               # binds; models load in the background
+    >>> server.port                        # the bound port (settings.port may be 0)
+    >>> await server.wait_for_termination()
+    """
+
+    def __init__(self, settings: Settings, repository: ModelRepository | None = None) -> None:
+        self.settings = settings
+        n_threads = settings.n_threads or default_n_threads()
+        self.repository = repository or ModelRepository(settings.repo or demo_repository(), n_threads=n_threads)
+        self._executor = ThreadPoolExecutor(max_workers=max(2, n_threads), thread_name_prefix="scorewire-score")
+        self.service = ScoringService(
+            self.repository,
+            max_batch_rows=settings.max_batch_rows,
+            offload_min_values=settings.offload_min_values,
+            executor=self._executor,
+        )
+        self.health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        self._signals = 0
+        self._loaded = False
+        self.port = 0
+
+    # ---------------------------------------------------------------- start
+    async def start(self) -> None:
+        """Bind and start serving; models load in the background (UNAVAILABLE
+        for a model until it is ready, health NOT_SERVING until then)."""
+        mb = self.settings.max_message_mb * 1024 * 1024
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", mb),
+                ("grpc.max_send_message_length", mb),
+                ("grpc.so_reuseport", 0),
+                # NOTE: grpc core cancels calls above this backlog; keep it above the
+                # concurrency limit so overload is answered with RESOURCE_EXHAUSTED.
+                ("grpc.max_pending_requests", 4 * self.settings.max_concurrent_rpcs + 1024),
+            ],
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
+        )
+        pb_grpc.add_PredictServiceServicer_to_server(PredictServicer(self.service), server)
+        pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.service, self._update_model_health), server)
+        oip_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.service, self.ready, self._update_model_health), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if self.settings.reflection:
+            names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, server)
+        address = f"{self.settings.host}:{self.settings.port}"  # IPv6 as "[::]"
+        self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, NOT_SERVING)
+        await server.start()
+        self._server = server
+        log.info("scorewire listening on %s:%d, repository %s", self.settings.host, self.port, self.repository.root)
+        self._loading = asyncio.create_task(self._load_all())
+
+    async def _load_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            names = await loop.run_in_executor(None, self.repository.model_names)
+        except Exception as exc:
+            log.error("cannot read the model repository: %s", exc)
+            names = []
+        entries = [self.repository.prepare(n) for n in names]
+        for entry in entries:
+            await self.health.set(health_name(entry.name), NOT_SERVING)
+        jobs = [
+            loop.run_in_executor(None, self.repository.load_version, entry, v)
+            for entry in entries
+            for v in list(entry.versions)
+        ]
+        await asyncio.gather(*jobs)
+        self._loaded = True
+        for entry in entries:
+            self._update_model_health(entry.name)
+        await self._update_server_health()
+        ready = [e.name for e in self.repository.entries() if e.state is State.READY]
+        log.info("%d of %d models ready: %s", len(ready), len(entries), ", ".join(ready) or "none")
+
+    def ready(self) -> bool:
+        """Serving: not shutting down, loading done, and at least one model ready."""
+        if self.service.draining or self._stopping is not None:
+            return False
+        if not self._loaded:
+            return False
+        return any(e.state is State.READY for e in self.repository.entries())
+
+    async def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Wait until the initial load has finished; True when the server is ready."""
+        if self._loading is not None:
+            await asyncio.wait_for(asyncio.shield(self._loading), timeout)
+        return self.ready()
+
+    def _update_model_health(self, name: str) -> None:
+        if self._stopping is not None:
+            return
+        try:
+            state = self.repository.entry(name).state
+        except Exception:
+            state = State.UNLOADED
+        status = SERVING if state is State.READY else NOT_SERVING
+        loop = asyncio.get_running_loop()
+        loop.create_task(self.health.set(health_name(name), status))
+        if self._loaded:
+            loop.create_task(self._update_server_health())
+
+    async def _update_server_health(self) -> None:
+        status = SERVING if self.ready() else NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    # ----------------------------------------------------------------- stop
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("%s received: shutting down (send it again to force)", sig.name)
+            self._stopping = asyncio.get_running_loop().create_task(self._shutdown())
+        else:
+            log.warning("%s received again: exiting now", sig.name)
+            logging.shutdown()
+            os._exit(1)
+
+    def stop(self) -> asyncio.Task[None]:
+        """Start the graceful shutdown (idempotent); await the task to wait for it."""
+        if self._stopping is None:
+            self._stopping = asyncio.get_running_loop().create_task(self._shutdown())
+        return self._stopping
+
+    async def _shutdown(self) -> None:
+        # 1. health first: every service and model NOT_SERVING
+        await self.health.enter_graceful_shutdown()
+        # 2. keep accepting while load balancers notice
+        if self.settings.drain_delay_s > 0:
+            await asyncio.sleep(self.settings.drain_delay_s)
+        self.service.draining = True
+        # 3.–4. refuse new RPCs, let in-flight ones finish within the grace period
+        if self._server is not None:
+            await self._server.stop(self.settings.shutdown_grace_s)
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        # 5. drain the scoring threads
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        log.info("scorewire stopped")
+        self._stopped.set()
+
+    async def wait_for_termination(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve(settings: Settings) -> int:
+    """Run a server until it is told to stop; returns the process exit code."""
+    server = Server(settings)
+    await server.start()
+    server.install_signal_handlers()
+    print(f"scorewire serving on {settings.host}:{server.port}", flush=True)
+    await server.wait_for_termination()
+    return 0

@@ -1,0 +1,92 @@
+"""ScoringService: the transport-agnostic core of one request.
+
+Every edge (scorewire.v1, OIP v2, the CLI) turns its wire message into a
+:class:`~scorewire.types.PredictRequest` and calls :meth:`ScoringService.predict`,
+which resolves the model, checks the input against its signature and limits, honours
+the deadline, scores (on a worker thread when the batch is large, so the event loop
+keeps serving small requests), and returns named output arrays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .errors import DeadlineExceeded, InvalidInput, Overloaded, Unavailable
+from .repository import ModelRepository, ModelVersion
+from .types import PredictRequest, PredictResponse
+
+log = logging.getLogger("scorewire.service")
+
+
+class ScoringService:
+    """Decides how one request is answered; knows nothing about protobuf or gRPC."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        max_batch_rows: int = 1_000_000,
+        offload_min_values: int = 16384,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.repository = repository
+        self.max_batch_rows = max_batch_rows
+        self.offload_min_values = offload_min_values
+        self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="scorewire-score")
+        self.draining = False
+
+    def check_input(self, mv: ModelVersion, X: np.ndarray) -> None:
+        """Reject what the model cannot score, naming the problem, never the data."""
+        assert mv.model is not None
+        sig = mv.model.signature
+        if X.ndim != 2:
+            raise InvalidInput(f"input must have shape [rows, features] (rank 2), got rank {X.ndim}")
+        if X.dtype != np.dtype(sig.input.dtype):
+            raise InvalidInput(f"model {mv.name!r} takes {sig.input.dtype} input, got {X.dtype}")
+        if X.shape[1] != sig.n_features:
+            raise InvalidInput(f"model {mv.name!r} takes {sig.n_features} features per row, got {X.shape[1]}")
+        config = mv.config
+        limit = self.max_batch_rows
+        if config.max_batch_rows is not None and config.max_batch_rows < limit:
+            limit = config.max_batch_rows
+        if X.shape[0] > limit:
+            raise Overloaded(f"{X.shape[0]} rows is over the limit of {limit} rows per request")
+        if config.nan_policy == "reject" and X.size and not np.isfinite(X).all():
+            raise InvalidInput("input contains NaN or infinite values (this model's nan_policy is 'reject')")
+
+    def resolve(self, request: PredictRequest) -> ModelVersion:
+        if self.draining:
+            raise Unavailable("the server is shutting down")
+        return self.repository.resolve(request.model, request.version)
+
+    async def predict(self, request: PredictRequest) -> PredictResponse:
+        """Score one request (see the module docstring)."""
+        mv = self.resolve(request)
+        X = request.inputs
+        self.check_input(mv, X)
+        model = mv.model
+        assert model is not None
+        outputs = request.outputs or None
+        if request.deadline is not None and time.monotonic() >= request.deadline:
+            raise DeadlineExceeded("the deadline passed before scoring started")
+        if X.size >= self.offload_min_values:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._executor, model.predict, X, outputs)
+        else:
+            result = model.predict(X, outputs)
+        return PredictResponse(model=mv.name, version=mv.version, outputs=result, request_id=request.request_id)
+
+    def predict_sync(self, request: PredictRequest) -> PredictResponse:
+        """The same, for callers without an event loop (scores on this thread)."""
+        mv = self.resolve(request)
+        self.check_input(mv, request.inputs)
+        assert mv.model is not None
+        result = mv.model.predict(request.inputs, request.outputs or None)
+        return PredictResponse(model=mv.name, version=mv.version, outputs=result, request_id=request.request_id)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

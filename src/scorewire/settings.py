@@ -1,0 +1,131 @@
+"""The server's settings: one typed object, from flags and ``SCOREWIRE_*`` variables.
+
+Every field is a command-line flag (``--max-message-mb``) and an environment
+variable (``SCOREWIRE_MAX_MESSAGE_MB``); a flag wins over the variable, the variable
+over the default. This module is the only place that reads ``os.environ`` (besides
+OpenTelemetry's own ``OTEL_*`` variables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "SCOREWIRE_"
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``scorewire serve`` runs with. Each field's ``help`` is its documentation."""
+
+    repo: Path | None = field(
+        default=None,
+        metadata={"help": "model repository directory (default: the bundled demo repository)"},
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on ('0.0.0.0' or '[::]' for all)"})
+    port: int = field(default=50051, metadata={"help": "gRPC port (0 picks a free one)"})
+    max_message_mb: int = field(
+        default=64, metadata={"help": "largest request or response message, MiB (larger: RESOURCE_EXHAUSTED)"}
+    )
+    max_batch_rows: int = field(
+        default=1_000_000, metadata={"help": "most rows in one request (more: RESOURCE_EXHAUSTED); model.toml may lower it"}
+    )
+    max_concurrent_rpcs: int = field(
+        default=256,
+        metadata={"help": "RPCs in flight at once; above it new calls get RESOURCE_EXHAUSTED at once"},
+    )
+    shutdown_grace_s: float = field(
+        default=10.0, metadata={"help": "on SIGTERM: how long in-flight RPCs may take to finish"}
+    )
+    drain_delay_s: float = field(
+        default=0.0,
+        metadata={"help": "on SIGTERM: how long to keep accepting RPCs after health turns NOT_SERVING, "
+                          "so load balancers stop routing first"},
+    )  # fmt: skip
+    reflection: bool = field(default=True, metadata={"help": "serve gRPC server reflection"})
+    n_threads: int = field(
+        default=0, metadata={"help": "threads for one large batch (0: the CPUs this process may use)"}
+    )
+    offload_min_values: int = field(
+        default=16384,
+        metadata={"help": "requests with at least this many input values are scored on a worker thread, "
+                          "so large batches do not stall the event loop"},
+    )  # fmt: skip
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+
+    def env_name(self, name: str) -> str:
+        return ENV_PREFIX + name.upper()
+
+    def validate(self) -> Settings:
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append("port must be 0..65535")
+        if self.max_message_mb < 1 or self.max_message_mb > 2047:
+            problems.append("max_message_mb must be 1..2047")
+        if self.max_batch_rows < 1:
+            problems.append("max_batch_rows must be positive")
+        if self.max_concurrent_rpcs < 1:
+            problems.append("max_concurrent_rpcs must be positive")
+        if self.shutdown_grace_s < 0 or self.drain_delay_s < 0:
+            problems.append("shutdown_grace_s and drain_delay_s must not be negative")
+        if self.n_threads < 0:
+            problems.append("n_threads must not be negative")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            problems.append("log_level must be DEBUG, INFO, WARNING or ERROR")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _parse(tp: Any, text: str) -> Any:
+    if tp in (bool, "bool"):
+        return _bool(text)
+    if tp in (int, "int"):
+        return int(text)
+    if tp in (float, "float"):
+        return float(text)
+    if tp in ("Path | None",):
+        return Path(text) if text else None
+    return text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field (defaults left to :func:`settings_from`)."""
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} [env {ENV_PREFIX}{f.name.upper()}; default {f.default}]"
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, type=lambda s, t=f.type: _parse(t, s), help=help_text)
+
+
+def settings_from(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags (when given), then SCOREWIRE_* variables, then defaults."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        flag_value = getattr(args, f.name, None) if args is not None else None
+        if flag_value is not None:
+            values[f.name] = flag_value
+            continue
+        text = env.get(ENV_PREFIX + f.name.upper())
+        if text is not None:
+            try:
+                values[f.name] = _parse(f.type, text)
+            except ValueError:
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}: cannot parse {text[:40]!r}") from None
+    return Settings(**values).validate()
