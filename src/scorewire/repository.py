@@ -192,6 +192,22 @@ class ModelRepository:
                 entry.versions[version] = mv
         return mv
 
+    def add_model(
+        self, name: str, model: Model, version: int = 1, config: ModelConfig | None = None
+    ) -> ModelVersion:
+        """Serve an in-memory model object (no artifact on disk) under ``name``."""
+        if not valid_model_name(name):
+            raise ModelLoadError(f"invalid model name {name[:64]!r}")
+        config = config or ModelConfig()
+        mv = ModelVersion(name, version, self.root / name / str(version), State.READY, model=model,
+                          loaded_at=time.time(), config=config)  # fmt: skip
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                entry = self._entries[name] = ModelEntry(name=name, path=self.root / name, config=config)
+            entry.versions[version] = mv
+        return mv
+
     def unload(self, name: str) -> None:
         """Stop serving a model (NotFound when it is not loaded)."""
         with self._lock:

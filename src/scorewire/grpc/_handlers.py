@@ -50,3 +50,81 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
     """The call's deadline as an absolute time.monotonic() value, or None."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
+
+
+# --------------------------------------------------------------------------
+# Unparseable messages
+#
+# grpc answers a request it cannot deserialize with UNKNOWN and the exception text.
+# scorewire registers every servicer through `register`, which gives each method a
+# deserializer that returns UNPARSEABLE instead of raising; unary methods then
+# answer INVALID_ARGUMENT, and stream handlers check for the marker themselves.
+# --------------------------------------------------------------------------
+
+UNPARSEABLE_MESSAGE = "the request message cannot be parsed"
+
+
+class _Unparseable:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNPARSEABLE"
+
+
+UNPARSEABLE: Any = _Unparseable()
+
+
+def _safe(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def safe_deserialize(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:
+            return UNPARSEABLE
+
+    return safe_deserialize
+
+
+def _guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(behavior)
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request is UNPARSEABLE:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
+        return await behavior(request, context)
+
+    return guarded
+
+
+class _Registrar:
+    """Stands in for the server while a generated ``add_*_to_server`` runs."""
+
+    def __init__(self, server: grpc.aio.Server, streams: bool) -> None:
+        self._server = server
+        self._streams = streams
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers arrive through add_registered_method_handlers
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        safe = {}
+        for name, h in handlers.items():
+            if not h.request_streaming:
+                h = h._replace(request_deserializer=_safe(h.request_deserializer))
+                if h.unary_unary is not None:
+                    h = h._replace(unary_unary=_guard(h.unary_unary))
+                elif h.unary_stream is not None:
+                    h = h._replace(unary_stream=_guard(h.unary_stream))
+            elif self._streams:
+                h = h._replace(request_deserializer=_safe(h.request_deserializer))
+            safe[name] = h
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, safe),))
+        self._server.add_registered_method_handlers(service, safe)
+
+
+def register(add_to_server: Callable[[Any, Any], None], servicer: Any, server: grpc.aio.Server, streams: bool = True) -> None:
+    """``add_XServicer_to_server(servicer, server)`` with unparseable requests
+    answered INVALID_ARGUMENT. ``streams``: the servicer's stream handlers check
+    for UNPARSEABLE themselves (scorewire's do; stock servicers do not)."""
+    add_to_server(servicer, _Registrar(server, streams))

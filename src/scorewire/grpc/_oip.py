@@ -20,7 +20,7 @@ from ..types import PredictRequest
 from ._codec import array_to_oip_raw, oip_datatype, oip_input_to_array
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
-from ._handlers import deadline_of, status_of, unary
+from ._handlers import UNPARSEABLE, UNPARSEABLE_MESSAGE, deadline_of, status_of, unary
 
 PLATFORMS = {"native": "scorewire_native", "onnxruntime": "onnxruntime_onnx"}
 EXTENSIONS = ["model_repository", "model_repository(unload_dependents)"]
@@ -112,6 +112,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     ) -> AsyncIterator[oip.ModelStreamInferResponse]:
         deadline = deadline_of(context)
         async for request in request_iterator:
+            if request is UNPARSEABLE:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
             try:
                 response = await self._infer(request, deadline)
             except Exception as exc:

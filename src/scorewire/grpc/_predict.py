@@ -13,7 +13,7 @@ from ..types import PredictRequest, Signature
 from ._codec import array_to_tensor, dtype_to_v1, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
-from ._handlers import deadline_of, status_of, unary
+from ._handlers import UNPARSEABLE, UNPARSEABLE_MESSAGE, deadline_of, status_of, unary
 
 _STATES = {
     State.LOADING: pb.LOADING,
@@ -58,6 +58,8 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
     ) -> AsyncIterator[pb.PredictStreamResponse]:
         deadline = deadline_of(context)
         async for request in request_iterator:
+            if request is UNPARSEABLE:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
             try:
                 response = await self._predict(request, deadline)
             except Exception as exc:  # one bad message: an error response, the stream goes on

@@ -27,13 +27,14 @@ from grpc_reflection.v1alpha import reflection
 
 from .. import demo_repository
 from .._linear import default_n_threads
-from ..repository import ModelRepository, State
+from ..repository import ModelEntry, ModelRepository, State
 from ..service import ScoringService
 from ..settings import Settings
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
+from ._handlers import register
 from ._oip import InferenceServicer
 from ._predict import ModelServicer, PredictServicer
 
@@ -98,12 +99,18 @@ class Server:
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
-        pb_grpc.add_PredictServiceServicer_to_server(PredictServicer(self.service), server)
-        pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.service, self._update_model_health), server)
-        oip_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.service, self.ready, self._update_model_health), server
+        register(pb_grpc.add_PredictServiceServicer_to_server, PredictServicer(self.service), server)
+        register(
+            pb_grpc.add_ModelServiceServicer_to_server,
+            ModelServicer(self.service, self._update_model_health),
+            server,
         )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        register(
+            oip_grpc.add_GRPCInferenceServiceServicer_to_server,
+            InferenceServicer(self.service, self.ready, self._update_model_health),
+            server,
+        )
+        register(health_pb2_grpc.add_HealthServicer_to_server, self.health, server, streams=False)
         if self.settings.reflection:
             names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
@@ -128,15 +135,14 @@ class Server:
         entries = [self.repository.prepare(n) for n in names]
         for entry in entries:
             await self.health.set(health_name(entry.name), NOT_SERVING)
-        jobs = [
-            loop.run_in_executor(None, self.repository.load_version, entry, v)
-            for entry in entries
-            for v in list(entry.versions)
-        ]
-        await asyncio.gather(*jobs)
+
+        async def load(entry: ModelEntry) -> None:
+            for v in list(entry.versions):
+                await loop.run_in_executor(None, self.repository.load_version, entry, v)
+            self._update_model_health(entry.name)  # each model as soon as it is ready
+
+        await asyncio.gather(*(load(e) for e in entries))
         self._loaded = True
-        for entry in entries:
-            self._update_model_health(entry.name)
         await self._update_server_health()
         ready = [e.name for e in self.repository.entries() if e.state is State.READY]
         log.info("%d of %d models ready: %s", len(ready), len(entries), ", ".join(ready) or "none")

@@ -1,0 +1,381 @@
+"""A real server on a free loopback port, called through the generated stubs:
+every RPC, every client mistake and the status it gets, and health afterwards."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+import scorewire
+from scorewire.repository import ModelRepository
+from scorewire.settings import Settings
+from scorewire.grpc._codec import array_to_tensor, tensor_to_array
+from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+from scorewire.grpc._gen.inference import grpc_service_pb2_grpc as oip_grpc
+from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
+from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
+
+from ..servers import InProcessServer, wait_serving
+
+SC = grpc.StatusCode
+SECRET = 987654.321  # a value that must never come back in an error message
+
+
+class GatedRepository(ModelRepository):
+    """Holds the model named 'slow' in LOADING until the test opens the gate."""
+
+    gate = threading.Event()
+
+    def load_version(self, entry, version):
+        if entry.name == "slow":
+            self.gate.wait(30)
+        return super().load_version(entry, version)
+
+
+class SleepyModel:
+    """Answers after a pause (to keep an RPC in flight)."""
+
+    backend = "native"
+
+    def __init__(self, inner, seconds: float) -> None:
+        self.inner, self.seconds, self.signature = inner, seconds, inner.signature
+
+    def predict(self, X, outputs=None):
+        time.sleep(self.seconds)
+        return self.inner.predict(X, outputs)
+
+
+class BrokenModel(SleepyModel):
+    def predict(self, X, outputs=None):
+        raise RuntimeError(f"secret internal detail {SECRET}")
+
+
+@pytest.fixture(scope="module")
+def repo_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repo")
+    demo = scorewire.demo_repository()
+    for name in ("breast-cancer", "diabetes", "iris-forest", "wine"):
+        shutil.copytree(demo / name, root / name)
+    shutil.copytree(demo / "diabetes", root / "nan-ok")
+    (root / "nan-ok" / "model.toml").write_text('nan_policy = "allow"\nmax_batch_rows = 5\n')
+    shutil.copytree(demo / "diabetes", root / "slow")
+    (root / "broken" / "1").mkdir(parents=True)
+    (root / "broken" / "1" / "model.onnx").write_bytes(b"\x08\x07\x12\x04trun")  # truncated
+    (root / "badconf").mkdir()
+    (root / "badconf" / "model.toml").write_text("bakend = 'native'\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repo_dir):
+    GatedRepository.gate.clear()
+    repo = GatedRepository(repo_dir, n_threads=1)
+    # offload_min_values=1: every request scores on a worker thread, so the sleepy
+    # model below keeps RPCs in flight without blocking the event loop
+    settings = Settings(port=0, max_message_mb=1, max_concurrent_rpcs=8, offload_min_values=1)
+    srv = InProcessServer(settings, repo, wait_ready=False)
+    for name in ("breast-cancer", "diabetes", "iris-forest", "wine", "nan-ok"):
+        wait_serving(srv.addr, f"model/{name}")
+    diabetes = repo.resolve("diabetes").model
+    repo.add_model("sleepy", SleepyModel(diabetes, 1.0))
+    repo.add_model("broken-at-runtime", BrokenModel(diabetes, 0))
+    yield srv
+    GatedRepository.gate.set()
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def channel(server):
+    with grpc.insecure_channel(server.addr) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="module")
+def predict(channel):
+    return pb_grpc.PredictServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def models(channel):
+    return pb_grpc.ModelServiceStub(channel)
+
+
+def local(name: str):
+    return scorewire.load_model(scorewire.demo_repository() / name / "1")
+
+
+def req(model="diabetes", X=None, raw=True, **kw):
+    if X is None:
+        X = np.full((2, 10), 0.01)
+    return pb.PredictRequest(model=model, input=array_to_tensor(np.asarray(X), raw=raw), **kw)
+
+
+def code_of(call, *args, **kw):
+    with pytest.raises(grpc.RpcError) as info:
+        call(*args, **kw)
+    assert str(SECRET) not in (info.value.details() or "")
+    assert "Traceback" not in (info.value.details() or "")
+    return info.value.code(), info.value.details()
+
+
+# ------------------------------------------------------------------ Predict
+@pytest.mark.parametrize("raw", [True, False])
+def test_predict_native_and_onnx(predict, raw, rng):
+    X = rng.normal(size=(5, 30)) * 0.1 + 1
+    r = predict.Predict(req("breast-cancer", X, raw=raw, request_id="abc"))
+    assert (r.model, r.version, r.request_id) == ("breast-cancer", 1, "abc")
+    want = local("breast-cancer").predict(X)
+    np.testing.assert_allclose(tensor_to_array(r.outputs["probabilities"]), want["probabilities"], rtol=1e-15)
+    np.testing.assert_array_equal(tensor_to_array(r.outputs["label"]), want["label"])
+    Xf = rng.normal(size=(4, 4)).astype(np.float32) + 3
+    r = predict.Predict(req("iris-forest", Xf, raw=raw, outputs=["probabilities"]))
+    assert list(r.outputs) == ["probabilities"]
+    np.testing.assert_allclose(
+        tensor_to_array(r.outputs["probabilities"]), local("iris-forest").predict(Xf)["probabilities"], rtol=1e-6
+    )
+
+
+def test_predict_explicit_version_and_zero_rows(predict):
+    r = predict.Predict(req("wine", np.empty((0, 13)), version=1))
+    assert r.version == 1
+    assert tensor_to_array(r.outputs["probabilities"]).shape == (0, 3)
+    assert tensor_to_array(r.outputs["label"]).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    "request_, status, words",
+    [
+        (req(X=np.zeros((2, 10), dtype=np.float32)), SC.INVALID_ARGUMENT, "float64"),
+        (req(X=np.zeros((2, 9))), SC.INVALID_ARGUMENT, "10 features"),
+        (req(X=np.zeros((2, 10, 1))), SC.INVALID_ARGUMENT, "rank 2"),
+        (req(X=np.zeros(10)), SC.INVALID_ARGUMENT, "rank 2"),
+        (pb.PredictRequest(model="diabetes", input=pb.Tensor(dtype=pb.FLOAT64, shape=[1, 10], raw=b"\0" * 79)), SC.INVALID_ARGUMENT, "bytes"),
+        (pb.PredictRequest(model="diabetes", input=pb.Tensor(dtype=pb.FLOAT64, shape=[1, 1], raw=b"\0" * 8, double_values=[SECRET])), SC.INVALID_ARGUMENT, "both"),
+        (pb.PredictRequest(model="diabetes", input=pb.Tensor(dtype=pb.FLOAT64, shape=[-1, 10])), SC.INVALID_ARGUMENT, "negative"),
+        (pb.PredictRequest(model="diabetes", input=pb.Tensor(dtype=pb.FLOAT64, shape=[1 << 62, 1 << 62])), SC.INVALID_ARGUMENT, "too large"),
+        (pb.PredictRequest(model="diabetes", input=pb.Tensor(shape=[1, 10])), SC.INVALID_ARGUMENT, "dtype"),
+        (pb.PredictRequest(model="diabetes"), SC.INVALID_ARGUMENT, "dtype"),
+        (req(X=np.array([[np.nan] + [SECRET] * 9])), SC.INVALID_ARGUMENT, "NaN"),
+        (req(X=np.array([[np.inf] + [SECRET] * 9])), SC.INVALID_ARGUMENT, "NaN"),
+        (req(outputs=["nope"]), SC.INVALID_ARGUMENT, "unknown output"),
+        (req(model="no-such-model"), SC.NOT_FOUND, "no model"),
+        (req(model="../../etc/passwd"), SC.NOT_FOUND, "no model"),
+        (req(version=7), SC.NOT_FOUND, "no version 7"),
+        (req(model="slow"), SC.UNAVAILABLE, "loading"),
+        (req(model="broken"), SC.UNAVAILABLE, "failed"),
+        (req(model="nan-ok", X=np.zeros((6, 10))), SC.RESOURCE_EXHAUSTED, "limit of 5 rows"),
+        (req(model="broken-at-runtime"), SC.INTERNAL, "internal error"),
+    ],
+)
+def test_client_mistakes_get_the_right_status(predict, request_, status, words):
+    code, details = code_of(predict.Predict, request_)
+    assert code == status, details
+    assert words in details
+
+
+def test_nan_allowed_by_model_policy(predict):
+    r = predict.Predict(req(model="nan-ok", X=np.full((1, 10), np.nan)))
+    assert np.isnan(tensor_to_array(r.outputs["value"])).all()
+
+
+def test_message_over_the_size_limit(predict):
+    big = np.zeros((20_000, 10))  # 1.6 MB > --max-message-mb 1
+    code, _ = code_of(predict.Predict, req(X=big))
+    assert code == SC.RESOURCE_EXHAUSTED
+
+
+def test_deadline_exceeded(predict):
+    code, _ = code_of(predict.Predict, req(model="sleepy"), timeout=0.2)
+    assert code == SC.DEADLINE_EXCEEDED
+
+
+def test_overload_is_answered_at_once(server, predict):
+    """max_concurrent_rpcs=8: with 8 slow calls in flight the 9th is refused."""
+    futures = [predict.Predict.future(req(model="sleepy")) for _ in range(8)]
+    time.sleep(0.3)
+    started = time.monotonic()
+    code, _ = code_of(predict.Predict, req())
+    assert code == SC.RESOURCE_EXHAUSTED
+    assert time.monotonic() - started < 0.9  # refused, not queued behind the slow calls
+    for f in futures:
+        assert f.result(timeout=10).model == "sleepy"
+
+
+# ------------------------------------------------------------ PredictStream
+def test_stream_in_order_and_survives_a_bad_message(predict, rng):
+    X = rng.normal(size=(40, 10)) * 0.05
+    msgs = [req(X=X[i : i + 1], request_id=f"r{i}") for i in range(40)]
+    msgs.insert(20, req(X=np.zeros((1, 3)), request_id="bad"))
+    out = list(predict.PredictStream(iter(msgs)))
+    assert [r.request_id for r in out] == [m.request_id for m in msgs]
+    bad = out[20]
+    assert bad.WhichOneof("result") == "error" and bad.error.code == SC.INVALID_ARGUMENT.value[0]
+    want = local("diabetes").predict(X)["value"]
+    got = [tensor_to_array(r.response.outputs["value"])[0] for r in out if r.request_id != "bad"]
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+
+
+# ------------------------------------------------------------- ModelService
+def test_list_and_get_models(models):
+    listed = {m.name: m for m in models.ListModels(pb.ListModelsRequest()).models}
+    assert {"breast-cancer", "diabetes", "iris-forest", "wine", "broken", "badconf", "slow"} <= set(listed)
+    bc = models.GetModel(pb.GetModelRequest(name="breast-cancer"))
+    assert bc.state == pb.READY and bc.description.startswith("Breast cancer")
+    v = bc.versions[0]
+    assert (v.version, v.backend, v.state) == (1, "native", pb.READY)
+    assert v.signature.input.dtype == pb.FLOAT64 and list(v.signature.input.shape) == [-1, 30]
+    assert list(v.signature.classes) == ["0", "1"] and v.signature.feature_names[0] == "mean radius"
+    assert models.GetModel(pb.GetModelRequest(name="iris-forest")).versions[0].backend == "onnxruntime"
+    broken = models.GetModel(pb.GetModelRequest(name="broken"))
+    assert broken.state == pb.FAILED and "model.onnx" in broken.versions[0].error
+    assert "unknown key" in models.GetModel(pb.GetModelRequest(name="badconf")).error
+    assert models.GetModel(pb.GetModelRequest(name="slow")).state == pb.LOADING
+    code, _ = code_of(models.GetModel, pb.GetModelRequest(name="nope"))
+    assert code == SC.NOT_FOUND
+
+
+def test_load_and_unload(server, models, predict, channel, repo_dir):
+    health = health_pb2_grpc.HealthStub(channel)
+    shutil.copytree(repo_dir / "wine", repo_dir / "wine-copy")
+    code, _ = code_of(predict.Predict, req("wine-copy", np.zeros((1, 13))))
+    assert code == SC.NOT_FOUND
+    info = models.LoadModel(pb.LoadModelRequest(name="wine-copy"))
+    assert info.state == pb.READY
+    assert predict.Predict(req("wine-copy", np.zeros((1, 13)))).model == "wine-copy"
+    _wait_health(health, "model/wine-copy", health_pb2.HealthCheckResponse.SERVING)
+    models.UnloadModel(pb.UnloadModelRequest(name="wine-copy"))
+    code, _ = code_of(predict.Predict, req("wine-copy", np.zeros((1, 13))))
+    assert code == SC.NOT_FOUND
+    _wait_health(health, "model/wine-copy", health_pb2.HealthCheckResponse.NOT_SERVING)
+    code, _ = code_of(models.LoadModel, pb.LoadModelRequest(name="../outside"))
+    assert code == SC.NOT_FOUND
+
+
+def _wait_health(stub, service, status, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while stub.Check(health_pb2.HealthCheckRequest(service=service)).status != status:
+        assert time.monotonic() < deadline, f"{service} never became {status}"
+        time.sleep(0.02)
+
+
+# ------------------------------------------------------------------- OIP v2
+def test_oip_metadata_and_infer(channel, rng):
+    stub = oip_grpc.GRPCInferenceServiceStub(channel)
+    assert stub.ServerLive(oip.ServerLiveRequest()).live
+    # strict readiness: not ready until the initial load is done ('slow' still loads)
+    assert not stub.ServerReady(oip.ServerReadyRequest()).ready
+    assert stub.ModelReady(oip.ModelReadyRequest(name="wine")).ready
+    assert not stub.ModelReady(oip.ModelReadyRequest(name="slow")).ready
+    assert stub.ServerMetadata(oip.ServerMetadataRequest()).name == "scorewire"
+    md = stub.ModelMetadata(oip.ModelMetadataRequest(name="iris-forest"))
+    assert md.platform == "onnxruntime_onnx" and md.inputs[0].datatype == "FP32"
+    assert list(md.inputs[0].shape) == [-1, 4]
+    X = rng.normal(size=(3, 13))
+    r = oip.ModelInferRequest(model_name="wine", id="q1")
+    r.inputs.add(name="input", datatype="FP64", shape=[3, 13]).contents.fp64_contents.extend(X.ravel())
+    r.outputs.add(name="probabilities")
+    resp = stub.ModelInfer(r)
+    assert (resp.id, resp.model_version, [o.name for o in resp.outputs]) == ("q1", "1", ["probabilities"])
+    got = np.frombuffer(resp.raw_output_contents[0], dtype="<f8").reshape(3, 3)
+    np.testing.assert_allclose(got, local("wine").predict(X)["probabilities"], rtol=1e-15)
+    index = stub.RepositoryIndex(oip.RepositoryIndexRequest())
+    states = {(m.name, m.state) for m in index.models}
+    assert ("wine", "READY") in states and ("broken", "FAILED") in states
+    bad = oip.ModelInferRequest(model_name="wine")
+    bad.inputs.add(name="wrong-name", datatype="FP64", shape=[1, 13]).contents.fp64_contents.extend([0.0] * 13)
+    code, details = code_of(stub.ModelInfer, bad)
+    assert code == SC.INVALID_ARGUMENT and "named 'input'" in details
+    code, _ = code_of(stub.ModelMetadata, oip.ModelMetadataRequest(name="nope"))
+    assert code == SC.NOT_FOUND
+
+
+# ---------------------------------------------------- health and reflection
+def test_health_per_service_and_model(channel):
+    stub = health_pb2_grpc.HealthStub(channel)
+    S, N = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    assert stub.Check(health_pb2.HealthCheckRequest(service="model/wine")).status == S
+    # while 'slow' is still loading, the server as a whole is not yet SERVING
+    for service in ("", "scorewire.v1.PredictService", "inference.GRPCInferenceService"):
+        assert stub.Check(health_pb2.HealthCheckRequest(service=service)).status == N, service
+    assert stub.Check(health_pb2.HealthCheckRequest(service="model/broken")).status == N
+    assert stub.Check(health_pb2.HealthCheckRequest(service="model/slow")).status == N
+    watch = stub.Watch(health_pb2.HealthCheckRequest(service="model/wine"))
+    assert next(watch).status == S
+    watch.cancel()
+    code, _ = code_of(stub.Check, health_pb2.HealthCheckRequest(service="model/nope"))
+    assert code == SC.NOT_FOUND
+
+
+def test_reflection_lists_services(channel):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for s in next(responses).list_services_response.service}
+    assert {"scorewire.v1.PredictService", "scorewire.v1.ModelService", "inference.GRPCInferenceService",
+            "grpc.health.v1.Health"} <= names  # fmt: skip
+
+
+def test_slow_model_becomes_ready_when_loaded(server, predict, channel):
+    """Last: open the gate; the LOADING model turns READY and SERVING."""
+    GatedRepository.gate.set()
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert predict.Predict(req(model="slow")).model == "slow"
+            break
+        except grpc.RpcError as err:
+            assert err.code() == SC.UNAVAILABLE and time.monotonic() < deadline
+            time.sleep(0.05)
+    _wait_health(health, "model/slow", health_pb2.HealthCheckResponse.SERVING)
+
+
+def test_server_still_healthy_after_all_errors(channel, predict):
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "scorewire.v1.PredictService", "scorewire.v1.ModelService", "inference.GRPCInferenceService"):
+        _wait_health(stub, service, health_pb2.HealthCheckResponse.SERVING)
+    assert oip_grpc.GRPCInferenceServiceStub(channel).ServerReady(oip.ServerReadyRequest()).ready
+    assert predict.Predict(req()).model == "diabetes"
+
+
+def test_reflection_can_be_turned_off(repo_dir):
+    srv = InProcessServer(Settings(port=0, reflection=False), ModelRepository(repo_dir / "wine", n_threads=1))
+    try:
+        with grpc.insecure_channel(srv.addr) as ch:
+            stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+            with pytest.raises(grpc.RpcError) as info:
+                list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+            assert info.value.code() == SC.UNIMPLEMENTED
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(
+    "method, stream",
+    [
+        ("/scorewire.v1.PredictService/Predict", False),
+        ("/scorewire.v1.ModelService/GetModel", False),
+        ("/inference.GRPCInferenceService/ModelInfer", False),
+        ("/grpc.health.v1.Health/Check", False),
+        ("/scorewire.v1.PredictService/PredictStream", True),
+        ("/inference.GRPCInferenceService/ModelStreamInfer", True),
+    ],
+)
+def test_unparseable_messages_are_invalid_argument(channel, method, stream):
+    garbage = b"\xff\xff\xff\xff garbage"
+    if stream:
+        call = channel.stream_stream(method, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as info:
+            list(call(iter([garbage])))
+    else:
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as info:
+            call(garbage)
+    assert info.value.code() == SC.INVALID_ARGUMENT
+    assert info.value.details() == "the request message cannot be parsed"
