@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from .. import __version__
-from ..errors import InvalidInput, ModelLoadError, NotFound
+from ..errors import InvalidInput, ModelLoadError, ScorewireError
 from ..repository import State
 from ..service import ScoringService
 from ..types import PredictRequest
@@ -53,11 +53,10 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def ModelReady(self, request, context):
+        # as Triton: an unknown, loading or failed model is "not ready", not an error
         try:
             self.repository.resolve(request.name, _version(request.version))
-        except NotFound:
-            raise
-        except Exception:
+        except ScorewireError:
             return oip.ModelReadyResponse(ready=False)
         return oip.ModelReadyResponse(ready=not self.service.draining)
 

@@ -1,0 +1,85 @@
+"""Shutdown as users see it: `scorewire serve` in a subprocess, SIGTERM with
+requests in flight (uvicorn's test_signal.py style: numbered steps)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from scorewire.grpc._codec import array_to_tensor
+from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
+from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
+
+from .servers import server_process
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_sigterm_answers_every_request_in_flight():
+    """
+    1. 12 requests of 300 000 rows each are sent to the ONNX model (seconds of work).
+    2. SIGTERM is sent while they run.
+    3. Health answers NOT_SERVING at once (within the drain delay).
+    4. A request sent during the drain delay is still accepted and answered.
+    Result: every request is answered OK, some after the signal; the process exits 0.
+    """
+    X = (np.random.default_rng(0).random((300_000, 4)) * 5).astype(np.float32)
+    request = pb.PredictRequest(model="iris-forest", input=array_to_tensor(X, raw=True), outputs=["label"])
+    with server_process("--drain-delay-s", "1.0", "--shutdown-grace-s", "30") as server:
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = pb_grpc.PredictServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            finished: list[tuple[float, grpc.StatusCode]] = []
+
+            def call() -> None:
+                try:
+                    stub.Predict(request, timeout=60)
+                    finished.append((time.monotonic(), grpc.StatusCode.OK))
+                except grpc.RpcError as err:
+                    finished.append((time.monotonic(), err.code()))
+
+            # 1.
+            threads = [threading.Thread(target=call) for _ in range(12)]
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
+            # 2.
+            signalled = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            # 3.
+            deadline = signalled + 0.8
+            while health.Check(health_pb2.HealthCheckRequest(), timeout=1).status != NOT_SERVING:
+                assert time.monotonic() < deadline, "health did not turn NOT_SERVING at once"
+                time.sleep(0.01)
+            # 4.
+            late = stub.Predict(pb.PredictRequest(model="diabetes", input=array_to_tensor(np.zeros((1, 10)), raw=True)), timeout=30)
+            assert late.model == "diabetes"
+            for t in threads:
+                t.join(60)
+        # Result
+        assert [code for _, code in finished] == [grpc.StatusCode.OK] * 12
+        assert any(when > signalled for when, _ in finished), "no request was in flight at the signal"
+        assert server.proc.wait(timeout=30) == 0
+
+
+def test_second_signal_forces_exit():
+    X = (np.random.default_rng(0).random((300_000, 4)) * 5).astype(np.float32)
+    request = pb.PredictRequest(model="iris-forest", input=array_to_tensor(X, raw=True))
+    with server_process("--drain-delay-s", "5", "--shutdown-grace-s", "30") as server:
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = pb_grpc.PredictServiceStub(channel)
+            futures = [stub.Predict.future(request, timeout=60) for _ in range(4)]
+            time.sleep(0.3)
+            server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            assert server.proc.wait(timeout=10) == 1
+            assert time.monotonic() - started < 5  # did not wait for the drain delay
+            for f in futures:
+                f.cancel()
