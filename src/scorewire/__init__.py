@@ -14,8 +14,8 @@ The in-process API::
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
+from importlib import resources as _resources
+from pathlib import Path as _Path
 
 from ._export import export_estimator, reference_statistics
 from ._linear import LinearSpec, NativeLinearModel
@@ -38,9 +38,9 @@ from .types import Signature, TensorSpec
 __version__ = "0.1.0"
 
 
-def demo_repository() -> Path:
+def demo_repository() -> _Path:
     """The demo model repository that ships inside the package."""
-    return Path(str(resources.files("scorewire") / "demo"))
+    return _Path(str(_resources.files("scorewire") / "demo"))
 
 
 __all__ = [

@@ -90,7 +90,7 @@ class LinearSpec:
             raise ModelLoadError(f"coefficients must be a non-empty (outputs, features) matrix, got shape {self.coef.shape}")
         k, d = self.coef.shape
         if self.intercept.shape != (k,):
-            raise ModelLoadError(f"intercepts must have {k} values (one per coefficient row), got {self.intercept.size}")
+            raise ModelLoadError(f"one intercept per coefficient row: expected {k}, got {self.intercept.size}")
         if not (np.isfinite(self.coef).all() and np.isfinite(self.intercept).all()):
             raise ModelLoadError("coefficients and intercepts must be finite")
         if np.dtype(self.dtype) not in FLOAT_DTYPES:

@@ -1,0 +1,78 @@
+"""Generated files are current: the gRPC stubs (proto/generate.py) and the demo
+model repository (examples/make_demo_repo.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import scorewire
+
+ROOT = Path(__file__).resolve().parent.parent
+STUBS = ROOT / "src" / "scorewire" / "grpc" / "_gen"
+
+
+def test_grpc_stubs_are_current(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "proto" / "generate.py"), str(tmp_path)], check=True)
+    fresh = {p.relative_to(tmp_path): p.read_text() for p in tmp_path.rglob("*") if p.is_file()}
+    committed = {p.relative_to(STUBS): p.read_text() for p in STUBS.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert sorted(fresh) == sorted(committed), "run `make proto`"
+    stale = [str(p) for p in fresh if fresh[p] != committed[p]]
+    assert not stale, f"stale stubs {stale}: run `make proto`"
+
+
+def test_stubs_import_in_a_fresh_interpreter():
+    """Importable on the installed protobuf runtime (gencode version check passes)."""
+    code = (
+        "import google.protobuf, scorewire.grpc._gen.scorewire.v1.scorewire_pb2_grpc, "
+        "scorewire.grpc._gen.inference.grpc_service_pb2_grpc; print(google.protobuf.__version__)"
+    )
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip()
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        # retraining may differ in the last bits across BLAS builds
+        return bool(np.isclose(a, b, rtol=1e-7, atol=1e-9))
+    return bool(a == b)
+
+
+def test_demo_repository_is_current(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "examples" / "make_demo_repo.py"), str(tmp_path)], check=True)
+    shipped = scorewire.demo_repository()
+    fresh_files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    shipped_files = sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    assert fresh_files == shipped_files, "run `make demo`"
+    for rel in fresh_files:
+        new, old = tmp_path / rel, shipped / rel
+        if rel.suffix == ".json":
+            assert _close(json.loads(new.read_text()), json.loads(old.read_text())), f"{rel} is stale: run `make demo`"
+        elif rel.suffix == ".onnx":
+            X = np.random.default_rng(0).random((200, 4)).astype(np.float32) * 8
+            a = scorewire.load_model(new).predict(X)
+            b = scorewire.load_model(old).predict(X)
+            np.testing.assert_array_equal(a["label"], b["label"])
+            np.testing.assert_allclose(a["probabilities"], b["probabilities"], rtol=1e-6)
+        else:
+            assert new.read_text() == old.read_text(), f"{rel} is stale: run `make demo`"
+
+
+def test_demo_repository_loads_completely():
+    repo = scorewire.ModelRepository(scorewire.demo_repository())
+    repo.load_all()
+    backends = {e.name: e.versions[1].model.backend for e in repo.entries()}
+    assert backends == {
+        "breast-cancer": "native",
+        "diabetes": "native",
+        "iris-forest": "onnxruntime",
+        "wine": "native",
+    }

@@ -1,0 +1,182 @@
+"""Model formats and the repository: good artifacts load, bad ones fail with a
+message naming the file, and never stop the other models from loading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import scorewire
+from scorewire import ModelRepository, State
+from scorewire._config import VersionPolicy, parse_model_config
+from scorewire._jsonformat import dump_linear_json, load_linear_json, parse_linear_json
+from scorewire.errors import ModelLoadError, NotFound, Unavailable
+
+GOOD = {
+    "format": "scorewire.linear",
+    "format_version": 1,
+    "kind": "logistic",
+    "coefficients": [[0.5, -1.25, 2.0]],
+    "intercepts": [0.1],
+    "classes": [0, 1],
+    "feature_names": ["age", "income", "debt"],
+    "dtype": "float64",
+}
+
+
+def test_model_json_readme_example_scores_as_documented():
+    spec = parse_linear_json(json.dumps(GOOD))
+    model = scorewire.NativeLinearModel(spec)
+    x = np.array([[1.0, 2.0, 3.0]])
+    z = 0.5 * 1 - 1.25 * 2 + 2.0 * 3 + 0.1
+    out = model.predict(x)
+    np.testing.assert_allclose(out["probabilities"][0, 1], 1 / (1 + np.exp(-z)), rtol=1e-15)
+    assert out["label"].tolist() == [1]
+    assert model.signature.feature_names == ("age", "income", "debt")
+
+
+def test_model_json_round_trip_is_exact(tmp_path, rng):
+    spec = scorewire.LinearSpec(
+        "classification", "softmax", rng.normal(size=(3, 5)), rng.normal(size=3), classes=("a", "b", "c"), dtype="float32"
+    )
+    dump_linear_json(spec, tmp_path / "model.json")
+    back = load_linear_json(tmp_path / "model.json")
+    assert np.array_equal(back.coef, spec.coef) and np.array_equal(back.intercept, spec.intercept)
+    assert (back.link, back.classes, back.dtype) == ("softmax", ("a", "b", "c"), "float32")
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"coefficients": [[1.0, 2.0], [3.0]]}, "same length"),
+        ({"intercepts": [0.1, 0.2]}, "one intercept per coefficient row: expected 1, got 2"),
+        ({"classes": [0, 1, 2]}, "2 classes"),
+        ({"kind": "tree"}, "kind"),
+        ({"coefficients": [[1.0, "x", 2.0]]}, "finite numbers"),
+        ({"feature_names": ["a"]}, "feature names"),
+        ({"dtype": "int8"}, "dtype"),
+        ({"format": "other"}, "format"),
+        ({"colour": "blue"}, "unknown field"),
+        ({"classes": [0, "a"]}, "all integers or all strings"),
+        ({"classes": [1, 1]}, "distinct"),
+    ],
+)
+def test_model_json_errors_name_the_file(change, words, tmp_path):
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps({**GOOD, **change}))
+    with pytest.raises(ModelLoadError, match=words) as info:
+        load_linear_json(path)
+    assert str(path) in info.value.message
+
+
+@pytest.mark.parametrize("text", ["{", '{"coefficients": [NaN]}', "[1, 2]", '{"a": Infinity}'])
+def test_model_json_not_json(text, tmp_path):
+    path = tmp_path / "model.json"
+    path.write_text(text)
+    with pytest.raises(ModelLoadError) as info:
+        load_linear_json(path)
+    assert str(path) in info.value.message
+
+
+def _repo(tmp_path):
+    root = tmp_path / "repo"
+    demo = scorewire.demo_repository()
+    shutil.copytree(demo / "wine", root / "wine")
+    shutil.copytree(demo / "iris-forest", root / "iris-forest")
+    onnx_bytes = (demo / "iris-forest" / "1" / "model.onnx").read_bytes()
+    bad = {
+        "truncated-onnx": ("model.onnx", onnx_bytes[: len(onnx_bytes) // 2]),
+        "garbage-onnx": ("model.onnx", b"not a model at all"),
+        "bad-json": ("model.json", b'{"format": "scorewire.linear", "format_version": 1, "kind": "linear", "coefficients": [[1, 2]], "intercepts": [1, 2, 3]}'),
+        "entity-pmml": ("model.pmml", b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><PMML>&a;</PMML>'),
+    }  # fmt: skip
+    for name, (artifact, data) in bad.items():
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "1" / artifact).write_bytes(data)
+    (root / "two-artifacts" / "1").mkdir(parents=True)
+    shutil.copy(demo / "wine" / "1" / "model.json", root / "two-artifacts" / "1")
+    shutil.copy(demo / "iris-forest" / "1" / "model.onnx", root / "two-artifacts" / "1")
+    (root / "no-versions").mkdir()
+    (root / "bad..name").mkdir()
+    return root
+
+
+def test_bad_artifacts_fail_alone(tmp_path):
+    root = _repo(tmp_path)
+    repo = ModelRepository(root, n_threads=1)
+    repo.load_all()
+    entries = {e.name: e for e in repo.entries()}
+    assert "bad..name" not in entries  # never loaded: not a valid name
+    assert entries["wine"].state is State.READY and entries["iris-forest"].state is State.READY
+    for name, words in {
+        "truncated-onnx": "not a valid ONNX model",
+        "garbage-onnx": "not a valid ONNX model",
+        "bad-json": "one intercept per coefficient row",
+        "entity-pmml": "model.pmml",
+        "two-artifacts": "more than one model artifact",
+    }.items():
+        mv = entries[name].versions[1]
+        assert mv.state is State.FAILED, name
+        assert words in mv.error and str(root / name) in mv.error, (name, mv.error)
+        assert "Traceback" not in mv.error
+    assert "no version directory" in entries["no-versions"].error
+    with pytest.raises(Unavailable):
+        repo.resolve("truncated-onnx")
+    with pytest.raises(NotFound):
+        repo.resolve("bad..name")
+    with pytest.raises(NotFound):
+        repo.load("../repo")
+
+
+def test_version_policy_and_explicit_versions(tmp_path):
+    root = tmp_path / "repo"
+    for v in (1, 2, 3):
+        shutil.copytree(scorewire.demo_repository() / "diabetes" / "1", root / "m" / str(v))
+    repo = ModelRepository(root)
+    repo.load_all()
+    assert repo.entry("m").ready_versions() == [3]  # default: the newest
+    (root / "m" / "model.toml").write_text('[version_policy]\npolicy = "all"\n')
+    repo.load("m")
+    assert repo.entry("m").ready_versions() == [1, 2, 3]
+    assert repo.resolve("m").version == 3 and repo.resolve("m", 2).version == 2
+    assert VersionPolicy("specific", versions=(1, 3)).select([1, 2, 3]) == [1, 3]
+    assert VersionPolicy("latest", count=2).select([3, 1, 2]) == [2, 3]
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("backend = 'gpu'", "backend"),
+        ("nan_policy = 'zero'", "nan_policy"),
+        ("max_batch_rows = 0", "max_batch_rows"),
+        ("[version_policy]\npolicy = 'specific'", "versions"),
+        ("= broken", "not valid TOML"),
+    ],
+)
+def test_model_toml_errors(text, words):
+    with pytest.raises(ModelLoadError, match=words):
+        parse_model_config(text.encode(), "model.toml")
+
+
+def test_backend_can_be_forced(tmp_path):
+    from scorewire._export import onnx_from_sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    iris = load_iris()
+    clf = LogisticRegression(max_iter=2000).fit(iris.data, iris.target)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(onnx_from_sklearn(clf, 4))
+    assert scorewire.load_model(path).backend == "native"
+    assert scorewire.load_model(path, backend="onnxruntime").backend == "onnxruntime"
+    forest = scorewire.demo_repository() / "iris-forest" / "1" / "model.onnx"
+    with pytest.raises(ModelLoadError, match="not linear"):
+        scorewire.load_model(forest, backend="native")
+    X = iris.data.astype(np.float32)
+    a = scorewire.load_model(path).predict(X)
+    b = scorewire.load_model(path, backend="onnxruntime").predict(X)
+    np.testing.assert_array_equal(a["label"], b["label"])
+    np.testing.assert_allclose(a["probabilities"], b["probabilities"], rtol=1e-5, atol=1e-6)
