@@ -12,7 +12,13 @@ RUN_STAMP  := $(VENV)/.stamp-run
 TEST_STAMP := $(VENV)/.stamp-test
 BUILD_DEPS := pyproject.toml setup.py ext/_kernel.pyx
 
-.PHONY: serve test bench lint proto demo build clean help
+# the TypeScript client test (tests/test_typescript_client.py): node + npm
+TS_DIR   := tests/clients/ts
+TS_STAMP := $(TS_DIR)/node_modules/.stamp-ci
+TS_BUILT := $(TS_DIR)/dist/client.js
+TS_SRCS  := $(TS_DIR)/client.ts $(TS_DIR)/tsconfig.json $(TS_DIR)/proto/grpc/health/v1/health.proto proto/scorewire/v1/scorewire.proto
+
+.PHONY: serve test bench lint proto demo build clean help ts-client
 
 help:
 	@echo "make serve   start the server on the bundled demo model repository"
@@ -42,7 +48,17 @@ build: $(TEST_STAMP)
 serve: $(RUN_STAMP)
 	$(BIN)/scorewire serve $(ARGS)
 
-test: $(TEST_STAMP)
+# Install the TypeScript client from its lockfile, generate its types, compile it.
+$(TS_STAMP): $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
+	cd $(TS_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+$(TS_BUILT): $(TS_STAMP) $(TS_SRCS)
+	cd $(TS_DIR) && npm run --silent build
+
+ts-client: $(TS_BUILT)
+
+test: $(TEST_STAMP) ts-client
 	$(PY) -m pytest $(ARGS)
 
 bench: $(TEST_STAMP)
@@ -51,6 +67,9 @@ bench: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
+
+proto: $(TEST_STAMP)
+	$(PY) proto/generate.py
 
 demo: $(TEST_STAMP)
 	$(PY) examples/make_demo_repo.py
