@@ -137,9 +137,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predict = pb_grpc.PredictServiceStub(channel)
         try:
             info = models.GetModel(pb.GetModelRequest(name=args.model), timeout=args.timeout)
-            ready = [v for v in info.versions if v.state == pb.READY]
+            ready = [v for v in info.versions if v.state == pb.READY and args.version in (0, v.version)]
             if not ready:
-                print(f"scorewire predict: model {args.model!r} is not ready", file=sys.stderr)
+                what = f"version {args.version} of {args.model!r}" if args.version else repr(args.model)
+                print(f"scorewire predict: {what} is not ready", file=sys.stderr)
                 return 1
             dtype = "float32" if ready[-1].signature.input.dtype == pb.FLOAT32 else "float64"
             request = pb.PredictRequest(
@@ -152,7 +153,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         except grpc.RpcError as err:
             print(f"scorewire predict: {err.code().name}: {err.details()}", file=sys.stderr)
             return 1
-    outputs = {name: tensor_to_array_any(t) for name, t in sorted(response.outputs.items())}
+    order = [o.name for o in ready[-1].signature.outputs]  # the model's own output order
+    names = sorted(response.outputs, key=lambda n: order.index(n) if n in order else len(order))
+    outputs = {name: tensor_to_array_any(response.outputs[name]) for name in names}
     _print_outputs(outputs, args.format)
     return 0
 
