@@ -8,9 +8,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 

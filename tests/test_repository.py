@@ -162,9 +162,10 @@ def test_model_toml_errors(text, words):
 
 
 def test_backend_can_be_forced(tmp_path):
-    from scorewire._export import onnx_from_sklearn
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
+
+    from scorewire._export import onnx_from_sklearn
 
     iris = load_iris()
     clf = LogisticRegression(max_iter=2000).fit(iris.data, iris.target)

@@ -70,16 +70,18 @@ def test_sigterm_answers_every_request_in_flight():
 def test_second_signal_forces_exit():
     X = (np.random.default_rng(0).random((300_000, 4)) * 5).astype(np.float32)
     request = pb.PredictRequest(model="iris-forest", input=array_to_tensor(X, raw=True))
-    with server_process("--drain-delay-s", "5", "--shutdown-grace-s", "30") as server:
-        with grpc.insecure_channel(server.addr) as channel:
-            stub = pb_grpc.PredictServiceStub(channel)
-            futures = [stub.Predict.future(request, timeout=60) for _ in range(4)]
-            time.sleep(0.3)
-            server.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
-            started = time.monotonic()
-            server.proc.send_signal(signal.SIGTERM)
-            assert server.proc.wait(timeout=10) == 1
-            assert time.monotonic() - started < 5  # did not wait for the drain delay
-            for f in futures:
-                f.cancel()
+    with (
+        server_process("--drain-delay-s", "5", "--shutdown-grace-s", "30") as server,
+        grpc.insecure_channel(server.addr) as channel,
+    ):
+        stub = pb_grpc.PredictServiceStub(channel)
+        futures = [stub.Predict.future(request, timeout=60) for _ in range(4)]
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=10) == 1
+        assert time.monotonic() - started < 5  # did not wait for the drain delay
+        for f in futures:
+            f.cancel()

@@ -88,7 +88,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------- predict
 def read_rows(path: str) -> np.ndarray:
     """Rows from a CSV (an optional header row is skipped) or JSON file, or '-'."""
-    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    if path == "-":
+        text = sys.stdin.read()
+    else:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
     stripped = text.lstrip()
     if stripped.startswith("[") or stripped.startswith("{"):
         doc = json.loads(text)

@@ -9,6 +9,7 @@ OpenTelemetry's own ``OTEL_*`` variables).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -110,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if f.type in (bool, "bool"):
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, default=None, type=lambda s, t=f.type: _parse(t, s), help=help_text)
+            parser.add_argument(flag, dest=f.name, default=None, type=functools.partial(_parse, f.type), help=help_text)
 
 
 def settings_from(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -14,13 +14,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 import scorewire
-from scorewire.repository import ModelRepository
-from scorewire.settings import Settings
 from scorewire.grpc._codec import array_to_tensor, tensor_to_array
 from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
 from scorewire.grpc._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
+from scorewire.repository import ModelRepository
+from scorewire.settings import Settings
 
 from ..servers import InProcessServer, wait_serving
 

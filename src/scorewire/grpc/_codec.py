@@ -9,6 +9,7 @@ echoes the caller's data.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import numpy as np
 
@@ -21,20 +22,20 @@ from ._gen.scorewire.v1 import scorewire_pb2 as pb
 MAX_ELEMENTS = 1 << 34
 
 # --------------------------------------------------------------------------- v1
-_V1_DTYPES = {
+_V1_DTYPES: dict[int, np.dtype[Any]] = {
     pb.FLOAT32: np.dtype("<f4"),
     pb.FLOAT64: np.dtype("<f8"),
     pb.INT32: np.dtype("<i4"),
     pb.INT64: np.dtype("<i8"),
 }
-_V1_FIELDS = {
+_V1_FIELDS: dict[int, str] = {
     pb.FLOAT32: "float_values",
     pb.FLOAT64: "double_values",
     pb.INT32: "int32_values",
     pb.INT64: "int64_values",
     pb.STRING: "string_values",
 }
-_V1_OF_NUMPY = {"float32": pb.FLOAT32, "float64": pb.FLOAT64, "int32": pb.INT32, "int64": pb.INT64, "object": pb.STRING}
+_V1_OF_NUMPY: dict[str, Any] = {"float32": pb.FLOAT32, "float64": pb.FLOAT64, "int32": pb.INT32, "int64": pb.INT64, "object": pb.STRING}
 _TYPED_FIELDS = tuple(_V1_FIELDS.values())
 
 
@@ -94,12 +95,12 @@ def array_to_tensor(a: np.ndarray, raw: bool) -> pb.Tensor:
     return t
 
 
-def dtype_to_v1(name: str) -> int:
+def dtype_to_v1(name: str) -> Any:
     return _V1_OF_NUMPY[name]
 
 
 # ---------------------------------------------------------------------- OIP v2
-_OIP_DTYPES = {
+_OIP_DTYPES: dict[str, np.dtype[Any]] = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
     "INT32": np.dtype("<i4"),

@@ -19,7 +19,9 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -81,6 +83,7 @@ class Server:
         self._stopped = asyncio.Event()
         self._signals = 0
         self._loaded = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
 
     # ---------------------------------------------------------------- start
@@ -169,10 +172,15 @@ class Server:
         except Exception:
             state = State.UNLOADED
         status = SERVING if state is State.READY else NOT_SERVING
-        loop = asyncio.get_running_loop()
-        loop.create_task(self.health.set(health_name(name), status))
+        self._background(self.health.set(health_name(name), status))
         if self._loaded:
-            loop.create_task(self._update_server_health())
+            self._background(self._update_server_health())
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a coroutine from sync code, keeping a reference until it is done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _update_server_health(self) -> None:
         status = SERVING if self.ready() else NOT_SERVING
