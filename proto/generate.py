@@ -37,7 +37,7 @@ def generate(out: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    for path in sorted(out.rglob("*.py*")):
+    for path in sorted([*out.rglob("*.py"), *out.rglob("*.pyi")]):
         text = path.read_text()
         fixed = re.sub(r"^from (scorewire\.v1|inference) import", rf"from {PREFIX}.\1 import", text, flags=re.M)
         if fixed != text:

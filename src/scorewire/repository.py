@@ -84,6 +84,10 @@ class ModelEntry:
             return State.UNLOADED
         return State.FAILED
 
+    def load_error(self) -> str:
+        """The model-level error, or the first version's load error."""
+        return self.error or next((mv.error for mv in self.versions.values() if mv.error), "no version loaded")
+
     def ready_versions(self) -> list[int]:
         return sorted(v for v, mv in self.versions.items() if mv.state is State.READY)
 
@@ -182,9 +186,11 @@ class ModelRepository:
             mv = ModelVersion(
                 entry.name, version, path, State.READY, model=model, loaded_at=time.time(), config=entry.config
             )
+            reason = getattr(model, "native_reason", "")
             log.info(
-                "model %s version %d ready: %s backend, %.0f ms",
-                entry.name, version, model.backend, 1000 * (time.monotonic() - started),
+                "model %s version %d ready: %s backend%s, %.0f ms",
+                entry.name, version, model.backend, f" ({reason})" if reason else "",
+                1000 * (time.monotonic() - started),
             )  # fmt: skip
         with self._lock:
             current = self._entries.get(entry.name)

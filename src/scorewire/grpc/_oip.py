@@ -142,7 +142,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         entry = await loop.run_in_executor(None, self.repository.load, request.model_name)
         self._on_change(request.model_name)
         if entry.state is not State.READY:
-            raise ModelLoadError(f"model {request.model_name!r} failed to load: {entry.error or _first_error(entry)}")
+            raise ModelLoadError(f"model {request.model_name!r} failed to load: {entry.load_error()}")
         return oip.RepositoryModelLoadResponse()
 
     @unary
@@ -150,7 +150,3 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         self.repository.unload(request.model_name)
         self._on_change(request.model_name)
         return oip.RepositoryModelUnloadResponse()
-
-
-def _first_error(entry) -> str:
-    return next((mv.error for mv in entry.versions.values() if mv.error), "unknown error")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from ..errors import ModelLoadError
 from ..repository import ModelEntry, ModelVersion, State
 from ..service import ScoringService
 from ..types import PredictRequest, Signature
@@ -85,6 +86,7 @@ def version_to_pb(mv: ModelVersion) -> pb.VersionInfo:
     info = pb.VersionInfo(version=mv.version, state=_STATES[mv.state], error=mv.error)
     if mv.model is not None:
         info.backend = mv.model.backend
+        info.backend_reason = getattr(mv.model, "native_reason", "")
         info.signature.CopyFrom(signature_to_pb(mv.model.signature))
     return info
 
@@ -121,6 +123,8 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         loop = asyncio.get_running_loop()
         entry = await loop.run_in_executor(None, self.repository.load, request.name)
         self._on_change(request.name)
+        if entry.state is not State.READY:
+            raise ModelLoadError(f"model {request.name!r} failed to load: {entry.load_error()}")
         return entry_to_pb(entry)
 
     @unary

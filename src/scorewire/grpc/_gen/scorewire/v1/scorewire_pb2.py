@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cscorewire/v1/scorewire.proto\x12\x0cscorewire.v1\"\xbb\x01\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.scorewire.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\x12\x14\n\x0c\x66loat_values\x18\x04 \x03(\x02\x12\x15\n\rdouble_values\x18\x05 \x03(\x01\x12\x14\n\x0cint32_values\x18\x06 \x03(\x05\x12\x14\n\x0cint64_values\x18\x07 \x03(\x03\x12\x15\n\rstring_values\x18\x08 \x03(\t\"z\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12#\n\x05input\x18\x03 \x01(\x0b\x32\x14.scorewire.v1.Tensor\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xc8\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12;\n\x07outputs\x18\x04 \x03(\x0b\x32*.scorewire.v1.PredictResponse.OutputsEntry\x1a\x44\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.scorewire.v1.Tensor:\x02\x38\x01\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8e\x01\n\x15PredictStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x31\n\x08response\x18\x02 \x01(\x0b\x32\x1d.scorewire.v1.PredictResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.scorewire.v1.ErrorH\x00\x42\x08\n\x06result\"P\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x64type\x18\x02 \x01(\x0e\x32\x16.scorewire.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x95\x01\n\tSignature\x12\'\n\x05input\x18\x01 \x01(\x0b\x32\x18.scorewire.v1.TensorInfo\x12)\n\x07outputs\x18\x02 \x03(\x0b\x32\x18.scorewire.v1.TensorInfo\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x05 \x03(\t\"\x93\x01\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.scorewire.v1.ModelState\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12*\n\tsignature\x18\x05 \x01(\x0b\x32\x17.scorewire.v1.Signature\"\x93\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.scorewire.v1.ModelState\x12+\n\x08versions\x18\x03 \x03(\x0b\x32\x19.scorewire.v1.VersionInfo\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.scorewire.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse*a\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT64\x10\x02\x12\t\n\x05INT32\x10\x03\x12\t\n\x05INT64\x10\x04\x12\n\n\x06STRING\x10\x05*[\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\t\n\x05READY\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x0c\n\x08UNLOADED\x10\x04\x32\xb0\x01\n\x0ePredictService\x12\x46\n\x07Predict\x12\x1c.scorewire.v1.PredictRequest\x1a\x1d.scorewire.v1.PredictResponse\x12V\n\rPredictStream\x12\x1c.scorewire.v1.PredictRequest\x1a#.scorewire.v1.PredictStreamResponse(\x01\x30\x01\x32\xbd\x02\n\x0cModelService\x12O\n\nListModels\x12\x1f.scorewire.v1.ListModelsRequest\x1a .scorewire.v1.ListModelsResponse\x12\x42\n\x08GetModel\x12\x1d.scorewire.v1.GetModelRequest\x1a\x17.scorewire.v1.ModelInfo\x12\x44\n\tLoadModel\x12\x1e.scorewire.v1.LoadModelRequest\x1a\x17.scorewire.v1.ModelInfo\x12R\n\x0bUnloadModel\x12 .scorewire.v1.UnloadModelRequest\x1a!.scorewire.v1.UnloadModelResponseB.\n\x10\x64\x65v.scorewire.v1P\x01Z\x18scorewire/v1;scorewirev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cscorewire/v1/scorewire.proto\x12\x0cscorewire.v1\"\xbb\x01\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.scorewire.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\x12\x14\n\x0c\x66loat_values\x18\x04 \x03(\x02\x12\x15\n\rdouble_values\x18\x05 \x03(\x01\x12\x14\n\x0cint32_values\x18\x06 \x03(\x05\x12\x14\n\x0cint64_values\x18\x07 \x03(\x03\x12\x15\n\rstring_values\x18\x08 \x03(\t\"z\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12#\n\x05input\x18\x03 \x01(\x0b\x32\x14.scorewire.v1.Tensor\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xc8\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12;\n\x07outputs\x18\x04 \x03(\x0b\x32*.scorewire.v1.PredictResponse.OutputsEntry\x1a\x44\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.scorewire.v1.Tensor:\x02\x38\x01\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8e\x01\n\x15PredictStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x31\n\x08response\x18\x02 \x01(\x0b\x32\x1d.scorewire.v1.PredictResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.scorewire.v1.ErrorH\x00\x42\x08\n\x06result\"P\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x64type\x18\x02 \x01(\x0e\x32\x16.scorewire.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\"\x95\x01\n\tSignature\x12\'\n\x05input\x18\x01 \x01(\x0b\x32\x18.scorewire.v1.TensorInfo\x12)\n\x07outputs\x18\x02 \x03(\x0b\x32\x18.scorewire.v1.TensorInfo\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x05 \x03(\t\"\xab\x01\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.scorewire.v1.ModelState\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12*\n\tsignature\x18\x05 \x01(\x0b\x32\x17.scorewire.v1.Signature\x12\x16\n\x0e\x62\x61\x63kend_reason\x18\x06 \x01(\t\"\x93\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.scorewire.v1.ModelState\x12+\n\x08versions\x18\x03 \x03(\x0b\x32\x19.scorewire.v1.VersionInfo\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.scorewire.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse*a\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT64\x10\x02\x12\t\n\x05INT32\x10\x03\x12\t\n\x05INT64\x10\x04\x12\n\n\x06STRING\x10\x05*[\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\t\n\x05READY\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x0c\n\x08UNLOADED\x10\x04\x32\xb0\x01\n\x0ePredictService\x12\x46\n\x07Predict\x12\x1c.scorewire.v1.PredictRequest\x1a\x1d.scorewire.v1.PredictResponse\x12V\n\rPredictStream\x12\x1c.scorewire.v1.PredictRequest\x1a#.scorewire.v1.PredictStreamResponse(\x01\x30\x01\x32\xbd\x02\n\x0cModelService\x12O\n\nListModels\x12\x1f.scorewire.v1.ListModelsRequest\x1a .scorewire.v1.ListModelsResponse\x12\x42\n\x08GetModel\x12\x1d.scorewire.v1.GetModelRequest\x1a\x17.scorewire.v1.ModelInfo\x12\x44\n\tLoadModel\x12\x1e.scorewire.v1.LoadModelRequest\x1a\x17.scorewire.v1.ModelInfo\x12R\n\x0bUnloadModel\x12 .scorewire.v1.UnloadModelRequest\x1a!.scorewire.v1.UnloadModelResponseB.\n\x10\x64\x65v.scorewire.v1P\x01Z\x18scorewire/v1;scorewirev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.scorewire.v1P\001Z\030scorewire/v1;scorewirev1'
   _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._loaded_options = None
   _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_options = b'8\001'
-  _globals['_DATATYPE']._serialized_start=1492
-  _globals['_DATATYPE']._serialized_end=1589
-  _globals['_MODELSTATE']._serialized_start=1591
-  _globals['_MODELSTATE']._serialized_end=1682
+  _globals['_DATATYPE']._serialized_start=1516
+  _globals['_DATATYPE']._serialized_end=1613
+  _globals['_MODELSTATE']._serialized_start=1615
+  _globals['_MODELSTATE']._serialized_end=1706
   _globals['_TENSOR']._serialized_start=47
   _globals['_TENSOR']._serialized_end=234
   _globals['_PREDICTREQUEST']._serialized_start=236
@@ -55,23 +55,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNATURE']._serialized_start=831
   _globals['_SIGNATURE']._serialized_end=980
   _globals['_VERSIONINFO']._serialized_start=983
-  _globals['_VERSIONINFO']._serialized_end=1130
-  _globals['_MODELINFO']._serialized_start=1133
-  _globals['_MODELINFO']._serialized_end=1280
-  _globals['_LISTMODELSREQUEST']._serialized_start=1282
-  _globals['_LISTMODELSREQUEST']._serialized_end=1301
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1303
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1364
-  _globals['_GETMODELREQUEST']._serialized_start=1366
-  _globals['_GETMODELREQUEST']._serialized_end=1397
-  _globals['_LOADMODELREQUEST']._serialized_start=1399
-  _globals['_LOADMODELREQUEST']._serialized_end=1431
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1433
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1467
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1469
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1490
-  _globals['_PREDICTSERVICE']._serialized_start=1685
-  _globals['_PREDICTSERVICE']._serialized_end=1861
-  _globals['_MODELSERVICE']._serialized_start=1864
-  _globals['_MODELSERVICE']._serialized_end=2181
+  _globals['_VERSIONINFO']._serialized_end=1154
+  _globals['_MODELINFO']._serialized_start=1157
+  _globals['_MODELINFO']._serialized_end=1304
+  _globals['_LISTMODELSREQUEST']._serialized_start=1306
+  _globals['_LISTMODELSREQUEST']._serialized_end=1325
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1327
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1388
+  _globals['_GETMODELREQUEST']._serialized_start=1390
+  _globals['_GETMODELREQUEST']._serialized_end=1421
+  _globals['_LOADMODELREQUEST']._serialized_start=1423
+  _globals['_LOADMODELREQUEST']._serialized_end=1455
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1457
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1491
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1493
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1514
+  _globals['_PREDICTSERVICE']._serialized_start=1709
+  _globals['_PREDICTSERVICE']._serialized_end=1885
+  _globals['_MODELSERVICE']._serialized_start=1888
+  _globals['_MODELSERVICE']._serialized_end=2205
 # @@protoc_insertion_point(module_scope)
