@@ -12,6 +12,12 @@ Example::
     count = 1                   # with latest: how many of the newest versions
     versions = [1, 3]           # with specific
 
+    [batching]                  # dynamic batching (default: on for onnxruntime, off for native)
+    enabled = true
+    max_batch_rows = 4096       # rows per batch (one larger request runs alone)
+    max_delay_us = 500          # how long a request waits for company
+    max_queue_rows = 65536      # queued rows; beyond: RESOURCE_EXHAUSTED at once
+
 Unknown keys are errors (a misspelt key would otherwise be silently ignored).
 """
 
@@ -27,6 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .batching._batcher import BatchConfig
 from .errors import ModelLoadError
 
 BACKENDS = ("auto", "native", "onnxruntime")
@@ -59,12 +66,13 @@ class ModelConfig:
     max_batch_rows: int | None = None
     description: str = ""
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    batching: BatchConfig = field(default_factory=BatchConfig)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_TOP_KEYS = {"backend", "nan_policy", "max_batch_rows", "description", "version_policy"}
-#: sections that later parts of the server read (batching, drift, ...)
-_SECTIONS = {"batching", "drift", "monitoring"}
+_TOP_KEYS = {"backend", "nan_policy", "max_batch_rows", "description", "version_policy", "batching"}
+#: sections that other parts of the server read (drift, ...)
+_SECTIONS = {"drift", "monitoring"}
 
 
 def parse_model_config(data: bytes, source: str = "model.toml") -> ModelConfig:
@@ -105,7 +113,11 @@ def parse_model_config(data: bytes, source: str = "model.toml") -> ModelConfig:
         raise fail("version_policy.versions must be a list of positive integers")
     if policy == "specific" and not versions:
         raise fail('version_policy "specific" needs a "versions" list')
+    batching = doc.get("batching", {})
+    if not isinstance(batching, dict):
+        raise fail("[batching] must be a table")
     return ModelConfig(
+        batching=BatchConfig.from_toml(batching, source),
         backend=backend,
         nan_policy=nan_policy,
         max_batch_rows=max_rows,

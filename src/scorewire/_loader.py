@@ -13,6 +13,7 @@ No format here executes code from the artifact: pickles are never loaded.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -35,7 +36,9 @@ class Model(Protocol):
     backend: str
     signature: Signature
 
-    def predict(self, X: np.ndarray, outputs: tuple[str, ...] | None = None) -> dict[str, np.ndarray]: ...
+    def output_names(self, requested: Iterable[str] | None) -> tuple[str, ...]: ...
+
+    def predict(self, X: np.ndarray, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]: ...
 
 
 def find_artifact(version_dir: str | os.PathLike[str]) -> Path:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ._config import ModelConfig, load_model_config
 from ._linear import default_n_threads
@@ -60,6 +61,8 @@ class ModelVersion:
     error: str = ""
     loaded_at: float = 0.0
     config: ModelConfig = field(default_factory=ModelConfig)
+    #: the version's DynamicBatcher, created by the service on first use
+    batcher: Any = field(default=None, repr=False)
 
 
 @dataclass

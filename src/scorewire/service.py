@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .batching import DynamicBatcher
 from .errors import DeadlineExceeded, InvalidInput, Overloaded, Unavailable
 from .repository import ModelRepository, ModelVersion
 from .types import PredictRequest, PredictResponse
@@ -70,15 +71,42 @@ class ScoringService:
         self.check_input(mv, X)
         model = mv.model
         assert model is not None
-        outputs = request.outputs or None
+        outputs = model.output_names(request.outputs)  # unknown names fail here, not in a batch
         if request.deadline is not None and time.monotonic() >= request.deadline:
             raise DeadlineExceeded("the deadline passed before scoring started")
-        if X.size >= self.offload_min_values:
+        batcher = mv.batcher if mv.batcher is not None else self._batcher_for(mv)
+        # a request as large as a whole batch gains nothing from waiting for company
+        if batcher and X.shape[0] < batcher.config.max_batch_rows:
+            result = await batcher.submit(X, outputs, request.deadline)
+        elif X.size >= self.offload_min_values:
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self._executor, model.predict, X, outputs)
         else:
             result = model.predict(X, outputs)
         return PredictResponse(model=mv.name, version=mv.version, outputs=result, request_id=request.request_id)
+
+    def _batcher_for(self, mv: ModelVersion) -> DynamicBatcher | bool:
+        """The version's batcher, created on first use; False when batching is off."""
+        assert mv.model is not None
+        config = mv.config.batching
+        if not config.enabled_for(mv.model.backend):
+            mv.batcher = False
+        else:
+            mv.batcher = DynamicBatcher(
+                mv.model.predict,
+                mv.model.output_names(None),
+                config,
+                executor=self._executor,
+                offload_min_values=self.offload_min_values,
+            )
+        return mv.batcher  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        """Answer what the batchers hold, then stop them."""
+        for entry in self.repository.entries():
+            for mv in entry.versions.values():
+                if mv.batcher:
+                    await mv.batcher.close()
 
     def predict_sync(self, request: PredictRequest) -> PredictResponse:
         """The same, for callers without an event loop (scores on this thread)."""

@@ -46,6 +46,7 @@ class SleepyModel:
 
     def __init__(self, inner, seconds: float) -> None:
         self.inner, self.seconds, self.signature = inner, seconds, inner.signature
+        self.output_names = inner.output_names
 
     def predict(self, X, outputs=None):
         time.sleep(self.seconds)

@@ -8,7 +8,7 @@ Shutdown, in order (SIGTERM or SIGINT):
 3. the server stops accepting RPCs and gives those in flight ``shutdown_grace_s``
    to finish (requests already accepted are answered);
 4. what is still running after the grace period is cancelled, and logged;
-5. the scoring thread pool is drained and the process exits 0.
+5. the batchers and the scoring thread pool are drained; the process exits 0.
 
 A second signal during shutdown skips the waiting and exits at once (code 1).
 """
@@ -221,7 +221,8 @@ class Server:
             await self._server.stop(self.settings.shutdown_grace_s)
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
-        # 5. drain the scoring threads
+        # 5. drain the batchers and the scoring threads
+        await self.service.aclose()
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
         log.info("scorewire stopped")
         self._stopped.set()

@@ -1,0 +1,6 @@
+"""Dynamic batching: a pure merge/split half and an asyncio half (STYLE.md 4)."""
+
+from ._batcher import BatchConfig, DynamicBatcher
+from ._merge import merge_inputs, split_outputs
+
+__all__ = ["BatchConfig", "DynamicBatcher", "merge_inputs", "split_outputs"]

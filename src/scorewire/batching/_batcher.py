@@ -1,0 +1,204 @@
+"""The asyncio half of batching: one queue per model version.
+
+Requests wait at most ``max_delay_us`` for company; a batch holds at most
+``max_batch_rows`` rows (a single larger request runs alone); the queue holds at
+most ``max_queue_rows`` rows, beyond which a request is refused at once
+(Overloaded). A request whose deadline has passed is dropped before it joins a
+batch (DeadlineExceeded); one whose caller went away is skipped. A batch's failure
+reaches every waiter. Only the monotonic clock (``loop.time()``) is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import DeadlineExceeded, Overloaded, ScorewireError
+from ._merge import merge_inputs, split_outputs
+
+log = logging.getLogger("scorewire.batching")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """``[batching]`` in model.toml. ``enabled=None``: the backend's default (off
+    for the native kernel, whose per-call cost is too small to amortise; on for
+    onnxruntime)."""
+
+    enabled: bool | None = None
+    max_batch_rows: int = 4096
+    max_delay_us: int = 500
+    max_queue_rows: int = 65536
+
+    def enabled_for(self, backend: str) -> bool:
+        return self.enabled if self.enabled is not None else backend == "onnxruntime"
+
+    @classmethod
+    def from_toml(cls, section: dict[str, Any], source: str) -> BatchConfig:
+        from ..errors import ModelLoadError
+
+        unknown = set(section) - {"enabled", "max_batch_rows", "max_delay_us", "max_queue_rows"}
+        if unknown:
+            raise ModelLoadError(f"{source}: unknown [batching] key(s) {sorted(unknown)}")
+        values: dict[str, Any] = {"enabled": section.get("enabled")}
+        if values["enabled"] is not None and not isinstance(values["enabled"], bool):
+            raise ModelLoadError(f"{source}: batching.enabled must be true or false")
+        for key in ("max_batch_rows", "max_delay_us", "max_queue_rows"):
+            if key in section:
+                v = section[key]
+                if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "max_delay_us" else 1):
+                    raise ModelLoadError(f"{source}: batching.{key} must be a {'non-negative' if key == 'max_delay_us' else 'positive'} integer")
+                values[key] = v
+        return cls(**values)
+
+
+@dataclass
+class _Pending:
+    X: np.ndarray
+    outputs: tuple[str, ...]
+    future: asyncio.Future[dict[str, np.ndarray]]
+    deadline: float | None  # time.monotonic() seconds
+
+
+class DynamicBatcher:
+    """Batches the requests of one model version.
+
+    ``predict(X, outputs)`` is the model's own predict; ``all_outputs`` its output
+    names (a request's empty output list means all of them).
+    """
+
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray, tuple[str, ...] | None], dict[str, np.ndarray]],
+        all_outputs: tuple[str, ...],
+        config: BatchConfig,
+        executor: Executor | None = None,
+        offload_min_values: int = 16384,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self._predict = predict
+        self._all = all_outputs
+        self.config = config
+        self._executor = executor
+        self._offload_min_values = offload_min_values
+        self._on_batch = on_batch
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    async def submit(
+        self, X: np.ndarray, outputs: tuple[str, ...], deadline: float | None = None
+    ) -> dict[str, np.ndarray]:
+        """Queue X and wait for its outputs."""
+        if self._closed:
+            from ..errors import Unavailable
+
+            raise Unavailable("the model is shutting down")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded("the deadline passed before the request was queued")
+        rows = X.shape[0]
+        if self._queued_rows + rows > self.config.max_queue_rows and self._queue:
+            raise Overloaded(
+                f"the model's batching queue is full ({self._queued_rows} rows queued, limit {self.config.max_queue_rows})"
+            )
+        loop = asyncio.get_running_loop()
+        if self._worker is None:
+            self._wakeup = asyncio.Event()
+            self._worker = loop.create_task(self._run())
+        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
+        self._queue.append(_Pending(X, outputs or self._all, future, deadline))
+        self._queued_rows += rows
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await future
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        max_rows = self.config.max_batch_rows
+        delay = self.config.max_delay_us / 1e6
+        while not (self._closed and not self._queue):
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # wait for company until the oldest request has waited max_delay
+            if self._queued_rows < max_rows and delay > 0:
+                until = loop.time() + delay
+                while self._queued_rows < max_rows and not self._closed:
+                    remaining = until - loop.time()
+                    if remaining <= 0:
+                        break
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), remaining)
+                    except TimeoutError:
+                        break
+            batch = self._take(max_rows)
+            if batch:
+                await self._score(batch)
+
+    def _take(self, max_rows: int) -> list[_Pending]:
+        """Pop up to max_rows rows of live requests (at least one request)."""
+        batch: list[_Pending] = []
+        rows = 0
+        now = time.monotonic()
+        while self._queue:
+            p = self._queue[0]
+            if batch and rows + p.X.shape[0] > max_rows:
+                break
+            self._queue.popleft()
+            self._queued_rows -= p.X.shape[0]
+            if p.future.done():  # the caller went away
+                continue
+            if p.deadline is not None and now >= p.deadline:
+                p.future.set_exception(DeadlineExceeded("the deadline passed while the request was queued"))
+                continue
+            batch.append(p)
+            rows += p.X.shape[0]
+        return batch
+
+    async def _score(self, batch: list[_Pending]) -> None:
+        try:
+            X, offsets = merge_inputs([p.X for p in batch])
+            names = tuple(dict.fromkeys(n for p in batch for n in p.outputs))
+            if X.size >= self._offload_min_values and self._executor is not None:
+                loop = asyncio.get_running_loop()
+                outputs = await loop.run_in_executor(self._executor, self._predict, X, names)
+            else:
+                outputs = self._predict(X, names)
+            parts = split_outputs(outputs, offsets, [p.outputs for p in batch])
+        except Exception as exc:  # the batch failed: every waiter hears of it
+            if not isinstance(exc, ScorewireError):
+                log.exception("batch of %d requests failed", len(batch))
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        if self._on_batch is not None:
+            self._on_batch(len(batch), X.shape[0])
+        for p, part in zip(batch, parts, strict=True):
+            if not p.future.done():
+                p.future.set_result(part)
+
+    async def close(self) -> None:
+        """Finish what is queued, then stop."""
+        self._closed = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        if self._worker is not None:
+            await self._worker
