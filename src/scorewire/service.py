@@ -76,7 +76,7 @@ class ScoringService:
             raise DeadlineExceeded("the deadline passed before scoring started")
         batcher = mv.batcher if mv.batcher is not None else self._batcher_for(mv)
         # a request as large as a whole batch gains nothing from waiting for company
-        if batcher and X.shape[0] < batcher.config.max_batch_rows:
+        if isinstance(batcher, DynamicBatcher) and X.shape[0] < batcher.config.max_batch_rows:
             result = await batcher.submit(X, outputs, request.deadline)
         elif X.size >= self.offload_min_values:
             loop = asyncio.get_running_loop()
@@ -86,7 +86,8 @@ class ScoringService:
         return PredictResponse(model=mv.name, version=mv.version, outputs=result, request_id=request.request_id)
 
     def _batcher_for(self, mv: ModelVersion) -> DynamicBatcher | bool:
-        """The version's batcher, created on first use; False when batching is off."""
+        """The version's batcher, created on first use; False when batching is off
+        (stored too, so the decision is made once per version)."""
         assert mv.model is not None
         config = mv.config.batching
         if not config.enabled_for(mv.model.backend):
@@ -99,13 +100,13 @@ class ScoringService:
                 executor=self._executor,
                 offload_min_values=self.offload_min_values,
             )
-        return mv.batcher  # type: ignore[no-any-return]
+        return mv.batcher
 
     async def aclose(self) -> None:
         """Answer what the batchers hold, then stop them."""
         for entry in self.repository.entries():
             for mv in entry.versions.values():
-                if mv.batcher:
+                if isinstance(mv.batcher, DynamicBatcher):
                     await mv.batcher.close()
 
     def predict_sync(self, request: PredictRequest) -> PredictResponse:
