@@ -45,6 +45,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"scorewire serve: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
+    if settings.workers > 1:
+        from ._workers import run_workers
+
+        return run_workers(settings)
     return asyncio.run(serve(settings))
 
 

@@ -66,6 +66,13 @@ class Settings:
                           "so large batches do not stall the event loop"},
     )  # fmt: skip
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
+    workers: int = field(
+        default=1,
+        metadata={"help": "server processes sharing the port (SO_REUSEPORT); a parent restarts any that dies"},
+    )
+    reuse_port: bool = field(
+        default=False, metadata={"help": "listen with SO_REUSEPORT (set for each worker by --workers)"}
+    )
 
     def env_name(self, name: str) -> str:
         return ENV_PREFIX + name.upper()
@@ -82,6 +89,8 @@ class Settings:
             problems.append("max_concurrent_rpcs must be positive")
         if self.shutdown_grace_s < 0 or self.drain_delay_s < 0:
             problems.append("shutdown_grace_s and drain_delay_s must not be negative")
+        if not 1 <= self.workers <= 256:
+            problems.append("workers must be 1..256")
         if self.n_threads < 0:
             problems.append("n_threads must not be negative")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -89,6 +98,17 @@ class Settings:
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def to_environ(settings: Settings) -> dict[str, str]:
+    """The SCOREWIRE_* variables that reproduce ``settings`` (for worker processes)."""
+    env = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if value is None:
+            continue
+        env[ENV_PREFIX + f.name.upper()] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return env
 
 
 def _parse(tp: Any, text: str) -> Any:

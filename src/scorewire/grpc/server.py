@@ -95,7 +95,7 @@ class Server:
             options=[
                 ("grpc.max_receive_message_length", mb),
                 ("grpc.max_send_message_length", mb),
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if self.settings.reuse_port else 0),
                 # NOTE: grpc core cancels calls above this backlog; keep it above the
                 # concurrency limit so overload is answered with RESOURCE_EXHAUSTED.
                 ("grpc.max_pending_requests", 4 * self.settings.max_concurrent_rpcs + 1024),

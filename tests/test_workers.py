@@ -1,0 +1,72 @@
+"""`scorewire serve --workers 2`: both processes serve one port, a killed worker
+is replaced, and SIGTERM stops them all cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from scorewire.grpc._codec import array_to_tensor
+from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
+from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
+
+from .servers import server_process, wait_serving
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return sorted(int(p) for p in out.split())
+
+
+def cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def hammer(addr: str, connections: int = 24, calls: int = 150) -> None:
+    request = pb.PredictRequest(model="wine", input=array_to_tensor(np.zeros((64, 13)), raw=True))
+    for i in range(connections):
+        # a private subchannel pool: each channel is its own TCP connection
+        options = [("grpc.use_local_subchannel_pool", 1), ("scorewire.test.connection", i)]
+        with grpc.insecure_channel(addr, options=options) as channel:
+            stub = pb_grpc.PredictServiceStub(channel)
+            for _ in range(calls // 10):
+                assert stub.Predict(request, timeout=10).model == "wine"
+
+
+def test_two_workers_share_the_port_and_survive_a_kill():
+    with server_process("--workers", "2") as server:
+        # 1. two worker processes under the supervisor
+        wait_for(lambda: len(children(server.proc.pid)) == 2)
+        workers = children(server.proc.pid)
+        for _ in workers:
+            wait_serving(server.addr)
+        # 2. connections are spread over both: both spend CPU on requests
+        before = {p: cpu_ticks(p) for p in workers}
+        hammer(server.addr)
+        used = {p: cpu_ticks(p) - before[p] for p in workers}
+        assert all(t > 0 for t in used.values()), used
+        # 3. a worker killed with SIGKILL is replaced, and the port keeps answering
+        os.kill(workers[0], signal.SIGKILL)
+        wait_for(lambda: len(children(server.proc.pid)) == 2 and workers[0] not in children(server.proc.pid))
+        replacement = next(p for p in children(server.proc.pid) if p not in workers)
+        wait_for(lambda: b"scorewire" in Path(f"/proc/{replacement}/cmdline").read_bytes())
+        hammer(server.addr, connections=8, calls=20)
+        # 4. SIGTERM to the supervisor: every worker stops gracefully, exit 0
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+        assert children(server.proc.pid) == []
