@@ -172,3 +172,15 @@ def test_unknown_output_is_rejected(rng):
     with pytest.raises(InvalidInput, match="unknown output"):
         model.predict(np.zeros((1, 4)), outputs=("nope",))
     assert set(model.predict(np.zeros((1, 4)), outputs=["label"])) == {"label"}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None])
+def test_all_finite(dtype, order, bad, rng):
+    X = np.asarray(rng.normal(size=(37, 5)) * 1e30, dtype=dtype, order=order)
+    X[3, 3] = np.finfo(dtype).max  # finite extremes are finite
+    if bad is not None:
+        X[rng.integers(37), rng.integers(5)] = bad
+    assert _kernel.all_finite(X) == bool(np.isfinite(X).all())
+    assert _kernel.all_finite(X[::2]) == bool(np.isfinite(X[::2]).all())

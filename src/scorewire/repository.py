@@ -74,6 +74,13 @@ class ModelEntry:
     config: ModelConfig = field(default_factory=ModelConfig)
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     error: str = ""  # a model-level error (bad model.toml, no versions)
+    #: the newest READY version, what a request without a version gets (kept by refresh())
+    newest_ready: ModelVersion | None = field(default=None, repr=False)
+
+    def refresh(self) -> None:
+        """Recompute newest_ready after ``versions`` changed."""
+        ready = self.ready_versions()
+        self.newest_ready = self.versions[ready[-1]] if ready else None
 
     @property
     def state(self) -> State:
@@ -159,6 +166,7 @@ class ModelRepository:
                     entry.versions[v] = old.versions[v]  # keep serving it while reloading
                 else:
                     entry.versions[v] = ModelVersion(name, v, model_dir / str(v), config=entry.config)
+            entry.refresh()
             self._entries[name] = entry
         return entry
 
@@ -199,6 +207,7 @@ class ModelRepository:
             current = self._entries.get(entry.name)
             if current is entry:
                 entry.versions[version] = mv
+                entry.refresh()
         return mv
 
     def add_model(
@@ -215,6 +224,7 @@ class ModelRepository:
             if entry is None:
                 entry = self._entries[name] = ModelEntry(name=name, path=self.root / name, config=config)
             entry.versions[version] = mv
+            entry.refresh()
         return mv
 
     def unload(self, name: str) -> None:
@@ -229,8 +239,7 @@ class ModelRepository:
             return list(self._entries.values())
 
     def entry(self, name: str) -> ModelEntry:
-        with self._lock:
-            entry = self._entries.get(name)
+        entry = self._entries.get(name)  # NOTE: one dict read is atomic; writers hold the lock
         if entry is None:
             raise NotFound(f"no model named {name[:128]!r}")
         return entry
@@ -239,9 +248,8 @@ class ModelRepository:
         """The ready version asked for (the newest ready one by default)."""
         entry = self.entry(name)
         if version is None:
-            ready = entry.ready_versions()
-            if ready:
-                return entry.versions[ready[-1]]
+            if entry.newest_ready is not None:
+                return entry.newest_ready
             if entry.state is State.LOADING:
                 raise Unavailable(f"model {name!r} is loading")
             raise Unavailable(f"model {name!r} failed to load")

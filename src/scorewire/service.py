@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import _kernel
 from .batching import DynamicBatcher
 from .errors import DeadlineExceeded, InvalidInput, Overloaded, Unavailable
 from .repository import ModelRepository, ModelVersion
@@ -46,7 +47,7 @@ class ScoringService:
         sig = mv.model.signature
         if X.ndim != 2:
             raise InvalidInput(f"input must have shape [rows, features] (rank 2), got rank {X.ndim}")
-        if X.dtype != np.dtype(sig.input.dtype):
+        if X.dtype != sig.input.np_dtype:
             raise InvalidInput(f"model {mv.name!r} takes {sig.input.dtype} input, got {X.dtype}")
         if X.shape[1] != sig.n_features:
             raise InvalidInput(f"model {mv.name!r} takes {sig.n_features} features per row, got {X.shape[1]}")
@@ -56,7 +57,7 @@ class ScoringService:
             limit = config.max_batch_rows
         if X.shape[0] > limit:
             raise Overloaded(f"{X.shape[0]} rows is over the limit of {limit} rows per request")
-        if config.nan_policy == "reject" and X.size and not np.isfinite(X).all():
+        if config.nan_policy == "reject" and X.size and not _kernel.all_finite(X):
             raise InvalidInput("input contains NaN or infinite values (this model's nan_policy is 'reject')")
 
     def resolve(self, request: PredictRequest) -> ModelVersion:

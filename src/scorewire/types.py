@@ -8,6 +8,7 @@ import numpy as np
 
 #: Input dtypes a tabular model may declare.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_DTYPES = {name: np.dtype(name) for name in ("float32", "float64", "int32", "int64", "object", "bool")}
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,10 @@ class TensorSpec:
     name: str
     dtype: str  # numpy dtype name: "float32", "float64", "int64", "object" (strings)
     shape: tuple[int, ...]
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return _DTYPES[self.dtype]
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
@@ -50,7 +55,7 @@ class Signature:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class PredictRequest:
     """One scoring request as the core sees it, whatever the transport."""
 
@@ -62,7 +67,7 @@ class PredictRequest:
     deadline: float | None = None  # absolute, time.monotonic() seconds
 
 
-@dataclass
+@dataclass(slots=True)
 class PredictResponse:
     """The answer to a :class:`PredictRequest`."""
 

@@ -112,3 +112,13 @@ def test_oip_malformed(req, message):
     with pytest.raises(InvalidInput, match=message) as info:
         oip_input_to_array(req)
     assert "123456" not in info.value.message
+
+
+def test_equal_dtypes_of_another_number_encode_alike():
+    """int64 may be numpy's long or longlong (as onnxruntime returns it)."""
+    from scorewire.grpc._codec import oip_datatype_of
+
+    for a in (np.array([1, 2], dtype=np.longlong), np.array([1, 2], dtype=np.int64)):
+        assert array_to_tensor(a, raw=True).dtype == pb.INT64
+        assert oip_datatype_of(a) == "INT64"
+    assert oip_datatype_of(np.array(["x"], dtype=object)) == "BYTES"

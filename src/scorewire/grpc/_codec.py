@@ -9,6 +9,7 @@ echoes the caller's data.
 from __future__ import annotations
 
 import struct
+import sys
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,11 @@ _V1_FIELDS: dict[int, str] = {
 }
 _V1_OF_NUMPY: dict[str, Any] = {"float32": pb.FLOAT32, "float64": pb.FLOAT64, "int32": pb.INT32, "int64": pb.INT64, "object": pb.STRING}
 _TYPED_FIELDS = tuple(_V1_FIELDS.values())
+# NOTE: keyed by (kind, itemsize), two C fields: dtype.name is built in Python
+# (~1.5 µs), and dtype.num differs between equal types (int64 is long or longlong)
+_V1_OF_KIND: dict[tuple[str, int], Any] = {
+    (np.dtype(k).kind, np.dtype(k).itemsize): v for k, v in _V1_OF_NUMPY.items()
+}
 
 
 def check_shape(shape: list[int] | tuple[int, ...]) -> int:
@@ -51,47 +57,73 @@ def check_shape(shape: list[int] | tuple[int, ...]) -> int:
     return count
 
 
+_LITTLE = sys.byteorder == "little"
+
+
 def tensor_to_array(t: pb.Tensor) -> np.ndarray:
     """A scorewire.v1 Tensor → ndarray of its shape (zero-copy for raw bytes)."""
-    dtype = _V1_DTYPES.get(t.dtype)
+    # NOTE: one ListFields() call reads every set field; cheaper than probing each
+    code = 0
+    shape: tuple[int, ...] = ()
+    raw = b""
+    typed: list[tuple[str, Any]] = []
+    for fd, value in t.ListFields():
+        name = fd.name
+        if name == "raw":
+            raw = value
+        elif name == "shape":
+            shape = tuple(value)
+        elif name == "dtype":
+            code = value
+        else:
+            typed.append((name, value))
+    dtype = _V1_DTYPES.get(code)
     if dtype is None:
-        if t.dtype == pb.STRING:
+        if code == pb.STRING:
             raise InvalidInput("STRING tensors are not accepted as input")
         raise InvalidInput("tensor dtype is missing or unknown (use FLOAT32, FLOAT64, INT32 or INT64)")
-    shape = tuple(t.shape)
     if not shape:
         raise InvalidInput("tensor shape is missing")
     count = check_shape(shape)
-    typed = [f for f in _TYPED_FIELDS if len(getattr(t, f))]
-    if t.raw:
+    if raw:
         if typed:
             raise InvalidInput("tensor sets both raw bytes and typed values; set one")
-        if len(t.raw) != count * dtype.itemsize:
+        if len(raw) != count * dtype.itemsize:
             raise InvalidInput(
-                f"raw tensor has {len(t.raw)} bytes, shape {list(shape)} of {dtype.name} needs {count * dtype.itemsize}"
+                f"raw tensor has {len(raw)} bytes, shape {list(shape)} of {dtype.name} needs {count * dtype.itemsize}"
             )
-        return np.frombuffer(t.raw, dtype=dtype).reshape(shape)
-    expected = _V1_FIELDS[t.dtype]
-    if typed and typed != [expected]:
-        raise InvalidInput(f"a {pb.DataType.Name(t.dtype)} tensor carries its values in {expected}")
-    values = getattr(t, expected)
+        return np.frombuffer(raw, dtype=dtype).reshape(shape)
+    expected = _V1_FIELDS[code]
+    if len(typed) > 1 or (typed and typed[0][0] != expected):
+        raise InvalidInput(f"a {pb.DataType.Name(code)} tensor carries its values in {expected}")
+    values = typed[0][1] if typed else ()
     if len(values) != count:
         raise InvalidInput(f"tensor has {len(values)} values, shape {list(shape)} needs {count}")
     return np.asarray(values, dtype=dtype.newbyteorder("=")).reshape(shape)
 
 
-def array_to_tensor(a: np.ndarray, raw: bool) -> pb.Tensor:
-    """An ndarray → scorewire.v1 Tensor; strings always as string_values."""
-    code = _V1_OF_NUMPY.get(a.dtype.name if a.dtype.kind != "O" else "object")
+def fill_tensor(t: pb.Tensor, a: np.ndarray, raw: bool) -> None:
+    """Write ndarray ``a`` into the (empty) Tensor ``t``; strings always as string_values."""
+    code = _V1_OF_KIND.get((a.dtype.kind, a.dtype.itemsize))
     if code is None:
         raise TypeError(f"cannot encode {a.dtype}")
-    t = pb.Tensor(dtype=code, shape=a.shape)
+    t.dtype = code
+    t.shape.extend(a.shape)
     if code == pb.STRING:
         t.string_values.extend(str(v) for v in a.reshape(-1))
     elif raw:
-        t.raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+        if _LITTLE and a.dtype.isnative:
+            t.raw = a.tobytes()
+        else:
+            t.raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
     else:
         getattr(t, _V1_FIELDS[code]).extend(a.reshape(-1).tolist())
+
+
+def array_to_tensor(a: np.ndarray, raw: bool) -> pb.Tensor:
+    """An ndarray → a new scorewire.v1 Tensor (see :func:`fill_tensor`)."""
+    t = pb.Tensor()
+    fill_tensor(t, a, raw)
     return t
 
 
@@ -114,8 +146,17 @@ _OIP_ALL_FIELDS = (
 )  # fmt: skip
 
 
+_OIP_OF_KIND = {(np.dtype(k).kind, np.dtype(k).itemsize): v for k, v in _OIP_OF_NUMPY.items()}
+
+
 def oip_datatype(numpy_name: str) -> str:
+    """The OIP datatype of a numpy dtype name ("float32" → "FP32")."""
     return _OIP_OF_NUMPY[numpy_name]
+
+
+def oip_datatype_of(a: np.ndarray) -> str:
+    """The OIP datatype of an array (strings, as object arrays, are BYTES)."""
+    return _OIP_OF_KIND[(a.dtype.kind, a.dtype.itemsize)]
 
 
 def oip_input_to_array(request: oip.ModelInferRequest) -> tuple[str, np.ndarray]:
@@ -166,6 +207,8 @@ def array_to_oip_raw(a: np.ndarray) -> bytes:
             parts.append(struct.pack("<I", len(b)))
             parts.append(b)
         return b"".join(parts)
+    if _LITTLE and a.dtype.isnative:
+        return a.tobytes()
     return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
 
 

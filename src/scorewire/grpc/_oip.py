@@ -17,7 +17,7 @@ from ..errors import InvalidInput, ModelLoadError, ScorewireError
 from ..repository import State
 from ..service import ScoringService
 from ..types import PredictRequest
-from ._codec import array_to_oip_raw, oip_datatype, oip_input_to_array
+from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input_to_array
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from ._handlers import UNPARSEABLE, UNPARSEABLE_MESSAGE, deadline_of, status_of, unary
@@ -97,8 +97,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         result = await self.service.predict(core)
         response = oip.ModelInferResponse(model_name=result.model, model_version=str(result.version), id=request.id)
         for out_name, value in result.outputs.items():
-            dt = oip_datatype(value.dtype.name if value.dtype.kind != "O" else "object")
-            response.outputs.add(name=out_name, datatype=dt, shape=value.shape)
+            response.outputs.add(name=out_name, datatype=oip_datatype_of(value), shape=value.shape)
             response.raw_output_contents.append(array_to_oip_raw(value))
         return response
 

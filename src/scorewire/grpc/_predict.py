@@ -11,7 +11,7 @@ from ..errors import ModelLoadError
 from ..repository import ModelEntry, ModelVersion, State
 from ..service import ScoringService
 from ..types import PredictRequest, Signature
-from ._codec import array_to_tensor, dtype_to_v1, tensor_to_array
+from ._codec import dtype_to_v1, fill_tensor, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 from ._handlers import UNPARSEABLE, UNPARSEABLE_MESSAGE, deadline_of, status_of, unary
@@ -46,8 +46,9 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
         result = await self.service.predict(core)
         raw = bool(request.input.raw)
         response = pb.PredictResponse(model=result.model, version=result.version, request_id=result.request_id)
+        outputs = response.outputs
         for name, value in result.outputs.items():
-            response.outputs[name].CopyFrom(array_to_tensor(value, raw))
+            fill_tensor(outputs[name], value, raw)
         return response
 
     @unary
