@@ -122,3 +122,23 @@ def test_equal_dtypes_of_another_number_encode_alike():
         assert array_to_tensor(a, raw=True).dtype == pb.INT64
         assert oip_datatype_of(a) == "INT64"
     assert oip_datatype_of(np.array(["x"], dtype=object)) == "BYTES"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [1, 9, 7680])
+def test_typed_floats_decode_through_packed_bytes(dtype, n, rng):
+    """Large typed float tensors are read from the packed field's bytes; the values
+    (NaN, -0.0, extremes included) are exactly the ones sent."""
+    from scorewire.grpc._codec import packed_values
+
+    a = rng.normal(size=n).astype(dtype)
+    a[0] = -0.0
+    if n > 2:
+        a[1], a[2] = np.nan, np.finfo(dtype).max
+    t = array_to_tensor(a.reshape(1, n), raw=False)
+    back = tensor_to_array(pb.Tensor.FromString(t.SerializeToString()))
+    np.testing.assert_array_equal(back.reshape(-1), a)
+    assert np.signbit(back.reshape(-1)[0])
+    field = 4 if dtype == "float32" else 5
+    assert np.array_equal(packed_values(t, field, np.dtype(dtype).newbyteorder("<")), a, equal_nan=True)
+    assert packed_values(pb.Tensor(dtype=pb.FLOAT64, shape=[1]), 5, np.dtype("<f8")) is None

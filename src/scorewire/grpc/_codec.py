@@ -60,6 +60,57 @@ def check_shape(shape: list[int] | tuple[int, ...]) -> int:
 _LITTLE = sys.byteorder == "little"
 
 
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def packed_values(msg: Any, field_number: int, dtype: np.dtype[Any]) -> np.ndarray | None:
+    """The packed fixed-width repeated field ``field_number`` of ``msg`` as an array.
+
+    Reading ``msg.double_values`` element by element creates a Python float per
+    value (~40 ns each: 0.35 ms for 256 rows × 30 features). Serializing the small
+    message again (the packed field is one memcpy) and viewing the field's bytes
+    with np.frombuffer costs a few µs. proto3 writes repeated scalars packed, so
+    the field is one length-delimited record. None when it is absent.
+    """
+    buf = msg.SerializeToString()
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 2:
+            length, pos = _varint(buf, pos)
+            if number == field_number:
+                return np.frombuffer(buf, dtype=dtype, count=length // dtype.itemsize, offset=pos)
+            pos += length
+        elif wire == 0:
+            _, pos = _varint(buf, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:  # pragma: no cover - groups are not proto3
+            return None
+    return None
+
+
+def _typed_values(msg: Any, field_number: int, dtype: np.dtype[Any], values: Any) -> np.ndarray:
+    """Typed contents as an array: fixed-width floats through :func:`packed_values`,
+    varint-encoded integers element by element."""
+    if dtype.kind == "f" and len(values) > 8:
+        arr = packed_values(msg, field_number, dtype)
+        if arr is not None and arr.size == len(values):
+            return arr
+    return np.asarray(values, dtype=dtype.newbyteorder("="))
+
+
 def tensor_to_array(t: pb.Tensor) -> np.ndarray:
     """A scorewire.v1 Tensor → ndarray of its shape (zero-copy for raw bytes)."""
     # NOTE: one ListFields() call reads every set field; cheaper than probing each
@@ -99,7 +150,8 @@ def tensor_to_array(t: pb.Tensor) -> np.ndarray:
     values = typed[0][1] if typed else ()
     if len(values) != count:
         raise InvalidInput(f"tensor has {len(values)} values, shape {list(shape)} needs {count}")
-    return np.asarray(values, dtype=dtype.newbyteorder("=")).reshape(shape)
+    number = pb.Tensor.DESCRIPTOR.fields_by_name[expected].number
+    return _typed_values(t, number, dtype, values).reshape(shape)
 
 
 def fill_tensor(t: pb.Tensor, a: np.ndarray, raw: bool) -> None:
@@ -190,7 +242,8 @@ def oip_input_to_array(request: oip.ModelInferRequest) -> tuple[str, np.ndarray]
     values = getattr(inp.contents, expected)
     if len(values) != count:
         raise InvalidInput(f"input has {len(values)} values, shape {list(shape)} needs {count}")
-    return inp.name, np.asarray(values, dtype=dtype.newbyteorder("=")).reshape(shape)
+    number = oip.InferTensorContents.DESCRIPTOR.fields_by_name[expected].number
+    return inp.name, _typed_values(inp.contents, number, dtype, values).reshape(shape)
 
 
 def _bytes_element(v: object) -> bytes:
