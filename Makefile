@@ -64,6 +64,13 @@ test: $(TEST_STAMP) ts-client
 bench: $(TEST_STAMP)
 	$(PY) bench/bench_kernel.py $(ARGS)
 
+# Service benchmark (bench/README.md): scorewire against a do-nothing gRPC server,
+# driven by a C++ load generator built against Debian's gRPC (installed if missing).
+.PHONY: bench-service
+bench-service: $(TEST_STAMP)
+	$(MAKE) -C bench/loadgen
+	$(PY) bench/bench_service.py $(ARGS)
+
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
