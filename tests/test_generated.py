@@ -4,6 +4,7 @@ model repository (examples/make_demo_repo.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,23 @@ def test_demo_repository_loads_completely():
         "iris-forest": "onnxruntime",
         "wine": "native",
     }
+
+
+def test_stubs_import_on_protobuf_7(tmp_path):
+    """The test environment runs protobuf 6 (tritonclient pins < 7); the stubs must
+    also import on protobuf 7, which a production install may resolve to."""
+    target = tmp_path / "pb7"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), "protobuf>=7,<8"],
+        check=True,
+        timeout=300,
+    )
+    code = (
+        "import google.protobuf as p; assert p.__version__.startswith('7.'), p.__version__; "
+        "from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2, scorewire_pb2_grpc; "
+        "from scorewire.grpc._gen.inference import grpc_service_pb2, grpc_service_pb2_grpc; "
+        "print(p.__version__, scorewire_pb2.Tensor(raw=b'x').SerializeToString())"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(ROOT / "src")])}
+    out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
