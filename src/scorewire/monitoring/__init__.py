@@ -1,5 +1,5 @@
-"""Model monitoring: input drift against reference statistics (see the module
-docstring of :mod:`scorewire.monitoring.drift`)."""
+"""Model monitoring: input drift against reference statistics, and ground-truth
+feedback joined to recent predictions (see each module's docstring)."""
 
 from .drift import (
     PSI_ALERT,
@@ -10,6 +10,16 @@ from .drift import (
     Reference,
     psi,
 )
+from .feedback import (
+    FeedbackConfig,
+    FeedbackItem,
+    FeedbackMetrics,
+    FeedbackStore,
+    ItemResult,
+    Outcome,
+    OutputRoles,
+    route_feedback,
+)
 
 __all__ = [
     "PSI_ALERT",
@@ -17,6 +27,14 @@ __all__ = [
     "DriftConfig",
     "DriftMonitor",
     "DriftSnapshot",
+    "FeedbackConfig",
+    "FeedbackItem",
+    "FeedbackMetrics",
+    "FeedbackStore",
+    "ItemResult",
+    "Outcome",
+    "OutputRoles",
     "Reference",
     "psi",
+    "route_feedback",
 ]
