@@ -4,6 +4,8 @@
     scorewire models  [--repo DIR]                       load a repository, print signatures
     scorewire export  MODEL.joblib --repo DIR --name N   scikit-learn → repository
     scorewire predict --model N [--addr] FILE|-          score a CSV/JSON file via a server
+    scorewire evaluate --model N --data F.csv --target C score a labelled file via a server,
+                      [--reference M.joblib]             print its metrics (and the parity check)
     scorewire health  [--addr] [--service S]             exit 0 only when SERVING
 """
 
@@ -178,6 +180,159 @@ def tensor_to_array_any(t: Any) -> np.ndarray:
     return tensor_to_array(t)
 
 
+# ---------------------------------------------------------------- evaluate
+def read_labelled_csv(path: str, target: str) -> tuple[list[str], np.ndarray, list[str]]:
+    """A CSV with a header → (feature column names, float64 features, target column as text)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        records = [r for r in csv.reader(fh) if r]
+    if not records:
+        raise ValueError(f"{path}: empty CSV file")
+    header = [h.strip() for h in records[0]]
+    if target not in header:
+        raise ValueError(f"{path}: no column {target!r} (the header has {len(header)} columns)")
+    t = header.index(target)
+    names = [h for i, h in enumerate(header) if i != t]
+    X = np.empty((len(records) - 1, len(names)))
+    y = []
+    for i, row in enumerate(records[1:]):
+        if len(row) != len(header):
+            raise ValueError(f"{path}:{i + 2}: {len(row)} fields, the header has {len(header)}")
+        try:
+            X[i] = [float(v) for j, v in enumerate(row) if j != t]
+        except ValueError:
+            raise ValueError(f"{path}:{i + 2}: a feature value is not a number") from None
+        y.append(row[t].strip())
+    return names, X, y
+
+
+def _output_roles(sig: Any) -> tuple[str | None, str | None, str | None]:
+    """(label, probabilities, value) output names of a served signature.
+
+    The wire signature has names and shapes, not roles: a 1-D integer or string
+    output is the label; the probabilities are the 2-D float output whose name
+    says so (else the first one not named "decision"); a regressor's value is its
+    first float output.
+    """
+    from .grpc._gen.scorewire.v1 import scorewire_pb2 as pb
+
+    floats = [o for o in sig.outputs if o.dtype in (pb.FLOAT32, pb.FLOAT64)]
+    label = next((o.name for o in sig.outputs if len(o.shape) == 1 and o.dtype in (pb.INT64, pb.INT32, pb.STRING)), None)
+    if sig.task != "classification":
+        return None, None, floats[0].name if floats else None
+    two_d = [o for o in floats if len(o.shape) == 2]
+    proba = next((o.name for o in two_d if "prob" in o.name.lower()), None)
+    if proba is None:
+        proba = next((o.name for o in two_d if o.name != "decision"), None)
+    return label, proba, None
+
+
+def _score_file(args: argparse.Namespace, X: np.ndarray, names: list[str]) -> tuple[Any, int, dict[str, np.ndarray], np.ndarray]:
+    """Score X through the server in batches: (signature, version, outputs by name, X in model column order)."""
+    import grpc
+
+    from .grpc._codec import array_to_tensor
+    from .grpc._gen.scorewire.v1 import scorewire_pb2 as pb
+    from .grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
+
+    limit = 256 * 1024 * 1024
+    options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+    with grpc.insecure_channel(args.addr, options=options) as channel:
+        info = pb_grpc.ModelServiceStub(channel).GetModel(pb.GetModelRequest(name=args.model), timeout=args.timeout)
+        ready = [v for v in info.versions if v.state == pb.READY and args.version in (0, v.version)]
+        if not ready:
+            what = f"version {args.version} of {args.model!r}" if args.version else repr(args.model)
+            raise ValueError(f"{what} is not ready")
+        sig = ready[-1].signature
+        n_features = sig.input.shape[1] if len(sig.input.shape) == 2 else X.shape[1]
+        if sig.feature_names and set(sig.feature_names) <= set(names):
+            X = X[:, [names.index(n) for n in sig.feature_names]]  # the model's column order
+        elif X.shape[1] != n_features:
+            raise ValueError(f"{args.data} has {X.shape[1]} feature columns, the model takes {n_features}")
+        label, proba, value = _output_roles(sig)
+        wanted = [n for n in (label, proba, value) if n]
+        dtype = "float32" if sig.input.dtype == pb.FLOAT32 else "float64"
+        predict = pb_grpc.PredictServiceStub(channel)
+        parts: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
+        version = 0
+        for start in range(0, max(len(X), 1), args.batch_rows):
+            chunk = np.ascontiguousarray(X[start : start + args.batch_rows], dtype=dtype)
+            request = pb.PredictRequest(model=args.model, version=args.version or 0,
+                                        input=array_to_tensor(chunk, raw=True), outputs=wanted)  # fmt: skip
+            response = predict.Predict(request, timeout=args.timeout)
+            version = response.version
+            for n in wanted:
+                parts[n].append(tensor_to_array_any(response.outputs[n]))
+    return sig, version, {n: np.concatenate(v) for n, v in parts.items()}, X
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import grpc
+
+    from . import evaluate as ev
+
+    names, X, y_text = read_labelled_csv(args.data, args.target)
+    try:
+        sig, version, outputs, X = _score_file(args, X, names)
+    except grpc.RpcError as err:
+        print(f"scorewire evaluate: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    label, proba, value = _output_roles(sig)
+    print(f"model {args.model} version {version}, {len(y_text)} rows of {args.data}")
+    report: ev.ClassificationReport | ev.RegressionReport
+    if sig.task != "classification":
+        if value is None:
+            raise ValueError(f"model {args.model!r} has no float output to evaluate")
+        try:
+            y = np.asarray([float(v) for v in y_text])
+        except ValueError:
+            raise ValueError(f"{args.data}: a {args.target!r} value is not a number") from None
+        report = ev.regression_report(y, outputs[value])
+        parity = {"values": outputs[value]}
+    else:
+        p = outputs.get(proba) if proba else None
+        labels = outputs.get(label) if label else None
+        classes = _classes_of(sig, labels, y_text)
+        if labels is None:
+            if p is None:
+                raise ValueError(f"model {args.model!r} has no label or probabilities output to evaluate")
+            labels = np.asarray(classes, dtype=object)[p.argmax(axis=1)]
+        if p is not None and p.shape[1] != len(classes):
+            print(f"note: {p.shape[1]} probability columns for {len(classes)} classes: no ROC AUC or log-loss",
+                  file=sys.stderr)  # fmt: skip
+            p = None
+        report = ev.classification_report(y_text, labels, classes, p)
+        parity = {"labels": outputs[label]} if label else {}
+        if p is not None:
+            parity["probabilities"] = p
+    print(ev.format_report(report))
+    if args.reference:
+        import joblib
+
+        estimator = joblib.load(args.reference)  # NOTE: unpickling runs code: the user's own file only
+        print(ev.reference_parity(estimator, X, **parity).format())
+    return 0
+
+
+def _classes_of(sig: Any, labels: np.ndarray | None, y_text: list[str]) -> tuple[Any, ...]:
+    """The model's classes in probability-column order, typed like its labels.
+
+    A model that does not state its classes (some ONNX graphs) is taken to order
+    them as scikit-learn does: sorted.
+    """
+    numeric = labels is not None and labels.dtype.kind in "iu"
+    if sig.classes:
+        return tuple(int(c) for c in sig.classes) if numeric else tuple(sig.classes)
+    print("note: the model does not state its classes; assuming the sorted labels are its columns", file=sys.stderr)
+    seen = set(labels.tolist()) if labels is not None else set()
+    if numeric:
+        from .evaluate import _number
+
+        seen |= {v for v in (_number(t) for t in y_text) if isinstance(v, int)}
+    else:
+        seen |= set(y_text)
+    return tuple(sorted(seen))
+
+
 # ------------------------------------------------------------------ health
 def cmd_health(args: argparse.Namespace) -> int:
     import grpc
@@ -237,6 +392,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("--timeout", type=float, default=30.0)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score a labelled CSV file through a running server and print its metrics",
+        description="Score a labelled CSV file (a header; --target names the label column; the "
+        "other columns are the features, matched to the model's feature names when it has "
+        "them) through a running server and print accuracy, ROC AUC, log-loss and the "
+        "confusion matrix (classifiers) or RMSE, MAE and R² (regressors). With --reference, "
+        "also the largest difference from the scikit-learn estimator's own predictions "
+        "(the deployment parity check). WARNING: --reference UNPICKLES the file, which runs "
+        "code from it: give only files you trust (your own).",
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="CSV file with a header row")
+    p.add_argument("--target", required=True, help="the column with the true label or value")
+    p.add_argument("--version", type=int, default=0, help="0 (default): the newest ready version")
+    p.add_argument("--reference", help="the fitted estimator (joblib; trusted: it is unpickled) to compare with")
+    p.add_argument("--addr", default=DEFAULT_ADDR)
+    p.add_argument("--batch-rows", type=int, default=10_000, help="rows per request")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("health", help="check a server's health; exit 0 only when SERVING")
     p.add_argument("--addr", default=DEFAULT_ADDR)
