@@ -73,6 +73,22 @@ class Settings:
     reuse_port: bool = field(
         default=False, metadata={"help": "listen with SO_REUSEPORT (set for each worker by --workers)"}
     )
+    metrics_port: int = field(
+        default=0,
+        metadata={"help": "serve Prometheus metrics over HTTP at /metrics on this port (0: off; "
+                          "with --workers the supervisor serves the sum of all workers)"},
+    )  # fmt: skip
+    serve_metrics: bool = field(
+        default=True,
+        metadata={"help": "serve /metrics from this process (--workers turns it off in each worker, "
+                          "whose metrics the supervisor serves)"},
+    )  # fmt: skip
+    trace: bool = field(
+        default=False,
+        metadata={"help": "trace requests with OpenTelemetry: exporter, endpoint, service name and "
+                          "sampler from the standard OTEL_* variables (default: OTLP/gRPC, parent-based "
+                          "1%% sampling)"},
+    )  # fmt: skip
 
     def env_name(self, name: str) -> str:
         return ENV_PREFIX + name.upper()
@@ -81,6 +97,10 @@ class Settings:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append("port must be 0..65535")
+        if not 0 <= self.metrics_port <= 65535:
+            problems.append("metrics_port must be 0..65535")
+        elif self.metrics_port and self.metrics_port == self.port:
+            problems.append("metrics_port must differ from port")
         if self.max_message_mb < 1 or self.max_message_mb > 2047:
             problems.append("max_message_mb must be 1..2047")
         if self.max_batch_rows < 1:

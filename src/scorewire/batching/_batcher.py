@@ -6,6 +6,12 @@ most ``max_queue_rows`` rows, beyond which a request is refused at once
 (Overloaded). A request whose deadline has passed is dropped before it joins a
 batch (DeadlineExceeded); one whose caller went away is skipped. A batch's failure
 reaches every waiter. Only the monotonic clock (``loop.time()``) is used.
+
+Telemetry: with a :class:`~scorewire.observability._metrics.VersionMetrics`, each
+request's queue wait, each batch's scoring time and rows, and the queue's depth
+in rows are recorded; a request submitted with its (sampled) span gets ``queue``
+and ``score`` spans and a ``batch`` span linked to every sampled request it served
+(recorded after the batch, with its real start and end times).
 """
 
 from __future__ import annotations
@@ -17,12 +23,18 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import DeadlineExceeded, Overloaded, ScorewireError
+from ..observability import _tracing
 from ._merge import merge_inputs, split_outputs
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+    from ..observability._metrics import VersionMetrics
 
 log = logging.getLogger("scorewire.batching")
 
@@ -60,12 +72,15 @@ class BatchConfig:
         return cls(**values)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     X: np.ndarray
     outputs: tuple[str, ...]
     future: asyncio.Future[dict[str, np.ndarray]]
     deadline: float | None  # time.monotonic() seconds
+    queued: float  # time.perf_counter() seconds
+    span: Span | None = None  # the request's span, when sampled
+    queued_ns: int = 0  # time.time_ns(), for the span
 
 
 class DynamicBatcher:
@@ -83,6 +98,7 @@ class DynamicBatcher:
         executor: Executor | None = None,
         offload_min_values: int = 16384,
         on_batch: Callable[[int, int], None] | None = None,
+        metrics: VersionMetrics | None = None,
     ) -> None:
         self._predict = predict
         self._all = all_outputs
@@ -90,6 +106,7 @@ class DynamicBatcher:
         self._executor = executor
         self._offload_min_values = offload_min_values
         self._on_batch = on_batch
+        self._metrics = metrics
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._wakeup: asyncio.Event | None = None
@@ -101,9 +118,9 @@ class DynamicBatcher:
         return self._queued_rows
 
     async def submit(
-        self, X: np.ndarray, outputs: tuple[str, ...], deadline: float | None = None
+        self, X: np.ndarray, outputs: tuple[str, ...], deadline: float | None = None, span: Span | None = None
     ) -> dict[str, np.ndarray]:
-        """Queue X and wait for its outputs."""
+        """Queue X and wait for its outputs (``span``: the request's, when sampled)."""
         if self._closed:
             from ..errors import Unavailable
 
@@ -120,8 +137,14 @@ class DynamicBatcher:
             self._wakeup = asyncio.Event()
             self._worker = loop.create_task(self._run())
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        self._queue.append(_Pending(X, outputs or self._all, future, deadline))
+        pending = _Pending(X, outputs or self._all, future, deadline, time.perf_counter())
+        if span is not None:
+            pending.span = span
+            pending.queued_ns = time.time_ns()
+        self._queue.append(pending)
         self._queued_rows += rows
+        if self._metrics is not None:
+            self._metrics.queue_rows.set(self._queued_rows)
         assert self._wakeup is not None
         self._wakeup.set()
         return await future
@@ -170,25 +193,43 @@ class DynamicBatcher:
                 continue
             batch.append(p)
             rows += p.X.shape[0]
+        if self._metrics is not None:
+            self._metrics.queue_rows.set(self._queued_rows)
         return batch
 
     async def _score(self, batch: list[_Pending]) -> None:
+        metrics = self._metrics
+        started = time.perf_counter()
+        if metrics is not None:
+            for p in batch:
+                metrics.queue_wait.observe(started - p.queued)
+        traced = [(p.span, p.queued_ns) for p in batch if p.span is not None]
+        started_ns = time.time_ns() if traced else 0
+        rows = 0
         try:
             X, offsets = merge_inputs([p.X for p in batch])
+            rows = X.shape[0]
             names = tuple(dict.fromkeys(n for p in batch for n in p.outputs))
+            scoring = time.perf_counter()
             if X.size >= self._offload_min_values and self._executor is not None:
                 loop = asyncio.get_running_loop()
                 outputs = await loop.run_in_executor(self._executor, self._predict, X, names)
             else:
                 outputs = self._predict(X, names)
+            if metrics is not None:
+                metrics.scored(time.perf_counter() - scoring, rows)
             parts = split_outputs(outputs, offsets, [p.outputs for p in batch])
         except Exception as exc:  # the batch failed: every waiter hears of it
             if not isinstance(exc, ScorewireError):
                 log.exception("batch of %d requests failed", len(batch))
+            if traced:
+                _tracing.trace_batch(traced, len(batch), rows, started_ns, time.time_ns(), exc)
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
+        if traced:
+            _tracing.trace_batch(traced, len(batch), rows, started_ns, time.time_ns())
         if self._on_batch is not None:
             self._on_batch(len(batch), X.shape[0])
         for p, part in zip(batch, parts, strict=True):

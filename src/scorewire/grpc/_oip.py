@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 
 from .. import __version__
 from ..errors import InvalidInput, ModelLoadError, ScorewireError
+from ..observability import _tracing
 from ..repository import State
 from ..service import ScoringService
-from ..types import PredictRequest
+from ..types import PredictRequest, PredictResponse
 from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input_to_array
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from ._handlers import UNPARSEABLE, UNPARSEABLE_MESSAGE, deadline_of, status_of, unary
+from ._telemetry import RpcTelemetry, version_of
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
+SERVICE = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 PLATFORMS = {"native": "scorewire_native", "onnxruntime": "onnxruntime_onnx"}
 EXTENSIONS = ["model_repository", "model_repository(unload_dependents)"]
@@ -42,6 +50,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         self.repository = service.repository
         self._is_ready = is_ready
         self._on_change = on_change
+        self._t_infer = RpcTelemetry(SERVICE, "ModelInfer", service)
+        self._t_stream = RpcTelemetry(SERVICE, "ModelStreamInfer", service)
 
     @unary
     async def ServerLive(self, request, context):
@@ -79,14 +89,28 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             outputs=[T(name=o.name, datatype=oip_datatype(o.dtype), shape=o.shape) for o in sig.outputs],
         )
 
-    async def _infer(self, request: oip.ModelInferRequest, deadline: float | None) -> oip.ModelInferResponse:
+    async def _infer(
+        self, request: oip.ModelInferRequest, deadline: float | None, span: Span | None = None
+    ) -> oip.ModelInferResponse:
+        if span is None:
+            core = self._to_core(request, deadline)
+            return self._response(request, await self.service.predict(core))
+        with _tracing.child(span, "decode"):
+            core = self._to_core(request, deadline)
+        if core.request_id:
+            span.set_attribute(_tracing.REQUEST_ID, core.request_id)
+        result = await self.service.predict(core, span)
+        with _tracing.child(span, "encode"):
+            return self._response(request, result)
+
+    def _to_core(self, request: oip.ModelInferRequest, deadline: float | None) -> PredictRequest:
         name, X = oip_input_to_array(request)
         mv = self.service.resolve(PredictRequest(model=request.model_name, inputs=X, version=_version(request.model_version)))
         assert mv.model is not None
         expected = mv.model.signature.input.name
         if name != expected:
             raise InvalidInput(f"model {mv.name!r} has one input, named {expected!r}")
-        core = PredictRequest(
+        return PredictRequest(
             model=request.model_name,
             inputs=X,
             version=mv.version,
@@ -94,7 +118,9 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             request_id=request.id,
             deadline=deadline,
         )
-        result = await self.service.predict(core)
+
+    @staticmethod
+    def _response(request: oip.ModelInferRequest, result: PredictResponse) -> oip.ModelInferResponse:
         response = oip.ModelInferResponse(model_name=result.model, model_version=str(result.version), id=request.id)
         for out_name, value in result.outputs.items():
             response.outputs.add(name=out_name, datatype=oip_datatype_of(value), shape=value.shape)
@@ -103,24 +129,57 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def ModelInfer(self, request, context):
-        return await self._infer(request, deadline_of(context))
+        t = self._t_infer
+        if not t.active:
+            return await self._infer(request, deadline_of(context))
+        span = t.server_span(context)
+        started = t.begin()
+        try:
+            response = await self._infer(request, deadline_of(context), span)
+        except BaseException as exc:
+            t.failed(exc, request.model_name, version_of(request.model_version), started, span)
+            raise
+        t.ok(response.model_name, response.model_version, started, span)
+        return response
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[oip.ModelInferRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[oip.ModelStreamInferResponse]:
         deadline = deadline_of(context)
-        async for request in request_iterator:
-            if request is UNPARSEABLE:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
-            try:
-                response = await self._infer(request, deadline)
-            except Exception as exc:
-                _, message = status_of(exc)
-                yield oip.ModelStreamInferResponse(
-                    error_message=message, infer_response=oip.ModelInferResponse(id=request.id)
-                )
-            else:
-                yield oip.ModelStreamInferResponse(infer_response=response)
+        t = self._t_stream
+        stream = t.server_span(context)
+        try:
+            async for request in request_iterator:
+                if request is UNPARSEABLE:
+                    if t.active:
+                        t.failed(InvalidInput(UNPARSEABLE_MESSAGE), "", None, t.begin(), None)
+                    t.end_stream(stream, InvalidInput(UNPARSEABLE_MESSAGE))
+                    stream = None
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
+                observed = t.active
+                started = t.begin() if observed else 0.0
+                span = None if stream is None else t.message_span(stream)
+                try:
+                    response = await self._infer(request, deadline, span)
+                except Exception as exc:
+                    _, message = status_of(exc)
+                    if observed:
+                        t.failed(exc, request.model_name, version_of(request.model_version), started, span)
+                    yield oip.ModelStreamInferResponse(
+                        error_message=message, infer_response=oip.ModelInferResponse(id=request.id)
+                    )
+                except BaseException as exc:  # cancelled
+                    if observed:
+                        t.failed(exc, request.model_name, version_of(request.model_version), started, span)
+                    raise
+                else:
+                    if observed:
+                        t.ok(response.model_name, response.model_version, started, span)
+                    yield oip.ModelStreamInferResponse(infer_response=response)
+        except BaseException as exc:
+            t.end_stream(stream, exc)
+            raise
+        t.end_stream(stream)
 
     @unary
     async def RepositoryIndex(self, request, context):

@@ -8,7 +8,8 @@ Shutdown, in order (SIGTERM or SIGINT):
 3. the server stops accepting RPCs and gives those in flight ``shutdown_grace_s``
    to finish (requests already accepted are answered);
 4. what is still running after the grace period is cancelled, and logged;
-5. the batchers and the scoring thread pool are drained; the process exits 0.
+5. the batchers and the scoring thread pool are drained; the metrics port closes
+   and buffered spans are exported; the process exits 0.
 
 A second signal during shutdown skips the waiting and exits at once (code 1).
 """
@@ -29,6 +30,8 @@ from grpc_reflection.v1alpha import reflection
 
 from .. import demo_repository
 from .._linear import default_n_threads
+from ..observability import _metrics, _tracing
+from ..observability._exposition import MetricsServer
 from ..repository import ModelEntry, ModelRepository, State
 from ..service import ScoringService
 from ..settings import Settings
@@ -75,8 +78,10 @@ class Server:
             max_batch_rows=settings.max_batch_rows,
             offload_min_values=settings.offload_min_values,
             executor=self._executor,
+            metrics=settings.metrics_port > 0,
         )
         self.health = health.aio.HealthServicer()
+        self._metrics_server: MetricsServer | None = None
         self._server: grpc.aio.Server | None = None
         self._loading: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -123,6 +128,8 @@ class Server:
             raise OSError(f"cannot listen on {address}")
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, NOT_SERVING)
+        if self.settings.metrics_port and self.settings.serve_metrics:
+            self._metrics_server = MetricsServer(self.settings.host, self.settings.metrics_port)
         await server.start()
         self._server = server
         log.info("scorewire listening on %s:%d, repository %s", self.settings.host, self.port, self.repository.root)
@@ -137,6 +144,7 @@ class Server:
             names = []
         entries = [self.repository.prepare(n) for n in names]
         for entry in entries:
+            self._export_model_state(entry.name)
             await self.health.set(health_name(entry.name), NOT_SERVING)
 
         async def load(entry: ModelEntry) -> None:
@@ -164,9 +172,19 @@ class Server:
             await asyncio.wait_for(asyncio.shield(self._loading), timeout)
         return self.ready()
 
+    def _export_model_state(self, name: str) -> None:
+        if not self.service.metrics:
+            return
+        try:
+            versions = self.repository.entry(name).versions
+        except Exception:
+            versions = {}
+        _metrics.set_model_states(name, {v: mv.state.value for v, mv in versions.items()})
+
     def _update_model_health(self, name: str) -> None:
         if self._stopping is not None:
             return
+        self._export_model_state(name)
         try:
             state = self.repository.entry(name).state
         except Exception:
@@ -221,9 +239,13 @@ class Server:
             await self._server.stop(self.settings.shutdown_grace_s)
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
-        # 5. drain the batchers and the scoring threads
+        # 5. drain the batchers and the scoring threads; flush telemetry
         await self.service.aclose()
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._executor.shutdown, True)
+        if self._metrics_server is not None:
+            await loop.run_in_executor(None, self._metrics_server.close)
+        await loop.run_in_executor(None, _tracing.flush)
         log.info("scorewire stopped")
         self._stopped.set()
 
@@ -233,9 +255,13 @@ class Server:
 
 async def serve(settings: Settings) -> int:
     """Run a server until it is told to stop; returns the process exit code."""
-    server = Server(settings)
-    await server.start()
-    server.install_signal_handlers()
-    print(f"scorewire serving on {settings.host}:{server.port}", flush=True)
-    await server.wait_for_termination()
+    _tracing.configure(settings.trace)
+    try:
+        server = Server(settings)
+        await server.start()
+        server.install_signal_handlers()
+        print(f"scorewire serving on {settings.host}:{server.port}", flush=True)
+        await server.wait_for_termination()
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, _tracing.shutdown)
     return 0
