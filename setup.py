@@ -6,7 +6,11 @@ Modelled on scikit-learn's setuptools path:
 * ``SCOREWIRE_DEBUG_KERNEL=1`` turns bounds checks back on (and builds -O0 -g);
 * OpenMP is probed with a tiny test program and used when the compiler and its
   runtime link it; otherwise the kernel is built single-threaded and a loud warning
-  says so (scoring stays correct, only large batches lose their parallel speed-up).
+  says so (scoring stays correct, only large batches lose their parallel speed-up);
+* no ``-march``: the build targets the baseline of its platform (x86-64: SSE2). The
+  AVX2+FMA functions in ``ext/_simd.h`` are compiled for that instruction set alone
+  (a function attribute) and chosen at run time. The headers in ext/ ship in the
+  sdist (MANIFEST.in).
 """
 
 from __future__ import annotations
@@ -94,7 +98,8 @@ extensions = [
     Extension(
         "scorewire._kernel",
         sources=[os.path.join("ext", "_kernel.pyx")],
-        include_dirs=[np.get_include()],
+        depends=[os.path.join("ext", "_simd.h"), os.path.join("ext", "_pool.h")],
+        include_dirs=["ext", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=extra_compile,
         extra_link_args=list(openmp),

@@ -6,16 +6,27 @@ Layering, bottom to top (as scikit-learn's ``_loss.pyx``):
 1. Scalar and per-row helpers, ``cdef inline ... noexcept nogil``: a dot product
    with four independent accumulators (instruction-level parallelism without
    reassociating a single sum), a numerically stable sigmoid, a softmax over one row.
-2. Block loops over raw memory: for a block of rows, the decision ``z = X @ W.T + b``
-   (row-major X: a dot product per row; column-major X: an axpy per column, so an
-   F-ordered input is never copied), then the link (identity, sigmoid, softmax, …)
-   and the labels, while the block is still in cache. ``prange`` spreads blocks over
-   threads when there are at least ``PARALLEL_MIN_ROWS`` rows.
-3. ``LinearKernel``: holds one model's weights and its link; ``score`` is the one
-   Python entry point. It validates nothing: ``scorewire._native`` checks dtypes,
-   shapes and strides once, in Python, and allocates the outputs. Arrays are read
-   through NumPy's C API (raw data pointers) because acquiring typed memoryviews
-   costs more than the whole batch-1 computation.
+   Beside them, in ``_simd.h``, their AVX2+FMA counterparts for row-major X (a dot
+   product over two rows at a time, the binary logistic link with one vector
+   ``exp`` per four rows), chosen at run time when the CPU has AVX2 and FMA; the
+   scalar helpers are the portable path for every other build. Either way a row's
+   result does not depend on the batch around it: every row is summed in one fixed
+   order, which the dynamic batcher needs (a merged request gets its lone answer).
+2. Block loops over raw memory: for a block of ``BLOCK_ROWS`` rows, the decision
+   ``z = X @ W.T + b`` (row-major X: a dot product per row; column-major X: an axpy
+   per column, so an F-ordered input is never copied) into a scratch buffer that
+   stays in L1, then the link (identity, sigmoid, softmax, …) and the labels. Large
+   batches are split into blocks that helper threads claim (``_pool.h``: the caller
+   never waits for a helper that has not started); builds without that pool use
+   OpenMP's ``prange``.
+3. ``LinearKernel``: holds one model's weights, link and output dtype. ``predict``
+   allocates the outputs (through NumPy's C API: acquiring typed memoryviews costs
+   more than a whole batch-1 computation) and returns them by name. It validates
+   nothing: ``scorewire._linear.NativeLinearModel`` checks dtypes, shapes and strides
+   once, in Python. The exception is ``try_predict``, the batch-1 fast path: it
+   accepts only an input that needs no conversion (a plain, aligned, native-order
+   float32/float64 ndarray of shape (n, d)) and returns None for anything else, so
+   that every error is still raised, with its message, by the Python checks.
 
 All arithmetic is float64 (float32 inputs are widened as they are read), so float32
 and float64 inputs give the same decision up to the rounding of the input itself.
@@ -23,8 +34,8 @@ and float64 inputs give the same decision up to the rounding of the input itself
 
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport exp
-from libc.stdlib cimport free, malloc
+from libc.math cimport exp, fabs
+from libc.stddef cimport ptrdiff_t
 
 cnp.import_array()
 
@@ -42,6 +53,36 @@ cdef extern from *:
     int sw_openmp_enabled() noexcept nogil
     int sw_max_threads() noexcept nogil
 
+cdef extern from "numpy/arrayobject.h":
+    # classes.take(indices), no output array (NumPy's pxd types that NULL as ndarray)
+    object _take_from "PyArray_TakeFrom" (cnp.ndarray a, object indices, int axis,
+                                          void* out, cnp.NPY_CLIPMODE mode)
+
+cdef extern from "_simd.h":
+    int sw_simd_available() noexcept nogil
+    int sw_simd_enabled() noexcept nogil
+    int sw_set_simd(int on) noexcept nogil
+    int sw_dot_rows_f32(const float* X, Py_ssize_t sr, Py_ssize_t n, const double* w,
+                        Py_ssize_t d, double b, double* z, Py_ssize_t zs,
+                        int stream) noexcept nogil
+    int sw_dot_rows_f64(const double* X, Py_ssize_t sr, Py_ssize_t n, const double* w,
+                        Py_ssize_t d, double b, double* z, Py_ssize_t zs,
+                        int stream) noexcept nogil
+    int sw_logistic_f32(const double* z, Py_ssize_t n, float* out) noexcept nogil
+    int sw_logistic_f64(const double* z, Py_ssize_t n, double* out) noexcept nogil
+    int sw_all_finite_f32(const float* X, Py_ssize_t n, Py_ssize_t d, Py_ssize_t sr,
+                          Py_ssize_t sc) noexcept nogil
+    int sw_all_finite_f64(const double* X, Py_ssize_t n, Py_ssize_t d, Py_ssize_t sr,
+                          Py_ssize_t sc) noexcept nogil
+
+cdef extern from "_pool.h":
+    ctypedef void (*sw_block_fn)(void* ctx, ptrdiff_t block) noexcept nogil
+    int sw_pool_enabled() noexcept nogil
+    int sw_pool_run(sw_block_fn fn, void* ctx, ptrdiff_t n_blocks,
+                    int n_helpers) noexcept nogil
+    int sw_pool_set_use(int on) noexcept nogil
+    int sw_pool_started() noexcept nogil
+
 
 ctypedef fused in_t:
     float
@@ -58,26 +99,84 @@ LINK_SOFTMAX = 2    # out = softmax(z) per row                  (multinomial)
 LINK_SIGMOID = 3    # out = sigma(z) per column, not normalised (ONNX LOGISTIC, k > 1)
 LINK_OVR = 4        # out = sigma(z) / sum(sigma(z)) per row    (one-vs-rest log loss)
 
+cdef enum Role:
+    # Output roles, as a plan names them: LinearKernel.predict(X, ((name, role), ...), n)
+    _VALUE = 0          # the decision; (n,) instead of (n, 1) when value_1d
+    _DECISION = 1       # the decision z, (n, k)
+    _PROBABILITIES = 2  # the link applied to z, (n, k_out)
+    _LABEL = 3          # classes[predicted class index], (n,)
+
+ROLE_VALUE = _VALUE
+ROLE_DECISION = _DECISION
+ROLE_PROBABILITIES = _PROBABILITIES
+ROLE_LABEL = _LABEL
+
 cdef enum:
     # Rows per block: large enough to amortise the per-block work, small enough that
-    # a block of decisions stays in L1.
+    # a block of decisions stays in L1 (256 rows x SCRATCH_K columns = 16 KiB).
     BLOCK_ROWS = 256
-    # Below this many rows a batch is scored on the calling thread: entering an
-    # OpenMP parallel region costs microseconds, which only pays off above it.
-    # Measured with bench/bench_kernel.py on 2 cores (30 features).
-    _PARALLEL_MIN_ROWS = 4096
+    # Decision columns a block's on-stack scratch holds; wider models get a scratch
+    # array of n rows (LinearKernel._score allocates it).
+    SCRATCH_K = 8
+    # A batch is split over threads when it has at least this many rows (two
+    # blocks) and ...
+    _PARALLEL_MIN_ROWS = 512
+    # ... at least this many multiply-adds (n x d x k), ~15 µs on one thread. Measured
+    # on 2 cores: an awake helper pays from ~15 000 (512 x 30 features: 2.8 -> 2.3 µs);
+    # a sleeping one costs the caller a wake-up (futex) of a few µs first.
+    _PARALLEL_MIN_WORK = 65536
+    # Below this many multiply-adds (~0.5 µs) the GIL is kept: releasing and
+    # re-acquiring it costs as much as the arithmetic.
+    _NOGIL_MIN_WORK = 2048
+    # An X this large (L2 size of a server core) is read from memory, not cache: the
+    # dot product of long rows then reads one row at a time (see _simd.h).
+    _STREAM_MIN_BYTES = 2 << 20
 
 PARALLEL_MIN_ROWS = _PARALLEL_MIN_ROWS
+PARALLEL_MIN_WORK = _PARALLEL_MIN_WORK
 
 
 def openmp_enabled():
-    """True when the kernel was compiled with OpenMP."""
+    """True when the kernel was compiled with OpenMP (its parallel build)."""
     return bool(sw_openmp_enabled())
 
 
 def max_threads():
     """OpenMP's default thread count (1 without OpenMP)."""
     return sw_max_threads()
+
+
+def simd_available():
+    """True when this CPU runs the kernel's AVX2+FMA paths (x86-64 builds only)."""
+    return bool(sw_simd_available())
+
+
+def simd_enabled():
+    """True while the AVX2+FMA paths are in use (see :func:`_set_simd`)."""
+    return bool(sw_simd_enabled())
+
+
+sw_set_simd(1)  # chosen once, at import: the CPU's answer does not change
+
+
+def _set_simd(bint on):
+    """For tests: use the AVX2+FMA paths (when the CPU has them) or force the portable
+    scalar loops. Returns whether they were in use. Not for use while other threads
+    are scoring."""
+    previous = bool(sw_simd_enabled())
+    sw_set_simd(on)
+    return previous
+
+
+def _set_pool(bint on):
+    """For tests: run large batches on the kernel's helper threads (the default, where
+    built) or on OpenMP's prange. Returns the previous setting."""
+    return bool(sw_pool_set_use(on))
+
+
+def _pool_threads():
+    """Helper threads started so far (0 until the first parallel batch)."""
+    return sw_pool_started()
 
 
 # ---------------------------------------------------------------------------
@@ -125,15 +224,27 @@ cdef inline double _sigmoid(double z) noexcept nogil:
     return e / (1.0 + e)
 
 
+cdef inline void _logistic_row(double z, out_t* out) noexcept nogil:
+    """out[0:2] = [sigma(-z), sigma(z)] from one exp: e = exp(-|z|) in (0, 1],
+    m = 1 / (1 + e) = sigma(|z|), e * m = sigma(-|z|) (full relative precision,
+    never 1 - m). No overflow for any z; NaN gives NaN."""
+    cdef double e = exp(-fabs(z))
+    cdef double m = 1.0 / (1.0 + e)
+    if z >= 0.0:
+        out[0] = <out_t>(e * m)
+        out[1] = <out_t>m
+    else:
+        out[0] = <out_t>m
+        out[1] = <out_t>(e * m)
+
+
 cdef inline void _link_row(const double* z, Py_ssize_t k, int link,
                            out_t* out) noexcept nogil:
     """Apply the link to one row of decisions z[0:k], writing out[0:k] (or [0:2])."""
     cdef Py_ssize_t c
     cdef double m, s
     if link == 1:
-        # out = [sigma(-z), sigma(z)]
-        out[0] = <out_t>_sigmoid(-z[0])
-        out[1] = <out_t>_sigmoid(z[0])
+        _logistic_row(z[0], out)
     elif link == 2:
         # out = exp(z - max(z)) / sum(exp(z - max(z)))
         m = z[0]
@@ -176,101 +287,189 @@ cdef inline long long _label_row(const double* z, Py_ssize_t k) noexcept nogil:
 # 2. block loops
 # ---------------------------------------------------------------------------
 
+cdef struct Job:
+    # one scoring call: what the block loops read (IN) and write (OUT)
+    const void* X          # IN  (n, d) float32 or float64, X[i * sr + j * sc]
+    Py_ssize_t sr, sc, n
+    bint x64               #     X is float64
+    bint stream            #     X is read from memory, not cache
+    const double* W        # IN  (k, d) C-contiguous
+    const double* b        # IN  (k,)
+    Py_ssize_t d, k
+    int link
+    double* z              # OUT (n, k) float64 decisions, or NULL: per-block scratch
+    void* zo               # OUT (n, k) decisions in the output dtype when that is
+                           #     float32 (a rounded copy of z), else NULL
+    void* out              # OUT (n, k_out) link output, or NULL
+    Py_ssize_t k_out
+    bint o64               #     zo and out are float64 (else float32)
+    long long* labels      # OUT (n,) class indices, or NULL
+    Py_ssize_t block_rows  # rows per parallel block (a multiple of BLOCK_ROWS)
+
+
 cdef void _decision_block(const in_t* X, Py_ssize_t sr, Py_ssize_t sc,
                           const double* W, const double* b, Py_ssize_t d, Py_ssize_t k,
-                          Py_ssize_t r0, Py_ssize_t r1, double* z) noexcept nogil:
-    """z[i, c] = X[i, :] @ W[c, :] + b[c] for rows r0 <= i < r1.
+                          Py_ssize_t m, double* z, bint stream) noexcept nogil:
+    """z[i, c] = X[i, :] @ W[c, :] + b[c] for the m rows i < m starting at X.
 
-    X is addressed as X[i * sr + j * sc] (strides in elements); z is C-ordered (n, k).
+    X is addressed as X[i * sr + j * sc] (strides in elements); z is C-ordered (m, k).
     """
     cdef Py_ssize_t i, j, c
     cdef const in_t* col
     cdef double w
+    cdef int done
     if sc == 1:
-        # row-major: one contiguous dot product per row and output
-        for i in range(r0, r1):
-            for c in range(k):
-                z[i * k + c] = _dot(X + i * sr, W + c * d, d) + b[c]
+        # row-major: one contiguous dot product per row and decision column,
+        # z[:, c] = X @ W[c] + b[c] (AVX2+FMA over four rows at a time when available)
+        for c in range(k):
+            if in_t is float:
+                done = sw_dot_rows_f32(X, sr, m, W + c * d, d, b[c], z + c, k, stream)
+            else:
+                done = sw_dot_rows_f64(X, sr, m, W + c * d, d, b[c], z + c, k, stream)
+            if not done:
+                for i in range(m):
+                    z[i * k + c] = _dot(X + i * sr, W + c * d, d) + b[c]
     elif sr == 1:
-        # column-major: z[r0:r1, c] = b[c]; z[r0:r1, c] += X[r0:r1, j] * W[c, j] for j
-        for i in range(r0, r1):
+        # column-major: z[:, c] = b[c]; z[:, c] += X[:, j] * W[c, j] for each j
+        for i in range(m):
             for c in range(k):
                 z[i * k + c] = b[c]
         for c in range(k):
             for j in range(d):
                 col = X + j * sc
                 w = W[c * d + j]
-                for i in range(r0, r1):
+                for i in range(m):
                     z[i * k + c] += <double>col[i] * w
     else:
-        for i in range(r0, r1):
+        for i in range(m):
             for c in range(k):
                 z[i * k + c] = _dot_strided(X + i * sr, sc, W + c * d, d) + b[c]
 
 
-cdef void _score_block(const in_t* X, Py_ssize_t sr, Py_ssize_t sc,
-                       const double* W, const double* b, Py_ssize_t d, Py_ssize_t k,
-                       int link, Py_ssize_t r0, Py_ssize_t r1, double* z,
-                       out_t* out, Py_ssize_t k_out, long long* labels) noexcept nogil:
-    """Decision, link and labels for rows r0 <= i < r1 (out and labels may be NULL)."""
+cdef void _link_block(const double* z, Py_ssize_t m, Py_ssize_t k, int link,
+                      out_t* out, Py_ssize_t k_out) noexcept nogil:
+    """out[i] = link(z[i]) for m rows (out C-ordered (m, k_out))."""
     cdef Py_ssize_t i
-    _decision_block(X, sr, sc, W, b, d, k, r0, r1, z)
-    if out != NULL:
-        for i in range(r0, r1):
+    cdef int done = 0
+    if link == 1:
+        # out = [sigma(-z), sigma(z)] (AVX2 exp over four rows at a time when available)
+        if out_t is float:
+            done = sw_logistic_f32(z, m, out)
+        else:
+            done = sw_logistic_f64(z, m, out)
+    if not done:
+        for i in range(m):
             _link_row(z + i * k, k, link, out + i * k_out)
-    if labels != NULL:
-        for i in range(r0, r1):
-            labels[i] = _label_row(z + i * k, k)
 
 
-cdef void _score(const in_t* X, Py_ssize_t sr, Py_ssize_t sc, Py_ssize_t n,
-                 const double* W, const double* b, Py_ssize_t d, Py_ssize_t k,
-                 int link, double* z, out_t* out, Py_ssize_t k_out,
-                 long long* labels, int n_threads) noexcept nogil:
-    """Score n rows, in blocks of BLOCK_ROWS, in parallel when n is large."""
-    cdef Py_ssize_t n_blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
-    cdef Py_ssize_t blk, r1
-    if n_threads <= 1 or n < _PARALLEL_MIN_ROWS:
-        _score_block(X, sr, sc, W, b, d, k, link, 0, n, z, out, k_out, labels)
+cdef void _score_rows(const Job* jb, const in_t* X, out_t* zo, out_t* out,
+                      Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Decision, link and labels for rows r0 <= i < r1, BLOCK_ROWS at a time.
+
+    The decision goes to jb.z when the caller gave one, else to an on-stack scratch
+    block (k <= SCRATCH_K is guaranteed then); zo, out and jb.labels may be NULL.
+    """
+    cdef double scratch[BLOCK_ROWS * SCRATCH_K]
+    cdef double* z
+    cdef Py_ssize_t k = jb.k, i0, i1, m, t
+    i0 = r0
+    while i0 < r1:
+        i1 = i0 + BLOCK_ROWS if i0 + BLOCK_ROWS < r1 else r1
+        m = i1 - i0
+        z = jb.z + i0 * k if jb.z != NULL else scratch
+        _decision_block(X + i0 * jb.sr, jb.sr, jb.sc, jb.W, jb.b, jb.d, k, m, z,
+                        jb.stream)
+        if zo != NULL:
+            for t in range(m * k):
+                zo[i0 * k + t] = <out_t>z[t]
+        if out != NULL:
+            _link_block(z, m, k, jb.link, out + i0 * jb.k_out, jb.k_out)
+        if jb.labels != NULL:
+            for t in range(m):
+                jb.labels[i0 + t] = _label_row(z + t * k, k)
+        i0 = i1
+
+
+cdef void _run_rows(const Job* jb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """_score_rows for this job's input and output dtypes."""
+    if jb.x64:
+        if jb.o64:
+            _score_rows(jb, <const double*>jb.X, <double*>jb.zo, <double*>jb.out, r0, r1)
+        else:
+            _score_rows(jb, <const double*>jb.X, <float*>jb.zo, <float*>jb.out, r0, r1)
+    else:
+        if jb.o64:
+            _score_rows(jb, <const float*>jb.X, <double*>jb.zo, <double*>jb.out, r0, r1)
+        else:
+            _score_rows(jb, <const float*>jb.X, <float*>jb.zo, <float*>jb.out, r0, r1)
+
+
+cdef void _run_block(void* ctx, ptrdiff_t blk) noexcept nogil:
+    """One parallel block: rows [blk * block_rows, (blk + 1) * block_rows)."""
+    cdef const Job* jb = <const Job*>ctx
+    cdef Py_ssize_t r0 = blk * jb.block_rows
+    cdef Py_ssize_t r1 = r0 + jb.block_rows
+    _run_rows(jb, r0, r1 if r1 < jb.n else jb.n)
+
+
+cdef void _run(Job* jb, int n_threads) noexcept nogil:
+    """Score all jb.n rows: on this thread, or split over n_threads when large."""
+    cdef Py_ssize_t n = jb.n, n_blocks, blk
+    if (n_threads <= 1 or n < _PARALLEL_MIN_ROWS
+            or n * jb.d * jb.k < _PARALLEL_MIN_WORK):
+        _run_rows(jb, 0, n)
         return
-    for blk in prange(n_blocks, schedule="static", num_threads=n_threads):
-        r1 = (blk + 1) * BLOCK_ROWS
-        if r1 > n:
-            r1 = n
-        _score_block(X, sr, sc, W, b, d, k, link, blk * BLOCK_ROWS, r1, z, out,
-                     k_out, labels)
+    jb.block_rows = BLOCK_ROWS
+    while (n + jb.block_rows - 1) // jb.block_rows > (1 << 20):
+        jb.block_rows *= 2
+    n_blocks = (n + jb.block_rows - 1) // jb.block_rows
+    if sw_pool_enabled():
+        if not sw_pool_run(_run_block, jb, n_blocks, n_threads - 1):
+            _run_rows(jb, 0, n)  # another call owns the helpers: do not wait for them
+        return
+    for blk in prange(n_blocks, schedule="dynamic", num_threads=n_threads):
+        _run_block(jb, blk)
 
 
 cdef bint _all_finite(const in_t* X, Py_ssize_t n, Py_ssize_t d, Py_ssize_t sr,
                       Py_ssize_t sc) noexcept nogil:
-    """True when no element is NaN or infinite: x - x is 0 for finite x, NaN else."""
-    cdef Py_ssize_t i, j
-    cdef double acc = 0.0
-    for i in range(n):
-        for j in range(d):
-            acc += X[i * sr + j * sc] - X[i * sr + j * sc]
-        if acc != 0.0:  # NaN compares unequal to everything, 0.0 included
-            return False
-    return True
+    """True when no element is NaN or infinite (see sw_all_finite in _simd.h)."""
+    if in_t is float:
+        return sw_all_finite_f32(X, n, d, sr, sc)
+    else:
+        return sw_all_finite_f64(X, n, d, sr, sc)
 
 
 def all_finite(cnp.ndarray X):
     """True when the 2-D float32/float64 array X has no NaN or infinite value.
 
-    One pass, no temporary arrays, the GIL released: the input check the server
-    runs on every request (``np.isfinite(X).all()`` allocates and costs ~1 µs at
-    batch 1).
+    One pass, no temporary arrays, the GIL released for large inputs: the input check
+    the server runs on every request (``np.isfinite(X).all()`` allocates and costs
+    ~1 µs at batch 1). The sum of ``x - x`` over blocks of elements, kept in vector
+    lanes and tested once per block, is 0 exactly when every element is finite.
+    Other dtypes, byte orders and odd strides fall back to NumPy.
     """
-    cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0), d = cnp.PyArray_DIM(X, 1)
-    cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X)
-    cdef Py_ssize_t sr = cnp.PyArray_STRIDE(X, 0) // isz, sc = cnp.PyArray_STRIDE(X, 1) // isz
+    cdef Py_ssize_t n, d, isz, sr, sc
     cdef bint ok
     cdef void* data = cnp.PyArray_DATA(X)
-    if cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT64:
-        with nogil:
+    cdef int t = cnp.PyArray_TYPE(X)
+    if (cnp.PyArray_NDIM(X) != 2 or (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64)
+            or not cnp.PyArray_ISNOTSWAPPED(X) or not cnp.PyArray_ISALIGNED(X)):
+        import numpy
+        return bool(numpy.isfinite(X).all())
+    n = cnp.PyArray_DIM(X, 0)
+    d = cnp.PyArray_DIM(X, 1)
+    isz = cnp.PyArray_ITEMSIZE(X)
+    sr = cnp.PyArray_STRIDE(X, 0) // isz
+    sc = cnp.PyArray_STRIDE(X, 1) // isz
+    if n * d < 4 * _NOGIL_MIN_WORK:
+        if t == cnp.NPY_FLOAT64:
+            return _all_finite(<const double*>data, n, d, sr, sc)
+        return _all_finite(<const float*>data, n, d, sr, sc)
+    with nogil:
+        if t == cnp.NPY_FLOAT64:
             ok = _all_finite(<const double*>data, n, d, sr, sc)
-    else:
-        with nogil:
+        else:
             ok = _all_finite(<const float*>data, n, d, sr, sc)
     return ok
 
@@ -280,7 +479,7 @@ def all_finite(cnp.ndarray X):
 # ---------------------------------------------------------------------------
 
 cdef class LinearKernel:
-    """One linear model's weights and link, ready to score batches.
+    """One linear model's weights, link and outputs, ready to score batches.
 
     Parameters
     ----------
@@ -289,55 +488,151 @@ cdef class LinearKernel:
     intercept : ndarray of shape (k,), float64, contiguous
     link : int
         One of the ``LINK_*`` constants.
+    out64 : bool, default True
+        Float outputs (decision, value, probabilities) are float64, else float32.
+    value_1d : bool, default False
+        ``ROLE_VALUE`` has shape (n,) instead of (n, 1) (a single regression target).
+    classes : ndarray of shape (n_classes,), optional
+        ``ROLE_LABEL`` gives ``classes[index]`` (the class indices when None).
     """
 
     cdef readonly object coef
     cdef readonly object intercept
+    cdef readonly object classes
     cdef readonly int link
     cdef readonly Py_ssize_t n_features
     cdef readonly Py_ssize_t n_decisions
+    cdef readonly Py_ssize_t n_link_columns
+    cdef readonly bint out64
+    cdef readonly bint value_1d
     cdef const double* _w
     cdef const double* _b
 
-    def __cinit__(self, cnp.ndarray coef, cnp.ndarray intercept, int link):
+    def __cinit__(self, cnp.ndarray coef, cnp.ndarray intercept, int link,
+                  bint out64=True, bint value_1d=False, object classes=None):
         self.coef = coef
         self.intercept = intercept
         self.link = link
+        self.out64 = out64
+        self.value_1d = value_1d
+        self.classes = classes
         self.n_decisions = cnp.PyArray_DIM(coef, 0)
         self.n_features = cnp.PyArray_DIM(coef, 1)
+        self.n_link_columns = 2 if link == 1 else self.n_decisions
         self._w = <const double*>cnp.PyArray_DATA(coef)
         self._b = <const double*>cnp.PyArray_DATA(intercept)
 
-    def predict(self, cnp.ndarray X, bint want_proba, bint want_labels, bint out64,
-                int n_threads):
-        """Allocate the outputs, score X into them, return ``(z, out, labels)``.
+    def try_predict(self, object X, tuple plan, int n_threads):
+        """:meth:`predict` when X can be scored as it is, else None.
 
-        ``out`` (float64 when ``out64``, else float32) and ``labels`` are None unless
-        asked for. Allocating here, through NumPy's C API, is what keeps a batch-1
-        call well under a microsecond; see :meth:`score` for the arguments.
+        This is the batch-1 fast path, so it checks in C what
+        ``NativeLinearModel.check_input`` checks in Python: X is exactly an ndarray,
+        2-D with ``n_features`` columns, float32 or float64, in native byte order,
+        aligned, with strides that are whole items. For anything else, wrong inputs
+        included, it returns None: the caller then runs its Python checks, which
+        raise the errors (or convert X) and call :meth:`predict`.
         """
-        cdef cnp.npy_intp dims[2]
-        cdef cnp.ndarray z, out = None, labels = None
-        dims[0] = cnp.PyArray_DIM(X, 0)
-        dims[1] = self.n_decisions
-        z = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT64, 0)
-        if want_proba:
-            dims[1] = 2 if self.link == 1 else self.n_decisions
-            out = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT64 if out64 else cnp.NPY_FLOAT32, 0)
-        if want_labels:
-            labels = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
-        self.score(X, z, out, labels, n_threads)
-        return z, out, labels
+        cdef cnp.ndarray A
+        cdef int t
+        cdef Py_ssize_t isz
+        if not cnp.PyArray_CheckExact(X):
+            return None
+        A = <cnp.ndarray>X
+        if cnp.PyArray_NDIM(A) != 2 or cnp.PyArray_DIM(A, 1) != self.n_features:
+            return None
+        t = cnp.PyArray_TYPE(A)
+        if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+            return None
+        isz = cnp.PyArray_ITEMSIZE(A)
+        if (not cnp.PyArray_ISNOTSWAPPED(A) or not cnp.PyArray_ISALIGNED(A)
+                or cnp.PyArray_STRIDE(A, 0) % isz or cnp.PyArray_STRIDE(A, 1) % isz):
+            return None
+        return self._predict(A, plan, n_threads)
 
-    cpdef score(self, cnp.ndarray X, cnp.ndarray z, cnp.ndarray out, cnp.ndarray labels,
-                int n_threads):
-        """Score X into the caller's buffers.
+    def predict(self, cnp.ndarray X, tuple plan, int n_threads):
+        """Allocate the outputs a plan asks for, score X into them, return them by name.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n, n_features), float32 or float64          # IN
+            Native byte order, strides whole multiples of the item size, any order;
+            read-only is fine. Not checked here (see :meth:`try_predict`).
+        plan : tuple of (name, role) pairs
+            The outputs wanted: ``ROLE_VALUE`` / ``ROLE_DECISION`` (the decision
+            ``X @ coef.T + intercept``), ``ROLE_PROBABILITIES`` (its link),
+            ``ROLE_LABEL`` (``classes[index]``).
+        n_threads : int
+            Threads for large batches (1 = the calling thread only).
+
+        Returns
+        -------
+        dict
+            name -> new array. Float outputs are float64 when ``out64``, else float32;
+            outputs of the same role are the same array.
+        """
+        return self._predict(X, plan, n_threads)
+
+    cdef object _predict(self, cnp.ndarray X, tuple plan, int n_threads):
+        cdef cnp.npy_intp dims[2]
+        cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0), k = self.n_decisions
+        cdef int role, ftype = cnp.NPY_FLOAT64 if self.out64 else cnp.NPY_FLOAT32
+        cdef bint want_dec = False
+        cdef object dec = None, proba = None, labels = None, lab = None, val = None
+        cdef dict result
+        for pair in plan:
+            if (<tuple>pair)[1] == _DECISION:
+                want_dec = True
+        dims[0] = n
+        dims[1] = k
+        # allocate the outputs
+        for pair in plan:
+            role = (<tuple>pair)[1]
+            if (role == _VALUE or role == _DECISION) and dec is None:
+                if self.value_1d and not want_dec:
+                    dec = cnp.PyArray_EMPTY(1, dims, ftype, 0)
+                else:
+                    dec = cnp.PyArray_EMPTY(2, dims, ftype, 0)
+            elif role == _PROBABILITIES and proba is None:
+                dims[1] = self.n_link_columns
+                proba = cnp.PyArray_EMPTY(2, dims, ftype, 0)
+                dims[1] = k
+            elif role == _LABEL and labels is None:
+                labels = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+        # float64 decisions go straight to the output, float32 ones are rounded from
+        # the float64 scratch
+        if self.out64:
+            self._score(X, dec, None, proba, labels, n_threads)
+        else:
+            self._score(X, None, dec, proba, labels, n_threads)
+        # name them
+        result = {}
+        for pair in plan:
+            name = (<tuple>pair)[0]
+            role = (<tuple>pair)[1]
+            if role == _PROBABILITIES:
+                result[name] = proba
+            elif role == _LABEL:
+                if lab is None:
+                    lab = labels if self.classes is None else _take_from(
+                        <cnp.ndarray>self.classes, labels, 0, NULL, cnp.NPY_RAISE)
+                result[name] = lab
+            elif role == _VALUE and self.value_1d and want_dec:
+                if val is None:
+                    val = dec.reshape(n)  # a view: (n,) beside the decision's (n, 1)
+                result[name] = val
+            else:
+                result[name] = dec
+        return result
+
+    def score(self, cnp.ndarray X, cnp.ndarray z, cnp.ndarray out, cnp.ndarray labels,
+              int n_threads):
+        """Score X into the caller's buffers (any of which may be None).
 
         Parameters
         ----------
         X : ndarray of shape (n, d), float32 or float64            # IN
             Any strides that are whole multiples of the item size; read-only is fine.
-        z : ndarray of shape (n, k), float64, C-contiguous         # OUT
+        z : ndarray of shape (n, k), float64, C-contiguous, or None   # OUT
             The decision ``X @ coef.T + intercept``.
         out : ndarray of shape (n, k_out), float32 or float64, C-contiguous, or None
             The link applied to z (k_out = 2 for LINK_LOGISTIC, else k).   # OUT
@@ -346,40 +641,51 @@ cdef class LinearKernel:
         n_threads : int
             Threads for large batches (1 = the calling thread only).
 
-        The GIL is released for the whole computation.
+        Nothing is checked. The GIL is released unless the batch is tiny.
         """
-        cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0)
+        self._score(X, z, None, out, labels, n_threads)
+
+    cdef _score(self, cnp.ndarray X, object z, object zo, object out, object labels,
+                int n_threads):
+        """Fill a Job from arrays (z: float64 decisions or None; zo: float32 decisions
+        or None; out: link output of zo's dtype, or None) and run it."""
+        cdef Job jb
         cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X)
-        cdef Py_ssize_t sr = cnp.PyArray_STRIDE(X, 0) // isz
-        cdef Py_ssize_t sc = cnp.PyArray_STRIDE(X, 1) // isz
-        cdef Py_ssize_t k_out = 0
-        cdef double* zp = <double*>cnp.PyArray_DATA(z)
-        cdef long long* lp = NULL
-        cdef int x64 = cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT64
-        cdef int o64 = 1
-        cdef void* op = NULL
-        if out is not None:
-            op = cnp.PyArray_DATA(out)
-            k_out = cnp.PyArray_DIM(out, 1)
-            o64 = cnp.PyArray_TYPE(out) == cnp.NPY_FLOAT64
-        if labels is not None:
-            lp = <long long*>cnp.PyArray_DATA(labels)
-        if n == 0:
+        cdef cnp.npy_intp dims[2]
+        jb.n = cnp.PyArray_DIM(X, 0)
+        if jb.n == 0:
             return
-        with nogil:
-            if x64 and o64:
-                _score(<const double*>cnp.PyArray_DATA(X), sr, sc, n, self._w, self._b,
-                       self.n_features, self.n_decisions, self.link, zp,
-                       <double*>op, k_out, lp, n_threads)
-            elif x64:
-                _score(<const double*>cnp.PyArray_DATA(X), sr, sc, n, self._w, self._b,
-                       self.n_features, self.n_decisions, self.link, zp,
-                       <float*>op, k_out, lp, n_threads)
-            elif o64:
-                _score(<const float*>cnp.PyArray_DATA(X), sr, sc, n, self._w, self._b,
-                       self.n_features, self.n_decisions, self.link, zp,
-                       <double*>op, k_out, lp, n_threads)
-            else:
-                _score(<const float*>cnp.PyArray_DATA(X), sr, sc, n, self._w, self._b,
-                       self.n_features, self.n_decisions, self.link, zp,
-                       <float*>op, k_out, lp, n_threads)
+        if z is None and self.n_decisions > SCRATCH_K:
+            # too wide for the blocks' on-stack scratch: one of n rows
+            dims[0] = jb.n
+            dims[1] = self.n_decisions
+            z = cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT64, 0)
+        jb.X = cnp.PyArray_DATA(X)
+        jb.sr = cnp.PyArray_STRIDE(X, 0) // isz
+        jb.sc = cnp.PyArray_STRIDE(X, 1) // isz
+        jb.x64 = cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT64
+        jb.stream = jb.n * self.n_features * isz >= _STREAM_MIN_BYTES
+        jb.W = self._w
+        jb.b = self._b
+        jb.d = self.n_features
+        jb.k = self.n_decisions
+        jb.link = self.link
+        jb.z = NULL if z is None else <double*>cnp.PyArray_DATA(<cnp.ndarray>z)
+        jb.zo = NULL if zo is None else cnp.PyArray_DATA(<cnp.ndarray>zo)
+        jb.out = NULL
+        jb.k_out = 0
+        jb.o64 = True
+        if out is not None:
+            jb.out = cnp.PyArray_DATA(<cnp.ndarray>out)
+            jb.k_out = cnp.PyArray_DIM(<cnp.ndarray>out, 1)
+            jb.o64 = cnp.PyArray_TYPE(<cnp.ndarray>out) == cnp.NPY_FLOAT64
+        elif zo is not None:
+            jb.o64 = cnp.PyArray_TYPE(<cnp.ndarray>zo) == cnp.NPY_FLOAT64
+        jb.labels = NULL if labels is None else <long long*>cnp.PyArray_DATA(
+            <cnp.ndarray>labels)
+        jb.block_rows = BLOCK_ROWS
+        if jb.n * jb.d * jb.k < _NOGIL_MIN_WORK:
+            _run(&jb, 1)
+        else:
+            with nogil:
+                _run(&jb, n_threads)

@@ -6,22 +6,53 @@ LINK_LOGISTIC: int
 LINK_SOFTMAX: int
 LINK_SIGMOID: int
 LINK_OVR: int
+ROLE_VALUE: int
+ROLE_DECISION: int
+ROLE_PROBABILITIES: int
+ROLE_LABEL: int
 PARALLEL_MIN_ROWS: int
+PARALLEL_MIN_WORK: int
+
+#: what LinearKernel.predict and try_predict take: ((output name, ROLE_*), ...)
+Plan = tuple[tuple[str, int], ...]
 
 def openmp_enabled() -> bool: ...
 def max_threads() -> int: ...
+def simd_available() -> bool: ...
+def simd_enabled() -> bool: ...
 def all_finite(X: np.ndarray) -> bool: ...
+
+# for tests
+def _set_simd(on: bool) -> bool: ...
+def _set_pool(on: bool) -> bool: ...
+def _pool_threads() -> int: ...
 
 class LinearKernel:
     coef: np.ndarray
     intercept: np.ndarray
+    classes: np.ndarray | None
     link: int
     n_features: int
     n_decisions: int
-    def __init__(self, coef: np.ndarray, intercept: np.ndarray, link: int) -> None: ...
-    def predict(
-        self, X: np.ndarray, want_proba: bool, want_labels: bool, out64: bool, n_threads: int
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]: ...
+    n_link_columns: int
+    out64: bool
+    value_1d: bool
+    def __init__(
+        self,
+        coef: np.ndarray,
+        intercept: np.ndarray,
+        link: int,
+        out64: bool = True,
+        value_1d: bool = False,
+        classes: np.ndarray | None = None,
+    ) -> None: ...
+    def try_predict(self, X: object, plan: Plan, n_threads: int) -> dict[str, np.ndarray] | None: ...
+    def predict(self, X: np.ndarray, plan: Plan, n_threads: int) -> dict[str, np.ndarray]: ...
     def score(
-        self, X: np.ndarray, z: np.ndarray, out: np.ndarray | None, labels: np.ndarray | None, n_threads: int
+        self,
+        X: np.ndarray,
+        z: np.ndarray | None,
+        out: np.ndarray | None,
+        labels: np.ndarray | None,
+        n_threads: int,
     ) -> None: ...

@@ -6,8 +6,11 @@ linear ONNX graph, a PMML RegressionModel, a fitted scikit-learn estimator: weig
 ``z = X @ coef.T + intercept`` into outputs, and the names clients use for them.
 
 :class:`NativeLinearModel` scores a spec with ``scorewire._kernel``. Its ``predict``
-validates dtype, rank, feature count and strides once, allocates the outputs, and
-hands raw buffers to the kernel, which validates nothing and releases the GIL.
+validates dtype, rank, feature count and strides once and hands X to the kernel,
+which allocates the outputs, validates nothing and releases the GIL. For the common
+input (a plain, aligned, native-order float ndarray) the kernel's ``try_predict``
+does those checks in C, which is what keeps a batch-1 call well under a microsecond;
+it declines everything else, and the Python checks then raise or convert.
 """
 
 from __future__ import annotations
@@ -184,16 +187,22 @@ class NativeLinearModel:
         self.spec = spec
         self.signature = spec.signature()
         self.n_threads = default_n_threads() if n_threads is None else max(1, int(n_threads))
-        self._kernel = _kernel.LinearKernel(spec.coef, spec.intercept, LINKS[spec.link])
-        self._dtype = _F64 if np.dtype(spec.dtype) == _F64 else np.dtype(np.float32)
+        self._dtype = _F64 if np.dtype(spec.dtype) == _F64 else _F32
         self._classes = _classes_array(spec.classes) if spec.classes is not None else None
         self._d = spec.n_features
-        self._k = spec.n_decisions
-        self._k_out = spec.n_link_columns
         self._all_outputs = tuple(spec.outputs)
+        self._kernel = _kernel.LinearKernel(
+            spec.coef,
+            spec.intercept,
+            LINKS[spec.link],
+            out64=self._dtype is _F64,
+            value_1d=spec.n_decisions == 1 and not spec.value_2d,
+            classes=self._classes,
+        )
+        self._try_predict = self._kernel.try_predict
         self._kernel_predict = self._kernel.predict
-        self._out64 = self._dtype is _F64
-        self._plans: dict[tuple[str, ...] | None, tuple[tuple[tuple[str, str], ...], bool, bool]] = {}
+        #: requested outputs -> the kernel's plan: ((name, role), ...)
+        self._plans: dict[tuple[str, ...] | None, _kernel.Plan] = {}
 
     def output_names(self, requested: Iterable[str] | None) -> tuple[str, ...]:
         """The outputs to compute: all when none are asked for; unknown names raise."""
@@ -207,15 +216,12 @@ class NativeLinearModel:
                 )
         return names
 
-    def _plan(self, outputs: Iterable[str] | None) -> tuple[tuple[tuple[str, str], ...], bool, bool]:
-        """(name, role) pairs and which buffers they need, cached per request shape."""
+    def _plan(self, outputs: Iterable[str] | None) -> _kernel.Plan:
+        """(name, kernel role) pairs for a request's outputs, cached per request shape."""
         key = outputs if outputs is None or isinstance(outputs, tuple) else tuple(outputs)
         plan = self._plans.get(key)
         if plan is None:
-            names = self.output_names(key)
-            pairs = tuple((n, self.spec.outputs[n]) for n in names)
-            roles = {r for _, r in pairs}
-            plan = (pairs, "probabilities" in roles, "label" in roles)
+            plan = tuple((n, _ROLES[self.spec.outputs[n]]) for n in self.output_names(key))
             if len(self._plans) < 64:
                 self._plans[key] = plan
         return plan
@@ -240,28 +246,29 @@ class NativeLinearModel:
     def predict(self, X: np.ndarray, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Score X (n, d), float32 or float64, any order, read-only allowed.
 
-        Returns the requested outputs by name (all of them by default).
+        Returns the requested outputs by name (all of them by default). Float outputs
+        have the model's dtype.
         """
-        pairs, want_proba, want_labels = self._plan(outputs)
-        # the common case inline (this is the batch-1 hot path); check_input otherwise
-        X = self.check_input(X)
-        z, proba, labels = self._kernel_predict(
-            X, want_proba, want_labels, self._out64, self.n_threads
-        )
-        result: dict[str, np.ndarray] = {}
-        for name, role in pairs:
-            if role == "probabilities":
-                result[name] = proba  # type: ignore[assignment]
-            elif role == "label":
-                result[name] = self._classes[labels]  # type: ignore[index]
-            else:
-                out = z if self._dtype is _F64 else z.astype(self._dtype)
-                if role == "value" and self._k == 1 and not self.spec.value_2d:
-                    out = out.reshape(-1)
-                result[name] = out
+        # the batch-1 hot path: a cached plan, and the kernel's own C checks of X
+        # (try_predict); anything it declines goes through check_input, which raises
+        # the errors or converts X
+        try:
+            plan = self._plans[outputs]  # type: ignore[index]
+        except (KeyError, TypeError):
+            plan = self._plan(outputs)
+        result = self._try_predict(X, plan, self.n_threads)
+        if result is None:
+            result = self._kernel_predict(self.check_input(X), plan, self.n_threads)
         return result
 
 
-_ndarray = np.ndarray
+#: output role -> kernel role code
+_ROLES = {
+    "value": _kernel.ROLE_VALUE,
+    "decision": _kernel.ROLE_DECISION,
+    "probabilities": _kernel.ROLE_PROBABILITIES,
+    "label": _kernel.ROLE_LABEL,
+}
+
 _F64 = np.dtype(np.float64)
 _F32 = np.dtype(np.float32)
