@@ -18,7 +18,7 @@ TS_STAMP := $(TS_DIR)/node_modules/.stamp-ci
 TS_BUILT := $(TS_DIR)/dist/client.js
 TS_SRCS  := $(TS_DIR)/client.ts $(TS_DIR)/tsconfig.json $(TS_DIR)/proto/grpc/health/v1/health.proto proto/scorewire/v1/scorewire.proto
 
-.PHONY: serve test bench lint proto demo build clean help ts-client
+.PHONY: serve test bench lint proto demo build clean help ts-client prometheus
 
 help:
 	@echo "make serve   start the server on the bundled demo model repository"
@@ -58,7 +58,13 @@ $(TS_BUILT): $(TS_STAMP) $(TS_SRCS)
 
 ts-client: $(TS_BUILT)
 
-test: $(TEST_STAMP) ts-client
+# The Prometheus tests (tests/observability/test_prometheus.py) run Debian's
+# prometheus and promtool; install them once (apt-get needs root, as on CI).
+prometheus:
+	@prometheus --version >/dev/null 2>&1 || { \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }
+
+test: $(TEST_STAMP) ts-client prometheus
 	$(PY) -m pytest $(ARGS)
 
 bench: $(TEST_STAMP)
