@@ -28,6 +28,7 @@ from ._config import ModelConfig, load_model_config
 from ._linear import default_n_threads
 from ._loader import Model, find_artifact, load_model
 from .errors import ModelLoadError, NotFound, ScorewireError, Unavailable
+from .monitoring.monitor import VersionMonitor
 
 log = logging.getLogger("scorewire.repository")
 
@@ -63,6 +64,8 @@ class ModelVersion:
     config: ModelConfig = field(default_factory=ModelConfig)
     #: the version's DynamicBatcher, created by the service on first use
     batcher: Any = field(default=None, repr=False)
+    #: drift and feedback monitoring (made with the model: see scorewire.monitoring)
+    monitor: VersionMonitor | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -184,6 +187,8 @@ class ModelRepository:
         try:
             artifact = find_artifact(path)
             model = load_model(artifact, backend=entry.config.backend, n_threads=self.n_threads)
+            # reference.json, when there is one: a malformed one fails the load like a bad artifact
+            monitor = VersionMonitor.for_version(path, model, entry.config.nan_policy)
         except ScorewireError as exc:
             mv = ModelVersion(entry.name, version, path, State.FAILED, error=exc.message, config=entry.config)
             log.error("model %s version %d: %s", entry.name, version, exc.message)
@@ -195,8 +200,9 @@ class ModelRepository:
             )  # fmt: skip
         else:
             mv = ModelVersion(
-                entry.name, version, path, State.READY, model=model, loaded_at=time.time(), config=entry.config
-            )
+                entry.name, version, path, State.READY, model=model, loaded_at=time.time(), config=entry.config,
+                monitor=monitor,
+            )  # fmt: skip
             reason = getattr(model, "native_reason", "")
             log.info(
                 "model %s version %d ready: %s backend%s, %.0f ms",
@@ -218,7 +224,8 @@ class ModelRepository:
             raise ModelLoadError(f"invalid model name {name[:64]!r}")
         config = config or ModelConfig()
         mv = ModelVersion(name, version, self.root / name / str(version), State.READY, model=model,
-                          loaded_at=time.time(), config=config)  # fmt: skip
+                          loaded_at=time.time(), config=config,
+                          monitor=VersionMonitor.for_version(None, model, config.nan_policy))  # fmt: skip
         with self._lock:
             entry = self._entries.get(name)
             if entry is None:

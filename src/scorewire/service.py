@@ -10,6 +10,14 @@ Telemetry stays transport-neutral here: with metrics on, the time and rows of ea
 scoring call go to the model version's Prometheus histograms; with a request's
 (sampled) span passed in, the span gets the model version, backend and rows, and
 ``score`` (and, when batched, ``queue``) children.
+
+Monitoring (:mod:`scorewire.monitoring`): each answered request is counted, its
+rows sampled for drift — on the event loop for a small request (usually one random
+draw), on a worker thread after the answer for a large one — and, with a request
+id, its outputs recorded for feedback. :meth:`ScoringService.feedback` joins ground
+truth to them; :meth:`ScoringService.model_stats` reports requests, drift and
+feedback per version; :meth:`ScoringService.export_monitoring` keeps the drift and
+feedback gauges current.
 """
 
 from __future__ import annotations
@@ -17,14 +25,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import _kernel
 from .batching import DynamicBatcher
-from .errors import DeadlineExceeded, InvalidInput, Overloaded, Unavailable
+from .errors import DeadlineExceeded, InvalidInput, NotFound, Overloaded, Unavailable
+from .monitoring import monitor as _monitor
+from .monitoring.feedback import FeedbackItem, ItemResult, route_feedback
 from .observability import _tracing
 from .observability._metrics import version_metrics
 from .repository import ModelRepository, ModelVersion
@@ -53,6 +64,8 @@ class ScoringService:
         self._executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="scorewire-score")
         #: record Prometheus metrics (off: not one metric call per request)
         self.metrics = metrics
+        #: one thread for monitoring work no response waits for (off the scoring threads)
+        self._monitor_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorewire-monitor")
         self.draining = False
 
     def check_input(self, mv: ModelVersion, X: np.ndarray) -> None:
@@ -114,7 +127,76 @@ class ScoringService:
                     score.end()
             if self.metrics:
                 version_metrics(mv.name, mv.version).scored(time.perf_counter() - started, X.shape[0])
+        monitor = mv.monitor
+        if monitor is not None:
+            if not monitor.wired:
+                monitor.wire(self._background)
+            if X.size < self.offload_min_values:
+                monitor.after_predict(X, request.request_id, result)
+            else:  # a large request's rows are sampled on a worker thread, after the answer
+                monitor.after_predict(X, request.request_id, result, observe=False)
+                if monitor.drift is not None:
+                    self._background(monitor.drift.observe, X)
         return PredictResponse(model=mv.name, version=mv.version, outputs=result, request_id=request.request_id)
+
+    def _background(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the monitoring thread, not waiting for it (work no
+        response depends on; callable from any thread); dropped once it is shut down."""
+        try:
+            future = self._monitor_executor.submit(fn, *args)
+        except RuntimeError:  # shutting down: monitoring data no longer matters
+            return
+        future.add_done_callback(_log_failure)
+
+    # ------------------------------------------------------------ monitoring
+    async def feedback(self, model: str, items: Sequence[FeedbackItem]) -> list[tuple[int | None, ItemResult]]:
+        """Join ground truth to the recorded predictions of ``model`` (any loaded
+        version; see :func:`~scorewire.monitoring.feedback.route_feedback`): one
+        (version, result) per item, in order. NotFound for an unknown model."""
+        entry = self.repository.entry(model)
+        stores = {v: mv.monitor.feedback for v, mv in list(entry.versions.items()) if mv.monitor is not None}
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, route_feedback, stores, items)
+
+    async def model_stats(self, model: str, version: int | None = None) -> list[_monitor.VersionStats]:
+        """Requests, drift and feedback of each loaded version of ``model`` (or one)."""
+        entry = self.repository.entry(model)
+        versions = dict(entry.versions)
+        if version is not None:
+            if version not in versions:
+                raise NotFound(f"model {model!r} has no version {version}")
+            versions = {version: versions[version]}
+        loop = asyncio.get_running_loop()
+        stats = []
+        for v in sorted(versions):
+            mv = versions[v]
+            if mv.monitor is None:
+                stats.append(_monitor.VersionStats(v, mv.state.value, 0, 0, None, None, None))
+                continue
+            latency = _monitor.request_summary(model, v) if self.metrics else None
+            stats.append(await loop.run_in_executor(None, mv.monitor.stats, v, mv.state.value, latency))
+        return stats
+
+    def export_monitoring(self) -> None:
+        """Set the drift and feedback gauges of every loaded version (blocking: a
+        few ms per version; call it from a worker thread, now and then)."""
+        for entry in self.repository.entries():
+            for v, mv in list(entry.versions.items()):
+                if mv.monitor is not None:
+                    _monitor.export_gauges(entry.name, v, mv.monitor.stats(v, mv.state.value))
+
+    async def run_monitoring_export(self, interval_s: float) -> None:
+        """Call :meth:`export_monitoring` every ``interval_s`` seconds, on the
+        monitoring thread, until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await loop.run_in_executor(self._monitor_executor, self.export_monitoring)
+            except RuntimeError:  # the monitoring thread is shut down
+                return
+            except Exception:
+                log.exception("exporting the monitoring gauges failed")
 
     def _batcher_for(self, mv: ModelVersion) -> DynamicBatcher | bool:
         """The version's batcher, created on first use; False when batching is off
@@ -135,11 +217,12 @@ class ScoringService:
         return mv.batcher
 
     async def aclose(self) -> None:
-        """Answer what the batchers hold, then stop them."""
+        """Answer what the batchers hold, then stop them; drop pending monitoring work."""
         for entry in self.repository.entries():
             for mv in entry.versions.values():
                 if isinstance(mv.batcher, DynamicBatcher):
                     await mv.batcher.close()
+        self._monitor_executor.shutdown(wait=False, cancel_futures=True)
 
     def predict_sync(self, request: PredictRequest) -> PredictResponse:
         """The same, for callers without an event loop (scores on this thread)."""
@@ -147,7 +230,15 @@ class ScoringService:
         self.check_input(mv, request.inputs)
         assert mv.model is not None
         result = mv.model.predict(request.inputs, request.outputs or None)
+        if mv.monitor is not None:
+            mv.monitor.after_predict(request.inputs, request.request_id, result)
         return PredictResponse(model=mv.name, version=mv.version, outputs=result, request_id=request.request_id)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        self._monitor_executor.shutdown(wait=True)
+
+
+def _log_failure(future: Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("monitoring work failed", exc_info=future.exception())

@@ -83,6 +83,11 @@ class Settings:
         metadata={"help": "serve /metrics from this process (--workers turns it off in each worker, "
                           "whose metrics the supervisor serves)"},
     )  # fmt: skip
+    monitor_interval_s: float = field(
+        default=15.0,
+        metadata={"help": "with --metrics-port: how often the drift (PSI) and feedback gauges are "
+                          "recomputed, seconds"},
+    )  # fmt: skip
     trace: bool = field(
         default=False,
         metadata={"help": "trace requests with OpenTelemetry: exporter, endpoint, service name and "
@@ -107,6 +112,8 @@ class Settings:
             problems.append("max_batch_rows must be positive")
         if self.max_concurrent_rpcs < 1:
             problems.append("max_concurrent_rpcs must be positive")
+        if self.monitor_interval_s <= 0:
+            problems.append("monitor_interval_s must be positive")
         if self.shutdown_grace_s < 0 or self.drain_delay_s < 0:
             problems.append("shutdown_grace_s and drain_delay_s must not be negative")
         if not 1 <= self.workers <= 256:

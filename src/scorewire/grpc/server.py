@@ -8,8 +8,9 @@ Shutdown, in order (SIGTERM or SIGINT):
 3. the server stops accepting RPCs and gives those in flight ``shutdown_grace_s``
    to finish (requests already accepted are answered);
 4. what is still running after the grace period is cancelled, and logged;
-5. the batchers and the scoring thread pool are drained; the metrics port closes
-   and buffered spans are exported; the process exits 0.
+5. the batchers and the scoring thread pool are drained; the monitoring export
+   stops, the metrics port closes and buffered spans are exported; the process
+   exits 0.
 
 A second signal during shutdown skips the waiting and exits at once (code 1).
 """
@@ -84,6 +85,7 @@ class Server:
         self._metrics_server: MetricsServer | None = None
         self._server: grpc.aio.Server | None = None
         self._loading: asyncio.Task[None] | None = None
+        self._monitoring: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._signals = 0
@@ -134,6 +136,8 @@ class Server:
         self._server = server
         log.info("scorewire listening on %s:%d, repository %s", self.settings.host, self.port, self.repository.root)
         self._loading = asyncio.create_task(self._load_all())
+        if self.service.metrics:  # the drift and feedback gauges, recomputed now and then
+            self._monitoring = asyncio.create_task(self.service.run_monitoring_export(self.settings.monitor_interval_s))
 
     async def _load_all(self) -> None:
         loop = asyncio.get_running_loop()
@@ -240,6 +244,8 @@ class Server:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         # 5. drain the batchers and the scoring threads; flush telemetry
+        if self._monitoring is not None:
+            self._monitoring.cancel()
         await self.service.aclose()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._executor.shutdown, True)

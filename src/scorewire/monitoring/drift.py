@@ -18,7 +18,8 @@ Sampling (why ``observe`` is cheap)
     * a request of n < k rows is skipped unless ``random() * k < n``
       (probability n/k); when taken, one of its rows (chosen at random) is copied
       into a small stash, binned with the next 63 such rows (or when a snapshot
-      is taken). The skip is one C-level ``random()`` and a comparison.
+      is taken) — on another thread when the monitor has a ``defer`` function.
+      The skip is one C-level ``random()`` and a comparison.
     * a request of n ≥ k rows is always taken: every s-th row from a random start,
       s = max(k, ceil(n / max_rows_per_call)), each counted with weight s — so
       one huge request bins at most ``max_rows_per_call`` rows. Up to 16 such
@@ -346,6 +347,9 @@ class DriftMonitor:
         self._stash = np.empty((_STASH_ROWS, d), dtype=self.dtype)
         self._stash_w = np.empty(_STASH_ROWS)
         self._n_stashed = 0
+        #: ``defer(fn, *args)`` runs fn later on another thread (the service's
+        #: executor): a full stash is binned there, off the request path. None: inline.
+        self.defer: Callable[..., Any] | None = None
 
     @classmethod
     def from_version_dir(
@@ -401,7 +405,11 @@ class DriftMonitor:
                 if full:
                     block, weights = self._take_stash()
             if full:
-                self._add_many(block, weights)
+                defer = self.defer
+                if defer is not None:
+                    defer(self._add_many, block, weights)
+                else:
+                    self._add_many(block, weights)
             rows = rows[take:]
 
     def _take_stash(self) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ The prediction window
     probability rows, for a regressor its values — as references to the output
     arrays (no copy; the outputs must not be modified afterwards). It appends to a
     queue without taking a lock (O(1)); on :meth:`FeedbackStore.flush`, before
-    any read, and every 128 records, the queue moves into an insertion-ordered map bounded by count
+    any read, and every 128 records (on another thread when the store has a
+    ``defer`` function), the queue moves into an insertion-ordered map bounded by count
     (``max_requests``), by rows (``max_rows``) and by age (``max_age_s``,
     monotonic clock, stamped at record time); the oldest entries leave first.
     A memory guide: a one-row classifier prediction holds two small arrays,
@@ -221,6 +222,10 @@ class FeedbackStore:
         self._max_rows = config.max_rows
         # record() appends here without a lock; moved into _live in batches (under the lock)
         self._incoming: deque[tuple[str, float, int, Any, Any, Any]] = deque()
+        #: ``defer(fn)`` runs fn later on another thread (the service's executor):
+        #: record() hands the queue's move there. None: record() moves it itself.
+        self.defer: Callable[..., Any] | None = None
+        self._drain_queued = False
         # request id -> (recorded at, rows, label, probabilities, value), oldest first
         self._live: OrderedDict[str, tuple[float, int, Any, Any, Any]] = OrderedDict()
         self._live_rows = 0
@@ -271,13 +276,19 @@ class FeedbackStore:
         incoming = self._incoming
         incoming.append((request_id, self._clock(), n, label, proba, value))
         if len(incoming) >= _DRAIN_EVERY:
-            with self._lock:
-                self._drain()
+            defer = self.defer
+            if defer is None:
+                with self._lock:
+                    self._drain()
+            elif not self._drain_queued:
+                self._drain_queued = True
+                defer(self.flush)
         return True
 
     def flush(self) -> None:
         """Move recorded predictions into the window and apply its bounds now
         (for a periodic housekeeping task: it keeps that work off the request path)."""
+        self._drain_queued = False
         with self._lock:
             self._drain()
 

@@ -87,6 +87,39 @@ FEATURE_PSI = Gauge(
 )
 
 
+# ------------------------------------------------------ feedback (scorewire.monitoring)
+#: the rolling quality gauges; each is set for the tasks it applies to
+FEEDBACK_QUALITY = {
+    name: Gauge(
+        f"scorewire_feedback_{name}",
+        f"{text} of a model version over its last joined feedback rows (the rolling window); "
+        "NaN until feedback with what it needs arrives (under --workers: one series per worker).",
+        ("model", "version"),
+        multiprocess_mode="liveall",
+    )
+    for name, text in (
+        ("accuracy", "Accuracy (classifiers)"),
+        ("log_loss", "Log-loss (classifiers with probabilities)"),
+        ("roc_auc", "ROC AUC (two-class classifiers with probabilities)"),
+        ("rmse", "Root mean squared error (regressors)"),
+        ("mae", "Mean absolute error (regressors)"),
+    )
+}
+FEEDBACK_ITEMS = Counter(
+    "scorewire_feedback_items",
+    "Feedback items by outcome: matched, unknown (no such request id), expired (the prediction "
+    "left the window first), duplicate, invalid (the truth does not fit the prediction).",
+    ("model", "version", "outcome"),
+)
+FEEDBACK_PENDING = Gauge(
+    "scorewire_feedback_pending",
+    "Recorded predictions (requests with a request id) waiting for feedback.",
+    ("model", "version"),
+    multiprocess_mode="livesum",
+)
+FEEDBACK_OUTCOMES = ("matched", "unknown", "expired", "duplicate", "invalid")
+
+
 class VersionMetrics:
     """The label children of one model version, made once (``labels()`` per request
     would cost microseconds)."""
@@ -141,3 +174,28 @@ def set_feature_psi(model: str, version: int, feature: str, psi: float) -> None:
     (not per request).
     """
     FEATURE_PSI.labels(model, str(version), feature).set(psi)
+
+
+_feedback_counted: dict[tuple[str, int, str], int] = {}
+
+
+def set_feedback(
+    model: str, version: int, quality: Mapping[str, float], outcomes: Mapping[str, int], pending: int
+) -> None:
+    """Export one version's feedback: the rolling ``quality`` metrics given (names of
+    :data:`FEEDBACK_QUALITY`), the items by outcome (``outcomes``: running totals,
+    exported as counter increments) and the predictions waiting. For the
+    monitoring export, now and then (not per request)."""
+    labels = (model, str(version))
+    for name, value in quality.items():
+        FEEDBACK_QUALITY[name].labels(*labels).set(value)
+    for outcome in FEEDBACK_OUTCOMES:
+        total = outcomes.get(outcome, 0)
+        key = (model, version, outcome)
+        before = _feedback_counted.get(key, 0)
+        if total < before:  # the version was reloaded: its store counts from zero
+            before = 0
+        if total > before:
+            FEEDBACK_ITEMS.labels(*labels, outcome).inc(total - before)
+        _feedback_counted[key] = total
+    FEEDBACK_PENDING.labels(*labels).set(pending)
