@@ -1,4 +1,5 @@
-"""scorewire.v1.PredictService and ModelService."""
+"""scorewire.v1.PredictService and ModelService (with Feedback and GetModelStats:
+see scorewire.monitoring)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import grpc
+import numpy as np
 
 from ..errors import InvalidInput, ModelLoadError
+from ..monitoring.drift import PSI_ALERT, PSI_MODERATE
+from ..monitoring.feedback import FeedbackItem, ItemResult, Outcome
+from ..monitoring.monitor import VersionStats
 from ..observability import _tracing
 from ..repository import ModelEntry, ModelVersion, State
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse, Signature
-from ._codec import dtype_to_v1, fill_tensor, tensor_to_array
+from ._codec import check_shape, dtype_to_v1, fill_tensor, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 from ._handlers import UNPARSEABLE, UNPARSEABLE_MESSAGE, deadline_of, status_of, unary
@@ -41,6 +46,43 @@ def request_to_core(request: pb.PredictRequest, deadline: float | None) -> Predi
         request_id=request.request_id,
         deadline=deadline,
     )
+
+
+_OUTCOMES = {
+    Outcome.MATCHED: pb.MATCHED,
+    Outcome.UNKNOWN: pb.UNKNOWN_ID,
+    Outcome.EXPIRED: pb.EXPIRED,
+    Outcome.DUPLICATE: pb.DUPLICATE,
+    Outcome.INVALID: pb.INVALID,
+}
+
+
+def truth_to_array(t: pb.Tensor) -> np.ndarray:
+    """A FeedbackItem's truth: a numeric tensor, or STRING labels."""
+    if t.dtype != pb.STRING:
+        return tensor_to_array(t)
+    shape = tuple(t.shape)
+    if not shape:
+        raise InvalidInput("tensor shape is missing")
+    count = check_shape(shape)
+    values = list(t.string_values)
+    if len(values) != count:
+        raise InvalidInput(f"tensor has {len(values)} values, shape {list(shape)} needs {count}")
+    return np.asarray(values, dtype=object).reshape(shape)
+
+
+def feedback_to_pb(results: list[tuple[int | None, ItemResult]]) -> pb.FeedbackResponse:
+    response = pb.FeedbackResponse()
+    counts = dict.fromkeys(Outcome, 0)
+    for version, r in results:
+        response.results.add(request_id=r.request_id, outcome=_OUTCOMES[r.outcome], version=version or 0,
+                             message=r.message)  # fmt: skip
+        counts[r.outcome] += 1
+    response.matched, response.unknown, response.expired = (
+        counts[Outcome.MATCHED], counts[Outcome.UNKNOWN], counts[Outcome.EXPIRED]
+    )  # fmt: skip
+    response.duplicate, response.invalid = counts[Outcome.DUPLICATE], counts[Outcome.INVALID]
+    return response
 
 
 class PredictServicer(pb_grpc.PredictServiceServicer):
@@ -89,6 +131,22 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
             raise
         t.ok(response.model, response.version, started, span)
         return response
+
+    @unary
+    async def Feedback(self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext) -> pb.FeedbackResponse:
+        items: list[FeedbackItem] = []
+        undecodable: dict[int, str] = {}  # a malformed truth tensor: INVALID for that item only
+        for i, item in enumerate(request.items):
+            try:
+                items.append(FeedbackItem(item.request_id, truth_to_array(item.truth)))
+            except InvalidInput as exc:
+                undecodable[i] = exc.message
+        routed = iter(await self.service.feedback(request.model, items))
+        results = [
+            (None, ItemResult(item.request_id, Outcome.INVALID, undecodable[i])) if i in undecodable else next(routed)
+            for i, item in enumerate(request.items)
+        ]
+        return feedback_to_pb(results)
 
     async def PredictStream(
         self, request_iterator: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext
@@ -159,6 +217,35 @@ def entry_to_pb(entry: ModelEntry) -> pb.ModelInfo:
     )
 
 
+def stats_to_pb(name: str, stats: list[VersionStats]) -> pb.ModelStats:
+    out = pb.ModelStats(name=name)
+    for st in stats:
+        v = out.versions.add(version=st.version, state=pb.ModelState.Value(st.state))
+        v.requests.count, v.requests.rows = st.requests, st.rows
+        if st.latency is not None:
+            lat = st.latency
+            v.requests.latency_available = True
+            v.requests.answered, v.requests.errors = lat.answered, lat.errors
+            v.requests.latency_mean_s = lat.latency_mean_s
+            v.requests.latency_p50_s, v.requests.latency_p99_s = lat.latency_p50_s, lat.latency_p99_s
+        d = st.drift
+        if d is not None:
+            v.drift.available = True
+            v.drift.features.extend(pb.FeaturePsi(name=n, psi=x) for n, x in zip(d.feature_names, d.psi, strict=True))
+            v.drift.sampled_rows, v.drift.estimated_rows = d.sampled_rows, d.estimated_rows
+            v.drift.window_s, v.drift.sample_every = d.window_s, d.sample_every
+        v.drift.alert_threshold, v.drift.moderate_threshold = PSI_ALERT, PSI_MODERATE
+        fb = st.feedback
+        if fb is not None:
+            v.feedback.CopyFrom(pb.FeedbackStats(
+                task=fb.task, window_rows=fb.window_rows, accuracy=fb.accuracy, log_loss=fb.log_loss,
+                roc_auc=fb.roc_auc, rmse=fb.rmse, mae=fb.mae, recorded=fb.recorded, pending=fb.pending,
+                matched=fb.matched, matched_rows=fb.matched_rows, unknown=fb.unknown, expired=fb.expired,
+                duplicate=fb.duplicate, invalid=fb.invalid,
+            ))  # fmt: skip
+    return out
+
+
 class ModelServicer(pb_grpc.ModelServiceServicer):
     """The control plane: list, describe, load and unload models."""
 
@@ -184,6 +271,11 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
         if entry.state is not State.READY:
             raise ModelLoadError(f"model {request.name!r} failed to load: {entry.load_error()}")
         return entry_to_pb(entry)
+
+    @unary
+    async def GetModelStats(self, request: pb.GetModelStatsRequest, context: grpc.aio.ServicerContext) -> pb.ModelStats:
+        stats = await self.service.model_stats(request.name, request.version or None)
+        return stats_to_pb(request.name, stats)
 
     @unary
     async def UnloadModel(self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext) -> pb.UnloadModelResponse:

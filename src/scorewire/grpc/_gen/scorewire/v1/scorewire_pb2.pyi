@@ -16,6 +16,15 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INT64: _ClassVar[DataType]
     STRING: _ClassVar[DataType]
 
+class FeedbackOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEEDBACK_OUTCOME_UNSPECIFIED: _ClassVar[FeedbackOutcome]
+    MATCHED: _ClassVar[FeedbackOutcome]
+    UNKNOWN_ID: _ClassVar[FeedbackOutcome]
+    EXPIRED: _ClassVar[FeedbackOutcome]
+    DUPLICATE: _ClassVar[FeedbackOutcome]
+    INVALID: _ClassVar[FeedbackOutcome]
+
 class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MODEL_STATE_UNSPECIFIED: _ClassVar[ModelState]
@@ -29,6 +38,12 @@ FLOAT64: DataType
 INT32: DataType
 INT64: DataType
 STRING: DataType
+FEEDBACK_OUTCOME_UNSPECIFIED: FeedbackOutcome
+MATCHED: FeedbackOutcome
+UNKNOWN_ID: FeedbackOutcome
+EXPIRED: FeedbackOutcome
+DUPLICATE: FeedbackOutcome
+INVALID: FeedbackOutcome
 MODEL_STATE_UNSPECIFIED: ModelState
 LOADING: ModelState
 READY: ModelState
@@ -105,6 +120,50 @@ class PredictStreamResponse(_message.Message):
     response: PredictResponse
     error: Error
     def __init__(self, request_id: _Optional[str] = ..., response: _Optional[_Union[PredictResponse, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("model", "items")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    items: _containers.RepeatedCompositeFieldContainer[FeedbackItem]
+    def __init__(self, model: _Optional[str] = ..., items: _Optional[_Iterable[_Union[FeedbackItem, _Mapping]]] = ...) -> None: ...
+
+class FeedbackItem(_message.Message):
+    __slots__ = ("request_id", "truth")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TRUTH_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    truth: Tensor
+    def __init__(self, request_id: _Optional[str] = ..., truth: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class FeedbackResult(_message.Message):
+    __slots__ = ("request_id", "outcome", "version", "message")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    outcome: FeedbackOutcome
+    version: int
+    message: str
+    def __init__(self, request_id: _Optional[str] = ..., outcome: _Optional[_Union[FeedbackOutcome, str]] = ..., version: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("results", "matched", "unknown", "expired", "duplicate", "invalid")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[FeedbackResult]
+    matched: int
+    unknown: int
+    expired: int
+    duplicate: int
+    invalid: int
+    def __init__(self, results: _Optional[_Iterable[_Union[FeedbackResult, _Mapping]]] = ..., matched: _Optional[int] = ..., unknown: _Optional[int] = ..., expired: _Optional[int] = ..., duplicate: _Optional[int] = ..., invalid: _Optional[int] = ...) -> None: ...
 
 class TensorInfo(_message.Message):
     __slots__ = ("name", "dtype", "shape")
@@ -191,3 +250,115 @@ class UnloadModelRequest(_message.Message):
 class UnloadModelResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetModelStatsRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ModelStats(_message.Message):
+    __slots__ = ("name", "versions")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    versions: _containers.RepeatedCompositeFieldContainer[VersionStats]
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStats, _Mapping]]] = ...) -> None: ...
+
+class VersionStats(_message.Message):
+    __slots__ = ("version", "state", "requests", "drift", "feedback")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    state: ModelState
+    requests: RequestStats
+    drift: DriftStats
+    feedback: FeedbackStats
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., requests: _Optional[_Union[RequestStats, _Mapping]] = ..., drift: _Optional[_Union[DriftStats, _Mapping]] = ..., feedback: _Optional[_Union[FeedbackStats, _Mapping]] = ...) -> None: ...
+
+class RequestStats(_message.Message):
+    __slots__ = ("count", "rows", "latency_available", "answered", "errors", "latency_mean_s", "latency_p50_s", "latency_p99_s")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MEAN_S_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_S_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P99_S_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    rows: int
+    latency_available: bool
+    answered: int
+    errors: int
+    latency_mean_s: float
+    latency_p50_s: float
+    latency_p99_s: float
+    def __init__(self, count: _Optional[int] = ..., rows: _Optional[int] = ..., latency_available: _Optional[bool] = ..., answered: _Optional[int] = ..., errors: _Optional[int] = ..., latency_mean_s: _Optional[float] = ..., latency_p50_s: _Optional[float] = ..., latency_p99_s: _Optional[float] = ...) -> None: ...
+
+class DriftStats(_message.Message):
+    __slots__ = ("available", "features", "sampled_rows", "estimated_rows", "window_s", "alert_threshold", "moderate_threshold", "sample_every")
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    ALERT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MODERATE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_EVERY_FIELD_NUMBER: _ClassVar[int]
+    available: bool
+    features: _containers.RepeatedCompositeFieldContainer[FeaturePsi]
+    sampled_rows: int
+    estimated_rows: float
+    window_s: float
+    alert_threshold: float
+    moderate_threshold: float
+    sample_every: int
+    def __init__(self, available: _Optional[bool] = ..., features: _Optional[_Iterable[_Union[FeaturePsi, _Mapping]]] = ..., sampled_rows: _Optional[int] = ..., estimated_rows: _Optional[float] = ..., window_s: _Optional[float] = ..., alert_threshold: _Optional[float] = ..., moderate_threshold: _Optional[float] = ..., sample_every: _Optional[int] = ...) -> None: ...
+
+class FeaturePsi(_message.Message):
+    __slots__ = ("name", "psi")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    psi: float
+    def __init__(self, name: _Optional[str] = ..., psi: _Optional[float] = ...) -> None: ...
+
+class FeedbackStats(_message.Message):
+    __slots__ = ("task", "window_rows", "accuracy", "log_loss", "roc_auc", "rmse", "mae", "recorded", "pending", "matched", "matched_rows", "unknown", "expired", "duplicate", "invalid")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    LOG_LOSS_FIELD_NUMBER: _ClassVar[int]
+    ROC_AUC_FIELD_NUMBER: _ClassVar[int]
+    RMSE_FIELD_NUMBER: _ClassVar[int]
+    MAE_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    window_rows: int
+    accuracy: float
+    log_loss: float
+    roc_auc: float
+    rmse: float
+    mae: float
+    recorded: int
+    pending: int
+    matched: int
+    matched_rows: int
+    unknown: int
+    expired: int
+    duplicate: int
+    invalid: int
+    def __init__(self, task: _Optional[str] = ..., window_rows: _Optional[int] = ..., accuracy: _Optional[float] = ..., log_loss: _Optional[float] = ..., roc_auc: _Optional[float] = ..., rmse: _Optional[float] = ..., mae: _Optional[float] = ..., recorded: _Optional[int] = ..., pending: _Optional[int] = ..., matched: _Optional[int] = ..., matched_rows: _Optional[int] = ..., unknown: _Optional[int] = ..., expired: _Optional[int] = ..., duplicate: _Optional[int] = ..., invalid: _Optional[int] = ...) -> None: ...

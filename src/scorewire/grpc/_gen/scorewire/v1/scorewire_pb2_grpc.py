@@ -48,6 +48,11 @@ class PredictServiceStub:
                 request_serializer=scorewire_dot_v1_dot_scorewire__pb2.PredictRequest.SerializeToString,
                 response_deserializer=scorewire_dot_v1_dot_scorewire__pb2.PredictStreamResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/scorewire.v1.PredictService/Feedback',
+                request_serializer=scorewire_dot_v1_dot_scorewire__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=scorewire_dot_v1_dot_scorewire__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class PredictServiceServicer:
@@ -73,6 +78,15 @@ class PredictServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Ground truth for earlier requests, by their request_id. Each item gets its
+        own outcome: an unknown, expired or repeated id, or truth that does not fit
+        the prediction, is reported for that item, never an error for the call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PredictServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -85,6 +99,11 @@ def add_PredictServiceServicer_to_server(servicer, server):
                     servicer.PredictStream,
                     request_deserializer=scorewire_dot_v1_dot_scorewire__pb2.PredictRequest.FromString,
                     response_serializer=scorewire_dot_v1_dot_scorewire__pb2.PredictStreamResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=scorewire_dot_v1_dot_scorewire__pb2.FeedbackRequest.FromString,
+                    response_serializer=scorewire_dot_v1_dot_scorewire__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -155,6 +174,33 @@ class PredictService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scorewire.v1.PredictService/Feedback',
+            scorewire_dot_v1_dot_scorewire__pb2.FeedbackRequest.SerializeToString,
+            scorewire_dot_v1_dot_scorewire__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ModelServiceStub:
     """---------------------------------------------------------------------------
@@ -189,6 +235,11 @@ class ModelServiceStub:
                 request_serializer=scorewire_dot_v1_dot_scorewire__pb2.UnloadModelRequest.SerializeToString,
                 response_deserializer=scorewire_dot_v1_dot_scorewire__pb2.UnloadModelResponse.FromString,
                 _registered_method=True)
+        self.GetModelStats = channel.unary_unary(
+                '/scorewire.v1.ModelService/GetModelStats',
+                request_serializer=scorewire_dot_v1_dot_scorewire__pb2.GetModelStatsRequest.SerializeToString,
+                response_deserializer=scorewire_dot_v1_dot_scorewire__pb2.ModelStats.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -222,6 +273,14 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelStats(self, request, context):
+        """Requests, input drift and feedback metrics per loaded version (of this
+        server process: under --workers, of the worker that answers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -244,6 +303,11 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.UnloadModel,
                     request_deserializer=scorewire_dot_v1_dot_scorewire__pb2.UnloadModelRequest.FromString,
                     response_serializer=scorewire_dot_v1_dot_scorewire__pb2.UnloadModelResponse.SerializeToString,
+            ),
+            'GetModelStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelStats,
+                    request_deserializer=scorewire_dot_v1_dot_scorewire__pb2.GetModelStatsRequest.FromString,
+                    response_serializer=scorewire_dot_v1_dot_scorewire__pb2.ModelStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +422,33 @@ class ModelService:
             '/scorewire.v1.ModelService/UnloadModel',
             scorewire_dot_v1_dot_scorewire__pb2.UnloadModelRequest.SerializeToString,
             scorewire_dot_v1_dot_scorewire__pb2.UnloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scorewire.v1.ModelService/GetModelStats',
+            scorewire_dot_v1_dot_scorewire__pb2.GetModelStatsRequest.SerializeToString,
+            scorewire_dot_v1_dot_scorewire__pb2.ModelStats.FromString,
             options,
             channel_credentials,
             insecure,
