@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -327,3 +329,9 @@ def test_reference_dict_is_not_modified():
     before = copy.deepcopy(doc)
     DriftMonitor(Reference.from_dict(doc)).observe(BC)
     assert doc == before
+
+
+def test_the_drift_alert_rule_fires_at_the_alert_threshold():
+    rules = (Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yml").read_text()
+    m = re.search(r"\(scorewire_feature_psi\) >= ([0-9.]+)", rules)
+    assert m and float(m.group(1)) == PSI_ALERT
