@@ -32,7 +32,7 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
 
-def wait_serving(addr: str, service: str = "", timeout: float = 30.0) -> None:
+def wait_serving(addr: str, service: str = "", timeout: float = 90.0) -> None:
     """Poll grpc.health.v1 until `service` is SERVING."""
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(addr) as channel:
