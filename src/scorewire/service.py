@@ -109,24 +109,13 @@ class ScoringService:
         # a request as large as a whole batch gains nothing from waiting for company
         if isinstance(batcher, DynamicBatcher) and X.shape[0] < batcher.config.max_batch_rows:
             result = await batcher.submit(X, outputs, request.deadline, span)
+        elif span is not None or self.metrics:
+            result = await self._score_observed(mv, X, outputs, span)
+        elif X.size >= self.offload_min_values:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._executor, model.predict, X, outputs)
         else:
-            score = None if span is None else _tracing.child(span, "score")
-            started = time.perf_counter()
-            try:
-                if X.size >= self.offload_min_values:
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(self._executor, model.predict, X, outputs)
-                else:
-                    result = model.predict(X, outputs)
-            except BaseException as exc:
-                if score is not None:
-                    _tracing.set_error(score, exc)
-                raise
-            finally:
-                if score is not None:
-                    score.end()
-            if self.metrics:
-                version_metrics(mv.name, mv.version).scored(time.perf_counter() - started, X.shape[0])
+            result = model.predict(X, outputs)
         monitor = mv.monitor
         if monitor is not None:
             if not monitor.wired:
@@ -138,6 +127,32 @@ class ScoringService:
                 if monitor.drift is not None:
                     self._background(monitor.drift.observe, X)
         return PredictResponse(model=mv.name, version=mv.version, outputs=result, request_id=request.request_id)
+
+    async def _score_observed(
+        self, mv: ModelVersion, X: np.ndarray, outputs: tuple[str, ...], span: Span | None
+    ) -> dict[str, np.ndarray]:
+        """Score without batching, timed for the metrics and traced as ``score``
+        (the unobserved path stays in :meth:`predict`, free of both)."""
+        model = mv.model
+        assert model is not None
+        score = None if span is None else _tracing.child(span, "score")
+        started = time.perf_counter()
+        try:
+            if X.size >= self.offload_min_values:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._executor, model.predict, X, outputs)
+            else:
+                result = model.predict(X, outputs)
+        except BaseException as exc:
+            if score is not None:
+                _tracing.set_error(score, exc)
+            raise
+        finally:
+            if score is not None:
+                score.end()
+        if self.metrics:
+            version_metrics(mv.name, mv.version).scored(time.perf_counter() - started, X.shape[0])
+        return result
 
     def _background(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the monitoring thread, not waiting for it (work no

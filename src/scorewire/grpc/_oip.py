@@ -42,6 +42,15 @@ def _version(text: str) -> int | None:
     return int(text)
 
 
+def response_to_oip(request: oip.ModelInferRequest, result: PredictResponse) -> oip.ModelInferResponse:
+    """The answer, every output as raw_output_contents (as Triton does)."""
+    response = oip.ModelInferResponse(model_name=result.model, model_version=str(result.version), id=request.id)
+    for out_name, value in result.outputs.items():
+        response.outputs.add(name=out_name, datatype=oip_datatype_of(value), shape=value.shape)
+        response.raw_output_contents.append(array_to_oip_raw(value))
+    return response
+
+
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     """OIP v2 over the same ScoringService as scorewire.v1."""
 
@@ -89,19 +98,21 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             outputs=[T(name=o.name, datatype=oip_datatype(o.dtype), shape=o.shape) for o in sig.outputs],
         )
 
-    async def _infer(
-        self, request: oip.ModelInferRequest, deadline: float | None, span: Span | None = None
+    async def _infer(self, request: oip.ModelInferRequest, deadline: float | None) -> oip.ModelInferResponse:
+        result = await self.service.predict(self._to_core(request, deadline))
+        return response_to_oip(request, result)
+
+    async def _infer_traced(
+        self, request: oip.ModelInferRequest, deadline: float | None, span: Span
     ) -> oip.ModelInferResponse:
-        if span is None:
-            core = self._to_core(request, deadline)
-            return self._response(request, await self.service.predict(core))
+        """``_infer`` with ``decode`` and ``encode`` spans under the request's ``span``."""
         with _tracing.child(span, "decode"):
             core = self._to_core(request, deadline)
         if core.request_id:
             span.set_attribute(_tracing.REQUEST_ID, core.request_id)
         result = await self.service.predict(core, span)
         with _tracing.child(span, "encode"):
-            return self._response(request, result)
+            return response_to_oip(request, result)
 
     def _to_core(self, request: oip.ModelInferRequest, deadline: float | None) -> PredictRequest:
         name, X = oip_input_to_array(request)
@@ -119,23 +130,18 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             deadline=deadline,
         )
 
-    @staticmethod
-    def _response(request: oip.ModelInferRequest, result: PredictResponse) -> oip.ModelInferResponse:
-        response = oip.ModelInferResponse(model_name=result.model, model_version=str(result.version), id=request.id)
-        for out_name, value in result.outputs.items():
-            response.outputs.add(name=out_name, datatype=oip_datatype_of(value), shape=value.shape)
-            response.raw_output_contents.append(array_to_oip_raw(value))
-        return response
-
     @unary
     async def ModelInfer(self, request, context):
         t = self._t_infer
-        if not t.active:
+        if not t.metrics and not _tracing.ENABLED:  # the default: nothing to observe
             return await self._infer(request, deadline_of(context))
         span = t.server_span(context)
         started = t.begin()
         try:
-            response = await self._infer(request, deadline_of(context), span)
+            if span is None:
+                response = await self._infer(request, deadline_of(context))
+            else:
+                response = await self._infer_traced(request, deadline_of(context), span)
         except BaseException as exc:
             t.failed(exc, request.model_name, version_of(request.model_version), started, span)
             raise
@@ -151,16 +157,19 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         try:
             async for request in request_iterator:
                 if request is UNPARSEABLE:
-                    if t.active:
+                    if t.metrics:
                         t.failed(InvalidInput(UNPARSEABLE_MESSAGE), "", None, t.begin(), None)
                     t.end_stream(stream, InvalidInput(UNPARSEABLE_MESSAGE))
                     stream = None
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
-                observed = t.active
+                observed = t.metrics or stream is not None
                 started = t.begin() if observed else 0.0
                 span = None if stream is None else t.message_span(stream)
                 try:
-                    response = await self._infer(request, deadline, span)
+                    if span is None:
+                        response = await self._infer(request, deadline)
+                    else:
+                        response = await self._infer_traced(request, deadline, span)
                 except Exception as exc:
                     _, message = status_of(exc)
                     if observed:

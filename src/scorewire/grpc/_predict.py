@@ -48,6 +48,16 @@ def request_to_core(request: pb.PredictRequest, deadline: float | None) -> Predi
     )
 
 
+def response_to_pb(request: pb.PredictRequest, result: PredictResponse) -> pb.PredictResponse:
+    """The answer, its outputs raw when the request's input was raw, else typed."""
+    raw = bool(request.input.raw)
+    response = pb.PredictResponse(model=result.model, version=result.version, request_id=result.request_id)
+    outputs = response.outputs
+    for name, value in result.outputs.items():
+        fill_tensor(outputs[name], value, raw)
+    return response
+
+
 _OUTCOMES = {
     Outcome.MATCHED: pb.MATCHED,
     Outcome.UNKNOWN: pb.UNKNOWN_ID,
@@ -94,38 +104,32 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
         self._t_predict = RpcTelemetry(SERVICE, "Predict", service)
         self._t_stream = RpcTelemetry(SERVICE, "PredictStream", service)
 
-    async def _predict(
-        self, request: pb.PredictRequest, deadline: float | None, span: Span | None = None
-    ) -> pb.PredictResponse:
-        if span is None:
-            result = await self.service.predict(request_to_core(request, deadline))
-            return self._response(request, result)
+    async def _predict(self, request: pb.PredictRequest, deadline: float | None) -> pb.PredictResponse:
+        result = await self.service.predict(request_to_core(request, deadline))
+        return response_to_pb(request, result)
+
+    async def _predict_traced(self, request: pb.PredictRequest, deadline: float | None, span: Span) -> pb.PredictResponse:
+        """``_predict`` with ``decode`` and ``encode`` spans under the request's ``span``."""
         with _tracing.child(span, "decode"):
             core = request_to_core(request, deadline)
         if core.request_id:
             span.set_attribute(_tracing.REQUEST_ID, core.request_id)
         result = await self.service.predict(core, span)
         with _tracing.child(span, "encode"):
-            return self._response(request, result)
-
-    @staticmethod
-    def _response(request: pb.PredictRequest, result: PredictResponse) -> pb.PredictResponse:
-        raw = bool(request.input.raw)
-        response = pb.PredictResponse(model=result.model, version=result.version, request_id=result.request_id)
-        outputs = response.outputs
-        for name, value in result.outputs.items():
-            fill_tensor(outputs[name], value, raw)
-        return response
+            return response_to_pb(request, result)
 
     @unary
     async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
         t = self._t_predict
-        if not t.active:
+        if not t.metrics and not _tracing.ENABLED:  # the default: nothing to observe
             return await self._predict(request, deadline_of(context))
         span = t.server_span(context)
         started = t.begin()
         try:
-            response = await self._predict(request, deadline_of(context), span)
+            if span is None:
+                response = await self._predict(request, deadline_of(context))
+            else:
+                response = await self._predict_traced(request, deadline_of(context), span)
         except BaseException as exc:
             t.failed(exc, request.model, request.version, started, span)
             raise
@@ -157,16 +161,19 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
         try:
             async for request in request_iterator:
                 if request is UNPARSEABLE:
-                    if t.active:
+                    if t.metrics:
                         t.failed(InvalidInput(UNPARSEABLE_MESSAGE), "", None, t.begin(), None)
                     t.end_stream(stream, InvalidInput(UNPARSEABLE_MESSAGE))
                     stream = None
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
-                observed = t.active
+                observed = t.metrics or stream is not None
                 started = t.begin() if observed else 0.0
                 span = None if stream is None else t.message_span(stream)
                 try:
-                    response = await self._predict(request, deadline, span)
+                    if span is None:
+                        response = await self._predict(request, deadline)
+                    else:
+                        response = await self._predict_traced(request, deadline, span)
                 except Exception as exc:  # one bad message: an error response, the stream goes on
                     code, message = status_of(exc)
                     if observed:

@@ -62,7 +62,8 @@ class RpcTelemetry:
     """The instruments of one scoring RPC, made once when the servicer is.
 
     Per request: :meth:`begin`, then :meth:`ok` or :meth:`failed` (each exactly
-    once). With metrics and tracing both off a servicer skips all of it.
+    once). With metrics and tracing both off (``metrics`` and ``_tracing.ENABLED``
+    false) a servicer skips all of it.
     """
 
     def __init__(self, service: str, method: str, scoring: ScoringService) -> None:
@@ -74,11 +75,6 @@ class RpcTelemetry:
         self._children: dict[tuple[str, Any], _Children] = {}  # by the response's (model, version)
         self._labelled: dict[tuple[str, str], _Children] = {}  # by label values
         self._in_flight = IN_FLIGHT.labels(method) if self.metrics else None
-
-    @property
-    def active(self) -> bool:
-        """Anything to record: metrics on, or tracing on."""
-        return self.metrics or _tracing.ENABLED
 
     # ------------------------------------------------------------- tracing
     def server_span(self, context: grpc.aio.ServicerContext) -> Span | None:
