@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scorewire.grpc._codec import array_to_tensor
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
@@ -37,12 +38,28 @@ def wait_for(predicate, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def serving_on(channel: grpc.Channel, timeout: float = 90.0) -> None:
+    """Wait until the worker behind this one connection is SERVING (workers start
+    and load their models independently; another one may already answer)."""
+    stub = health_pb2_grpc.HealthStub(channel)
+
+    def serving() -> bool:
+        try:
+            status = stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        except grpc.RpcError:
+            return False
+        return status == health_pb2.HealthCheckResponse.SERVING
+
+    wait_for(serving, timeout)
+
+
 def hammer(addr: str, connections: int = 24, calls: int = 150) -> None:
     request = pb.PredictRequest(model="wine", input=array_to_tensor(np.zeros((64, 13)), raw=True))
     for i in range(connections):
         # a private subchannel pool: each channel is its own TCP connection
         options = [("grpc.use_local_subchannel_pool", 1), ("scorewire.test.connection", i)]
         with grpc.insecure_channel(addr, options=options) as channel:
+            serving_on(channel)
             stub = pb_grpc.PredictServiceStub(channel)
             for _ in range(calls // 10):
                 assert stub.Predict(request, timeout=10).model == "wine"

@@ -17,7 +17,7 @@ from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 
 from ..servers import server_process, wait_serving
-from ..test_workers import children, cpu_ticks
+from ..test_workers import children, cpu_ticks, serving_on
 from .helpers import free_port, scrape, total, value, wait_for
 
 OK = {"model": "breast-cancer", "version": "1", "rpc": "Predict", "code": "OK"}
@@ -31,6 +31,7 @@ def send(addr: str, connections: int, calls: int) -> int:
         # a private subchannel pool: each channel is its own TCP connection
         options = [("grpc.use_local_subchannel_pool", 1), ("scorewire.test.connection", i)]
         with grpc.insecure_channel(addr, options=options) as channel:
+            serving_on(channel)
             stub = pb_grpc.PredictServiceStub(channel)
             for _ in range(calls):
                 assert stub.Predict(request, timeout=10).model == "breast-cancer"
