@@ -128,3 +128,58 @@ def register(add_to_server: Callable[[Any, Any], None], servicer: Any, server: g
     answered INVALID_ARGUMENT. ``streams``: the servicer's stream handlers check
     for UNPARSEABLE themselves (scorewire's do; stock servicers do not)."""
     add_to_server(servicer, _Registrar(server, streams))
+
+
+async def serve_stream(
+    request_iterator: Any,
+    context: grpc.aio.ServicerContext,
+    t: Any,
+    handle: Callable[[Any, float | None], Awaitable[Any]],
+    handle_traced: Callable[[Any, float | None, Any], Awaitable[Any]],
+    labels: Callable[[Any], tuple[str, Any]],
+    answered: Callable[[Any], tuple[str, Any]],
+    ok_response: Callable[[Any, Any], Any],
+    error_response: Callable[[Any, grpc.StatusCode, str], Any],
+) -> Any:
+    """The one loop behind PredictStream and ModelStreamInfer: each message is
+    answered in order, a bad one with an error response while the stream goes on;
+    an unparseable one ends the stream with INVALID_ARGUMENT. ``t`` is the RPC's
+    telemetry (metrics and the stream's span); ``labels``/``answered`` give the
+    (model, version) a failed / answered message is counted under."""
+    from ..errors import InvalidInput
+
+    deadline = deadline_of(context)
+    stream = t.server_span(context)
+    try:
+        async for request in request_iterator:
+            if request is UNPARSEABLE:
+                if t.metrics:
+                    t.failed(InvalidInput(UNPARSEABLE_MESSAGE), "", None, t.begin(), None)
+                t.end_stream(stream, InvalidInput(UNPARSEABLE_MESSAGE))
+                stream = None
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
+            observed = t.metrics or stream is not None
+            started = t.begin() if observed else 0.0
+            span = None if stream is None else t.message_span(stream)
+            try:
+                if span is None:
+                    response = await handle(request, deadline)
+                else:
+                    response = await handle_traced(request, deadline, span)
+            except Exception as exc:  # one bad message: an error response, the stream goes on
+                code, message = status_of(exc)
+                if observed:
+                    t.failed(exc, *labels(request), started, span)
+                yield error_response(request, code, message)
+            except BaseException as exc:  # cancelled
+                if observed:
+                    t.failed(exc, *labels(request), started, span)
+                raise
+            else:
+                if observed:
+                    t.ok(*answered(response), started, span)
+                yield ok_response(request, response)
+    except BaseException as exc:
+        t.end_stream(stream, exc)
+        raise
+    t.end_stream(stream)

@@ -22,7 +22,7 @@ from ..types import PredictRequest, PredictResponse
 from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input_to_array
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
-from ._handlers import UNPARSEABLE, UNPARSEABLE_MESSAGE, deadline_of, status_of, unary
+from ._handlers import deadline_of, serve_stream, unary
 from ._telemetry import RpcTelemetry, version_of
 
 if TYPE_CHECKING:
@@ -151,44 +151,21 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[oip.ModelInferRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[oip.ModelStreamInferResponse]:
-        deadline = deadline_of(context)
-        t = self._t_stream
-        stream = t.server_span(context)
-        try:
-            async for request in request_iterator:
-                if request is UNPARSEABLE:
-                    if t.metrics:
-                        t.failed(InvalidInput(UNPARSEABLE_MESSAGE), "", None, t.begin(), None)
-                    t.end_stream(stream, InvalidInput(UNPARSEABLE_MESSAGE))
-                    stream = None
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
-                observed = t.metrics or stream is not None
-                started = t.begin() if observed else 0.0
-                span = None if stream is None else t.message_span(stream)
-                try:
-                    if span is None:
-                        response = await self._infer(request, deadline)
-                    else:
-                        response = await self._infer_traced(request, deadline, span)
-                except Exception as exc:
-                    _, message = status_of(exc)
-                    if observed:
-                        t.failed(exc, request.model_name, version_of(request.model_version), started, span)
-                    yield oip.ModelStreamInferResponse(
-                        error_message=message, infer_response=oip.ModelInferResponse(id=request.id)
-                    )
-                except BaseException as exc:  # cancelled
-                    if observed:
-                        t.failed(exc, request.model_name, version_of(request.model_version), started, span)
-                    raise
-                else:
-                    if observed:
-                        t.ok(response.model_name, response.model_version, started, span)
-                    yield oip.ModelStreamInferResponse(infer_response=response)
-        except BaseException as exc:
-            t.end_stream(stream, exc)
-            raise
-        t.end_stream(stream)
+        # NOTE: grpc.aio needs the method itself to be an async generator
+        async for response in serve_stream(
+            request_iterator,
+            context,
+            self._t_stream,
+            self._infer,
+            self._infer_traced,
+            lambda r: (r.model_name, version_of(r.model_version)),
+            lambda resp: (resp.model_name, resp.model_version),
+            lambda r, resp: oip.ModelStreamInferResponse(infer_response=resp),
+            lambda r, code, message: oip.ModelStreamInferResponse(
+                error_message=message, infer_response=oip.ModelInferResponse(id=r.id)
+            ),
+        ):
+            yield response
 
     @unary
     async def RepositoryIndex(self, request, context):

@@ -21,7 +21,7 @@ from ..types import PredictRequest, PredictResponse, Signature
 from ._codec import check_shape, dtype_to_v1, fill_tensor, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
-from ._handlers import UNPARSEABLE, UNPARSEABLE_MESSAGE, deadline_of, status_of, unary
+from ._handlers import deadline_of, serve_stream, unary
 from ._telemetry import RpcTelemetry
 
 if TYPE_CHECKING:
@@ -155,45 +155,21 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
     async def PredictStream(
         self, request_iterator: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.PredictStreamResponse]:
-        deadline = deadline_of(context)
-        t = self._t_stream
-        stream = t.server_span(context)
-        try:
-            async for request in request_iterator:
-                if request is UNPARSEABLE:
-                    if t.metrics:
-                        t.failed(InvalidInput(UNPARSEABLE_MESSAGE), "", None, t.begin(), None)
-                    t.end_stream(stream, InvalidInput(UNPARSEABLE_MESSAGE))
-                    stream = None
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
-                observed = t.metrics or stream is not None
-                started = t.begin() if observed else 0.0
-                span = None if stream is None else t.message_span(stream)
-                try:
-                    if span is None:
-                        response = await self._predict(request, deadline)
-                    else:
-                        response = await self._predict_traced(request, deadline, span)
-                except Exception as exc:  # one bad message: an error response, the stream goes on
-                    code, message = status_of(exc)
-                    if observed:
-                        t.failed(exc, request.model, request.version, started, span)
-                    yield pb.PredictStreamResponse(
-                        request_id=request.request_id, error=pb.Error(code=code.value[0], message=message)
-                    )
-                except BaseException as exc:  # cancelled
-                    if observed:
-                        t.failed(exc, request.model, request.version, started, span)
-                    raise
-                else:
-                    if observed:
-                        t.ok(response.model, response.version, started, span)
-                    yield pb.PredictStreamResponse(request_id=request.request_id, response=response)
-        except BaseException as exc:
-            t.end_stream(stream, exc)
-            raise
-        t.end_stream(stream)
-
+        # NOTE: grpc.aio needs the method itself to be an async generator
+        async for response in serve_stream(
+            request_iterator,
+            context,
+            self._t_stream,
+            self._predict,
+            self._predict_traced,
+            lambda r: (r.model, r.version),
+            lambda resp: (resp.model, resp.version),
+            lambda r, resp: pb.PredictStreamResponse(request_id=r.request_id, response=resp),
+            lambda r, code, message: pb.PredictStreamResponse(
+                request_id=r.request_id, error=pb.Error(code=code.value[0], message=message)
+            ),
+        ):
+            yield response
 
 def signature_to_pb(sig: Signature) -> pb.Signature:
     return pb.Signature(
