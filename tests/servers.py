@@ -25,7 +25,7 @@ SCOREWIRE = [sys.executable, "-m", "scorewire.cli"]
 class ServerProcess:
     proc: subprocess.Popen[str]
     port: int
-    output: list[str] = field(default_factory=list)  # what it printed after listening
+    output: list[str] = field(default_factory=list)  # every line it printed so far
 
     @property
     def addr(self) -> str:
@@ -50,44 +50,63 @@ def wait_serving(addr: str, service: str = "", timeout: float = 90.0) -> None:
 
 
 @contextlib.contextmanager
-def server_process(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> Iterator[ServerProcess]:
+def server_process(
+    *args: str,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    start_timeout: float = 120.0,
+    launcher: list[str] | None = None,
+) -> Iterator[ServerProcess]:
     """`scorewire serve --port 0 ARGS` in a subprocess; yields once it is SERVING.
 
-    The port is read from the line the server prints when it listens.
+    The port is read from the line the server prints when it listens; `launcher`
+    replaces `python -m scorewire.cli` (a test that patches a constant first). The server
+    runs in its own session, so that cleanup can reach every process it started
+    (workers included) even if it does not stop by itself; nothing here waits
+    without a time limit.
     """
     proc = subprocess.Popen(
-        [*SCOREWIRE, "serve", "--port", "0", *args],
+        [*(launcher or SCOREWIRE), "serve", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **(env or {})},
         cwd=ROOT,
+        start_new_session=True,
     )
-    try:
-        port = 0
+    lines: list[str] = []
+    listening = threading.Event()
+
+    def drain() -> None:  # also keeps a chatty server from blocking on a full pipe
         assert proc.stdout is not None
         for line in proc.stdout:
-            m = re.search(r"scorewire serving on \S+:(\d+)", line)
-            if m:
-                port = int(m.group(1))
-                break
-        if not port:
-            raise RuntimeError(f"server exited with {proc.wait()} before listening")
-        server = ServerProcess(proc, port)
-        # keep draining its output so a chatty server never blocks on a full pipe
-        threading.Thread(target=lambda: server.output.extend(proc.stdout), daemon=True).start()
+            lines.append(line)
+            if not listening.is_set() and re.search(r"scorewire serving on \S+:(\d+)", line):
+                listening.set()
+        listening.set()  # EOF: it exited
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        if not listening.wait(start_timeout):
+            raise TimeoutError(f"server did not listen within {start_timeout}s:\n{''.join(lines)[-4000:]}")
+        m = next((re.search(r"scorewire serving on \S+:(\d+)", x) for x in lines if "serving on" in x), None)
+        if m is None:
+            raise RuntimeError(f"server exited with {proc.wait(10)} before listening:\n{''.join(lines)[-4000:]}")
+        server = ServerProcess(proc, int(m.group(1)), lines)
         if wait:
             wait_serving(server.addr)
         yield server
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of its session is left
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+        if proc.stdout is not None and not reader.is_alive():  # closing blocks while it reads
             proc.stdout.close()
 
 

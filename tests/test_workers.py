@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,30 @@ from .servers import server_process, wait_serving
 def children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return sorted(int(p) for p in out.split())
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie left for init to reap counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def replacement_for(supervisor: int, workers: list[int], timeout: float = 30.0) -> int:
+    """After workers[0] died: wait until the supervisor again has two children, one
+    of them new, and return the new one. One listing per check: a dead worker shows
+    as a zombie until it is reaped, then for a moment there is only one child."""
+    found: list[int] = []
+
+    def replaced() -> bool:
+        now = children(supervisor)
+        found[:] = [p for p in now if p not in workers]
+        return len(now) == 2 and len(found) == 1
+
+    wait_for(replaced, timeout)
+    return found[0]
 
 
 def cpu_ticks(pid: int) -> int:
@@ -79,11 +104,49 @@ def test_two_workers_share_the_port_and_survive_a_kill():
         assert all(t > 0 for t in used.values()), used
         # 3. a worker killed with SIGKILL is replaced, and the port keeps answering
         os.kill(workers[0], signal.SIGKILL)
-        wait_for(lambda: len(children(server.proc.pid)) == 2 and workers[0] not in children(server.proc.pid))
-        replacement = next(p for p in children(server.proc.pid) if p not in workers)
+        replacement = replacement_for(server.proc.pid, workers)
         wait_for(lambda: b"scorewire" in Path(f"/proc/{replacement}/cmdline").read_bytes())
         hammer(server.addr, connections=8, calls=20)
         # 4. SIGTERM to the supervisor: every worker stops gracefully, exit 0
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=30) == 0
         assert children(server.proc.pid) == []
+
+
+def test_workers_stop_when_the_supervisor_is_killed():
+    """SIGKILL leaves the supervisor no chance to forward anything: the kernel's
+    parent-death signal makes each worker drain and exit instead of serving on as
+    an orphan holding the port."""
+    with server_process("--workers", "2", "--shutdown-grace-s", "1") as server:
+        wait_for(lambda: len(children(server.proc.pid)) == 2)
+        workers = children(server.proc.pid)
+        server.proc.kill()
+        server.proc.wait(timeout=10)
+        wait_for(lambda: all(gone(p) for p in workers), timeout=30)
+
+
+# The supervisor with a 1 s margin instead of 30 s, so the test need not wait long.
+SHORT_MARGIN = [
+    sys.executable,
+    "-c",
+    "import sys, scorewire._workers as w; w.STOP_MARGIN_S = 1.0; "
+    "from scorewire.cli import main; sys.exit(main(sys.argv[1:]))",
+]
+
+
+def test_a_stuck_worker_is_killed_after_the_grace_period():
+    """A worker that cannot act on SIGTERM (stopped here with SIGSTOP) must not keep
+    the supervisor from exiting: past drain delay + grace + margin it is killed and
+    the supervisor reports the unclean stop with exit status 1."""
+    args = ("--workers", "2", "--shutdown-grace-s", "0.5", "--drain-delay-s", "0")
+    with server_process(*args, launcher=SHORT_MARGIN) as server:
+        wait_for(lambda: len(children(server.proc.pid)) == 2)
+        workers = children(server.proc.pid)
+        for _ in workers:
+            wait_serving(server.addr)
+        os.kill(workers[0], signal.SIGSTOP)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 1
+        assert time.monotonic() - started >= 1.5  # it waited out grace + margin first
+        assert all(gone(p) for p in workers)

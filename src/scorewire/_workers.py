@@ -5,7 +5,10 @@ so port 0 resolves to one free port that every worker then binds with
 SO_REUSEPORT; the kernel spreads new connections across the workers. The parent
 forwards SIGTERM/SIGINT to every worker (each shuts down gracefully; a second
 signal forces them), restarts a worker that dies on its own, and exits 0 when
-all workers stopped cleanly.
+all workers stopped cleanly. A worker still running well past the drain delay
+and grace period after the first signal is killed (exit 1), so the supervisor
+never hangs on a stuck worker; a worker whose supervisor dies (even by SIGKILL)
+gets SIGTERM from the kernel and stops gracefully (``bind_to_supervisor``).
 
 Metrics (``--metrics-port``): the parent makes a fresh directory for
 prometheus-client's multiprocess mode and names it in each worker's
@@ -42,6 +45,31 @@ log = logging.getLogger("scorewire.workers")
 #: a worker that dies this soon after starting is restarted only after a pause
 CRASH_WINDOW_S = 5.0
 RESTART_PAUSE_S = 1.0
+#: after the first signal, workers get drain delay + grace + this long before SIGKILL
+STOP_MARGIN_S = 30.0
+#: names the supervisor's pid in each worker's environment
+SUPERVISOR_ENV = "SCOREWIRE_SUPERVISOR_PID"
+PR_SET_PDEATHSIG = 1
+
+
+def bind_to_supervisor() -> None:
+    """In a worker: ask the kernel for SIGTERM when the supervisor dies, so that a
+    supervisor killed with SIGKILL leaves no orphaned workers holding its port.
+
+    The worker's own SIGTERM handling then drains it like any other stop. If the
+    supervisor is already gone (it died before the request took effect), exit now.
+    """
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if not supervisor or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:  # pragma: no cover
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != int(supervisor):
+        log.error("supervisor %s is gone: exiting", supervisor)
+        raise SystemExit(1)
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -75,10 +103,13 @@ class Supervisor:
             settings, port=self.port, workers=1, reuse_port=True, n_threads=_n_threads_each(settings),
             serve_metrics=False,
         )  # fmt: skip
-        self._env = {**os.environ, **to_environ(worker)}
+        self._env = {**os.environ, **to_environ(worker), SUPERVISOR_ENV: str(os.getpid())}
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * settings.workers
         self._started: list[float] = [0.0] * settings.workers
         self._signals = 0
+        self._last_signal = signal.SIGTERM
+        self._signalled: set[int] = set()  # pids the last signal has reached
+        self._stop_deadline = float("inf")
         self.metrics_dir: str | None = None
         self._metrics_server: MetricsServer | None = None
         if settings.metrics_port:
@@ -115,9 +146,27 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signals += 1
+        self._last_signal = signal.Signals(signum)
+        self._signalled.clear()
+        if self._signals == 1:
+            s = self.settings
+            self._stop_deadline = time.monotonic() + s.drain_delay_s + s.shutdown_grace_s + STOP_MARGIN_S
+        self._forward()
+
+    def _forward(self) -> None:
+        """Send the last signal to every live worker it has not reached yet (one
+        spawned while the signal arrived included)."""
         for p in self._procs:
+            if p is not None and p.pid not in self._signalled and p.poll() is None:
+                self._signalled.add(p.pid)
+                p.send_signal(self._last_signal)
+
+    def _kill_stuck(self) -> None:
+        for i, p in enumerate(self._procs):
             if p is not None and p.poll() is None:
-                p.send_signal(signum)
+                log.error("worker %d (pid %d) still running after the grace period: killing it", i, p.pid)
+                p.kill()
+                p.wait()
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -141,10 +190,16 @@ class Supervisor:
                         self._mark_dead(p.pid)
                         if time.monotonic() - self._started[i] < CRASH_WINDOW_S:
                             time.sleep(RESTART_PAUSE_S)
-                        self._spawn(i)
-                        alive += 1
-                if self._signals and not alive:
-                    break
+                        if not self._signals:  # no stop asked for during the pause
+                            self._spawn(i)
+                            alive += 1
+                if self._signals:
+                    if not alive:
+                        break
+                    self._forward()
+                    if time.monotonic() > self._stop_deadline:
+                        self._kill_stuck()
+                        break
                 time.sleep(0.1)
         finally:
             self._sock.close()

@@ -51,6 +51,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from ._workers import run_workers
 
         return run_workers(settings)
+    from ._workers import bind_to_supervisor
+
+    bind_to_supervisor()
     return asyncio.run(serve(settings))
 
 

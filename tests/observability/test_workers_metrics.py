@@ -17,7 +17,7 @@ from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 
 from ..servers import server_process, wait_serving
-from ..test_workers import children, cpu_ticks, serving_on
+from ..test_workers import children, cpu_ticks, replacement_for, serving_on
 from .helpers import free_port, scrape, total, value, wait_for
 
 OK = {"model": "breast-cancer", "version": "1", "rpc": "Predict", "code": "OK"}
@@ -79,9 +79,7 @@ def test_two_workers_sum_to_the_requests_sent():
         assert workers_seen == {"0", "1"}
         # 4. a worker killed: its counts stay, its live gauges go, its replacement adds its own
         os.kill(workers[0], signal.SIGKILL)
-        wait_for(lambda: len(children(server.proc.pid)) == 2 and workers[0] not in children(server.proc.pid),
-                 what="a replacement worker")  # fmt: skip
-        replacement = next(p for p in children(server.proc.pid) if p not in workers)
+        replacement = replacement_for(server.proc.pid, workers)
         wait_for(lambda: ready_in(directory / f"gauge_livesum_{replacement}.db"), what="the replacement ready")
         wait_serving(server.addr)
         assert not (directory / f"gauge_livesum_{workers[0]}.db").exists()  # marked dead

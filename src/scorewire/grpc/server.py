@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -266,7 +267,10 @@ async def serve(settings: Settings) -> int:
         server = Server(settings)
         await server.start()
         server.install_signal_handlers()
-        print(f"scorewire serving on {settings.host}:{server.port}", flush=True)
+        # one write, line and newline together: workers share the supervisor's stdout
+        # (unbuffered under PYTHONUNBUFFERED) and another's log line must not split it
+        sys.stdout.write(f"scorewire serving on {settings.host}:{server.port}\n")
+        sys.stdout.flush()
         await server.wait_for_termination()
     finally:
         await asyncio.get_running_loop().run_in_executor(None, _tracing.shutdown)
