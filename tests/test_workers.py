@@ -150,3 +150,18 @@ def test_a_stuck_worker_is_killed_after_the_grace_period():
         assert server.proc.wait(timeout=30) == 1
         assert time.monotonic() - started >= 1.5  # it waited out grace + margin first
         assert all(gone(p) for p in workers)
+
+
+def test_a_stop_during_a_restart_pause_starts_no_new_worker():
+    """A worker that dies soon after starting is restarted after a pause; SIGTERM
+    within that pause must stop everything, not start a worker nobody signals."""
+    with server_process("--workers", "2", "--shutdown-grace-s", "1") as server:
+        wait_for(lambda: len(children(server.proc.pid)) == 2)
+        workers = children(server.proc.pid)
+        os.kill(workers[0], signal.SIGKILL)  # seconds after it started: inside the crash window
+        wait_for(lambda: any("restarting it" in line for line in server.output))
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 1  # worker 0's death was not a clean stop
+        started = [line for line in server.output if "started (pid" in line]
+        assert len(started) == 2, started
+        assert all(gone(p) for p in workers)
