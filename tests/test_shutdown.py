@@ -123,8 +123,62 @@ def test_sigterm_answers_batched_requests():
         accepted = [code for sent, code in results if sent < signalled + 0.4]
         assert len(accepted) > 50
         assert set(accepted) == {grpc.StatusCode.OK}
-        # sent as the server stopped: refused (UNAVAILABLE), or received by grpc core but
-        # never dispatched to scorewire before the listener closed (CANCELLED)
+        # sent as the server stopped: refused (UNAVAILABLE), or accepted by grpc core as
+        # the stop began but never dispatched to scorewire (CANCELLED, at once: not
+        # held until the grace period or the client's deadline ends)
         late = {code for _, code in results} - {grpc.StatusCode.OK}
         assert late <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
         assert server.proc.wait(timeout=30) == 0
+        assert time.monotonic() - signalled < 15  # the 30 s grace was not waited out
+
+
+def test_open_health_watch_streams_do_not_hold_up_shutdown():
+    """A Watch stream never ends by itself: on SIGTERM its client sees NOT_SERVING,
+    then the stream ends once no request is in flight; the 30 s grace
+    period is not waited out."""
+    with server_process("--shutdown-grace-s", "30") as server:
+        with grpc.insecure_channel(server.addr) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=60)
+            seen = [next(watch).status]
+            signalled = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            try:
+                for r in watch:
+                    seen.append(r.status)
+                ended = grpc.StatusCode.OK
+            except grpc.RpcError as err:
+                ended = err.code()
+        assert seen == [health_pb2.HealthCheckResponse.SERVING, NOT_SERVING]
+        assert ended in {grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE}  # as the server went away
+        assert server.proc.wait(timeout=30) == 0
+        assert time.monotonic() - signalled < 10
+
+
+def test_dispatched_rpcs_sees_a_call_in_flight():
+    """Shutdown's early cancel relies on how grpc.aio runs a call (a task running
+    ``_schedule_rpc_coro``); a grpcio release that changes that must fail here, not
+    cancel requests in flight."""
+    import asyncio
+
+    from scorewire.grpc.server import dispatched_rpcs
+
+    seen: list[int] = []
+
+    class Health(health_pb2_grpc.HealthServicer):
+        async def Check(self, request, context):
+            seen.append(dispatched_rpcs())
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(Health(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        before = dispatched_rpcs()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        seen.insert(0, before)
+        await server.stop(None)
+
+    asyncio.run(main())
+    assert seen == [0, 1]

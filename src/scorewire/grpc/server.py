@@ -6,8 +6,10 @@ Shutdown, in order (SIGTERM or SIGINT):
 2. for ``drain_delay_s`` RPCs are still accepted, so load balancers that probe
    health stop routing here before anything is refused;
 3. the server stops accepting RPCs and gives those in flight ``shutdown_grace_s``
-   to finish (requests already accepted are answered);
-4. what is still running after the grace period is cancelled, and logged;
+   to finish (requests already accepted are answered); once none is left but
+   health Watch streams and calls grpc accepted as the stop began yet never
+   handed to a handler, those are cancelled at once (see ``_cancel_when_idle``);
+4. what is still running after the grace period is cancelled;
 5. the batchers and the scoring thread pool are drained; the monitoring export
    stops, the metrics port closes and buffered spans are exported; the process
    exits 0.
@@ -61,6 +63,32 @@ def health_name(model: str) -> str:
     return f"model/{model}"
 
 
+class HealthServicer(health.aio.HealthServicer):
+    """grpc.health.v1 that counts its open Watch streams: they never end by
+    themselves, so shutdown must not wait for them as for a request."""
+
+    watching = 0
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        self.watching += 1
+        try:
+            await super().Watch(request, context)
+        finally:
+            self.watching -= 1
+
+
+def dispatched_rpcs() -> int:
+    """RPCs grpc.aio has handed to a handler task in this event loop and that are
+    not finished (its per-RPC task runs the coroutine ``_schedule_rpc_coro``)."""
+    return sum(
+        1 for t in asyncio.all_tasks() if getattr(t.get_coro(), "__name__", "") == "_schedule_rpc_coro"
+    )  # fmt: skip
+
+
+#: how often shutdown checks whether only undispatched calls are left
+IDLE_POLL_S = 0.02
+
+
 class Server:
     """One scorewire server process.
 
@@ -82,7 +110,7 @@ class Server:
             executor=self._executor,
             metrics=settings.metrics_port > 0,
         )
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         self._metrics_server: MetricsServer | None = None
         self._server: grpc.aio.Server | None = None
         self._loading: asyncio.Task[None] | None = None
@@ -241,7 +269,9 @@ class Server:
         self.service.draining = True
         # 3.–4. refuse new RPCs, let in-flight ones finish within the grace period
         if self._server is not None:
-            await self._server.stop(self.settings.shutdown_grace_s)
+            stopping = asyncio.ensure_future(self._server.stop(self.settings.shutdown_grace_s))
+            await self._cancel_when_idle(stopping)
+            await stopping
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         # 5. drain the batchers and the scoring threads; flush telemetry
@@ -255,6 +285,26 @@ class Server:
         await loop.run_in_executor(None, _tracing.flush)
         log.info("scorewire stopped")
         self._stopped.set()
+
+    async def _cancel_when_idle(self, stopping: asyncio.Future[None]) -> None:
+        """While grpc's graceful stop runs: once every RPC it dispatched has ended
+        (open health Watch streams aside), cancel what is left at once.
+
+        What is left then are Watch streams and calls that grpc.aio accepted just as
+        the stop began but never handed to a handler: its serving loop drops the
+        call its last pending request matched, and the call would hang until the
+        grace period ends (the client's deadline, often, comes first). Two checks
+        in a row guard against a call whose handler task is not yet running.
+        """
+        assert self._server is not None
+        idle_checks = 0
+        while not stopping.done():
+            idle = dispatched_rpcs() <= self.health.watching
+            idle_checks = idle_checks + 1 if idle else 0
+            if idle_checks >= 2:
+                await self._server.stop(None)
+                return
+            await asyncio.wait([stopping], timeout=IDLE_POLL_S)
 
     async def wait_for_termination(self) -> None:
         await self._stopped.wait()
