@@ -10,7 +10,7 @@ ARGS   ?=
 
 RUN_STAMP  := $(VENV)/.stamp-run
 TEST_STAMP := $(VENV)/.stamp-test
-BUILD_DEPS := pyproject.toml setup.py ext/_kernel.pyx
+BUILD_DEPS := pyproject.toml setup.py ext/_kernel.pyx ext/_wire.pyx
 
 # the TypeScript client test (tests/test_typescript_client.py): node + npm
 TS_DIR   := tests/clients/ts

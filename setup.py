@@ -103,7 +103,14 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=extra_compile,
         extra_link_args=list(openmp),
-    )
+    ),
+    Extension(
+        "scorewire._wire",
+        sources=[os.path.join("ext", "_wire.pyx")],
+        include_dirs=["ext", np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        extra_compile_args=extra_compile,
+    ),
 ]
 
 setup(

@@ -87,6 +87,18 @@ def _safe(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] 
     return safe_deserialize
 
 
+def _passthrough(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """A response serializer that also takes a response already serialized (a
+    handler's wire fast path returns bytes)."""
+    if serialize is None:
+        return None
+
+    def serialize_or_pass(response: Any) -> bytes:
+        return response if response.__class__ is bytes else serialize(response)
+
+    return serialize_or_pass
+
+
 def _guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(behavior)
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -97,37 +109,54 @@ def _guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-class _Registrar:
-    """Stands in for the server while a generated ``add_*_to_server`` runs."""
+class MethodTable(grpc.GenericRpcHandler):
+    """Every scorewire method, by full name, in one generic handler.
 
-    def __init__(self, server: grpc.aio.Server, streams: bool) -> None:
-        self._server = server
+    The generated ``add_*_to_server`` functions register each method with grpc as a
+    "registered method"; grpc.aio's serving loop then keeps one pending request per
+    registered method and, for every RPC it accepts, re-arms an ``asyncio.wait``
+    over all of them (~0.5 µs per method per call; scorewire has 20). Served from
+    one table, the loop waits on a single pending request, and finding the handler
+    is one dict lookup.
+    """
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self.handlers.get(handler_call_details.method)
+
+
+class _Registrar:
+    """Stands in for the server while a generated ``add_*_to_server`` runs: puts
+    its methods, guarded, into a MethodTable."""
+
+    def __init__(self, table: MethodTable, streams: bool) -> None:
+        self._table = table
         self._streams = streams
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         pass  # the same handlers arrive through add_registered_method_handlers
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        safe = {}
         for name, h in handlers.items():
             if not h.request_streaming:
                 h = h._replace(request_deserializer=_safe(h.request_deserializer))
                 if h.unary_unary is not None:
-                    h = h._replace(unary_unary=_guard(h.unary_unary))
+                    h = h._replace(unary_unary=_guard(h.unary_unary), response_serializer=_passthrough(h.response_serializer))
                 elif h.unary_stream is not None:
                     h = h._replace(unary_stream=_guard(h.unary_stream))
             elif self._streams:
                 h = h._replace(request_deserializer=_safe(h.request_deserializer))
-            safe[name] = h
-        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, safe),))
-        self._server.add_registered_method_handlers(service, safe)
+            self._table.handlers[f"/{service}/{name}"] = h
 
 
-def register(add_to_server: Callable[[Any, Any], None], servicer: Any, server: grpc.aio.Server, streams: bool = True) -> None:
-    """``add_XServicer_to_server(servicer, server)`` with unparseable requests
-    answered INVALID_ARGUMENT. ``streams``: the servicer's stream handlers check
-    for UNPARSEABLE themselves (scorewire's do; stock servicers do not)."""
-    add_to_server(servicer, _Registrar(server, streams))
+def register(add_to_server: Callable[[Any, Any], None], servicer: Any, table: MethodTable, streams: bool = True) -> None:
+    """``add_XServicer_to_server(servicer, ...)`` into ``table`` (which the server
+    serves as one generic handler), with unparseable requests answered
+    INVALID_ARGUMENT. ``streams``: the servicer's stream handlers check for
+    UNPARSEABLE themselves (scorewire's do; stock servicers do not)."""
+    add_to_server(servicer, _Registrar(table, streams))
 
 
 async def serve_stream(

@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from .. import demo_repository
 from .._linear import default_n_threads
@@ -43,7 +43,7 @@ from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
-from ._handlers import register
+from ._handlers import MethodTable, register
 from ._oip import InferenceServicer
 from ._predict import ModelServicer, PredictServicer
 
@@ -138,21 +138,21 @@ class Server:
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
-        register(pb_grpc.add_PredictServiceServicer_to_server, PredictServicer(self.service), server)
-        register(
-            pb_grpc.add_ModelServiceServicer_to_server,
-            ModelServicer(self.service, self._update_model_health),
-            server,
-        )
+        table = MethodTable()
+        register(pb_grpc.add_PredictServiceServicer_to_server, PredictServicer(self.service), table)
+        register(pb_grpc.add_ModelServiceServicer_to_server, ModelServicer(self.service, self._update_model_health), table)
         register(
             oip_grpc.add_GRPCInferenceServiceServicer_to_server,
             InferenceServicer(self.service, self.ready, self._update_model_health),
-            server,
+            table,
         )
-        register(health_pb2_grpc.add_HealthServicer_to_server, self.health, server, streams=False)
+        register(health_pb2_grpc.add_HealthServicer_to_server, self.health, table, streams=False)
         if self.settings.reflection:
             names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
-            reflection.enable_server_reflection(names, server)
+            # what reflection.enable_server_reflection does for an aio server, into the table
+            servicer = reflection.aio.ReflectionServicer(names)
+            register(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, servicer, table, streams=False)
+        server.add_generic_rpc_handlers((table,))
         address = f"{self.settings.host}:{self.settings.port}"  # IPv6 as "[::]"
         self.port = server.add_insecure_port(address)
         if self.port == 0:

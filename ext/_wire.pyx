@@ -1,0 +1,326 @@
+# cython: language_level=3
+"""The scorewire.v1 wire format for the hot path: ``scorewire._wire``.
+
+Two functions, both for the common case only, both returning None for anything
+else so that the caller takes the general path (which raises every error with its
+message, or handles the rarer encodings):
+
+- ``decode_tensor(blob)``: a serialized ``scorewire.v1.Tensor`` holding a FLOAT32 or
+  FLOAT64 matrix, as raw bytes or as its packed ``float_values``/``double_values``,
+  into a new aligned, native-order ndarray of shape (rows, features). Reading a
+  packed field through protobuf's Python API makes one Python float per value; here
+  it is one memcpy.
+- ``encode_response(model, version, request_id, outputs, raw)``: a serialized
+  ``scorewire.v1.PredictResponse`` straight from the output arrays: float outputs as
+  raw bytes or packed values (the same little-endian bytes behind a different tag),
+  integer outputs as raw bytes or packed varints. Building the message through the
+  protobuf API and serializing it costs several times more.
+
+Wire format facts used (protobuf encoding spec): a key is ``field << 3 | wire type``
+as a varint; wire type 0 is a varint, 1 a fixed 64-bit value, 2 a length-delimited
+record, 5 a fixed 32-bit value; proto3 writes repeated scalars packed (one type-2
+record); a map field is a repeated message of (key = 1, value = 2) entries; negative
+int32/int64 values are written as 10-byte varints of their 64-bit two's complement.
+Fields are written in field-number order; empty and zero scalars are omitted, as
+protobuf does. Only little-endian hosts take these paths.
+"""
+
+cimport numpy as cnp
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport int64_t, uint64_t, uint8_t
+from libc.string cimport memcpy
+
+import sys
+
+cnp.import_array()
+
+cdef bint _LITTLE = sys.byteorder == "little"
+
+# scorewire.v1.DataType
+DEF DT_FLOAT32 = 1
+DEF DT_FLOAT64 = 2
+DEF DT_INT32 = 3
+DEF DT_INT64 = 4
+
+#: the largest tensor the general path accepts (elements); see _codec.MAX_ELEMENTS
+cdef int64_t MAX_ELEMENTS = 1LL << 34
+
+
+# ---------------------------------------------------------------------------
+# decoding
+# ---------------------------------------------------------------------------
+
+cdef inline Py_ssize_t _read_varint(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end,
+                                    uint64_t* out) noexcept nogil:
+    """Read a varint at pos; the position after it, or -1 if malformed/truncated."""
+    cdef uint64_t result = 0
+    cdef int shift = 0
+    cdef uint8_t b
+    while pos < end and shift < 64:
+        b = buf[pos]
+        pos += 1
+        result |= (<uint64_t>(b & 0x7F)) << shift
+        if b < 0x80:
+            out[0] = result
+            return pos
+        shift += 7
+    return -1
+
+
+def decode_tensor(bytes blob):
+    """A serialized Tensor → a new (rows, features) float32/float64 ndarray, or None
+    when it is anything but a well-formed 2-D FLOAT32/FLOAT64 tensor whose values
+    are all there, carried in exactly one of raw / the matching packed field."""
+    if not _LITTLE:
+        return None
+    cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
+    cdef Py_ssize_t pos = 0, data_pos = -1, data_len = 0, shape_end
+    cdef uint64_t key, value, length
+    cdef uint64_t field, wire
+    cdef int64_t dims[2]
+    cdef int ndim = 0
+    cdef int dtype = 0
+    cdef int data_field = 0
+    cdef bint seen_dtype = False, seen_shape = False
+    while pos < end:
+        pos = _read_varint(buf, pos, end, &key)
+        if pos < 0:
+            return None
+        field = key >> 3
+        wire = key & 7
+        if field == 1 and wire == 0:  # dtype
+            if seen_dtype:
+                return None
+            pos = _read_varint(buf, pos, end, &value)
+            if pos < 0:
+                return None
+            dtype = <int>value if value <= 8 else -1
+            seen_dtype = True
+        elif wire == 2:
+            pos = _read_varint(buf, pos, end, &length)
+            if pos < 0 or length > <uint64_t>(end - pos):
+                return None
+            if field == 2:  # shape, packed
+                if seen_shape:
+                    return None
+                seen_shape = True
+                shape_end = pos + <Py_ssize_t>length
+                while pos < shape_end:
+                    pos = _read_varint(buf, pos, shape_end, &value)
+                    if pos < 0 or ndim == 2 or value > <uint64_t>MAX_ELEMENTS:
+                        return None
+                    dims[ndim] = <int64_t>value
+                    ndim += 1
+            elif field == 3 or field == 4 or field == 5:  # raw, float_values, double_values
+                if data_field != 0:
+                    return None
+                data_field = <int>field
+                data_pos = pos
+                data_len = <Py_ssize_t>length
+                pos += <Py_ssize_t>length
+            else:
+                return None
+        else:
+            return None
+    if ndim != 2 or (dtype != DT_FLOAT32 and dtype != DT_FLOAT64):
+        return None
+    if dims[0] != 0 and dims[1] > MAX_ELEMENTS // dims[0]:
+        return None
+    cdef Py_ssize_t itemsize = 4 if dtype == DT_FLOAT32 else 8
+    cdef Py_ssize_t nbytes = <Py_ssize_t>(dims[0] * dims[1]) * itemsize
+    if data_field == 4 and dtype != DT_FLOAT32:
+        return None
+    if data_field == 5 and dtype != DT_FLOAT64:
+        return None
+    if data_field == 0:
+        if nbytes != 0:
+            return None
+    elif data_len != nbytes:
+        return None
+    cdef cnp.npy_intp shape[2]
+    shape[0] = <cnp.npy_intp>dims[0]
+    shape[1] = <cnp.npy_intp>dims[1]
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(
+        2, shape, cnp.NPY_FLOAT32 if dtype == DT_FLOAT32 else cnp.NPY_FLOAT64, 0
+    )
+    if nbytes:
+        memcpy(cnp.PyArray_DATA(out), buf + data_pos, nbytes)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# encoding
+# ---------------------------------------------------------------------------
+
+cdef inline Py_ssize_t _varint_size(uint64_t v) noexcept nogil:
+    cdef Py_ssize_t n = 1
+    while v >= 0x80:
+        v >>= 7
+        n += 1
+    return n
+
+
+cdef inline Py_ssize_t _put_varint(uint8_t* out, Py_ssize_t pos, uint64_t v) noexcept nogil:
+    while v >= 0x80:
+        out[pos] = <uint8_t>((v & 0x7F) | 0x80)
+        v >>= 7
+        pos += 1
+    out[pos] = <uint8_t>v
+    return pos + 1
+
+
+cdef inline Py_ssize_t _len_field_size(Py_ssize_t payload) noexcept nogil:
+    """Key (one byte: fields 1-15) + length varint + payload."""
+    return 1 + _varint_size(<uint64_t>payload) + payload
+
+
+cdef struct _Out:
+    # one output tensor, measured in the first pass
+    int dtype
+    int ndim
+    Py_ssize_t shape_payload
+    Py_ssize_t values_payload
+    Py_ssize_t tensor_size
+    Py_ssize_t n
+    bint varints          # integer values as packed varints (typed, not raw)
+    const char* data
+
+
+cdef int _dtype_code(cnp.ndarray a) noexcept:
+    """The v1 DataType of a, by kind and size (int64 is NPY_LONG or NPY_LONGLONG)."""
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(a)
+    if cnp.PyArray_ISFLOAT(a):
+        return DT_FLOAT32 if size == 4 else (DT_FLOAT64 if size == 8 else 0)
+    if cnp.PyArray_ISSIGNED(a):
+        return DT_INT32 if size == 4 else (DT_INT64 if size == 8 else 0)
+    return 0
+
+
+def encode_response(str model, long long version, str request_id, dict outputs, bint raw):
+    """A serialized PredictResponse for ``outputs`` (name → ndarray), or None when
+    an output is not a C-contiguous, native-order float32/float64/int32/int64 array
+    (the caller then builds the message the general way)."""
+    if not _LITTLE or len(outputs) > 64:
+        return None
+    cdef bytes model_b = model.encode("utf-8")
+    cdef bytes rid_b = request_id.encode("utf-8")
+    cdef list names = []
+    cdef list arrays = []
+    cdef _Out outs[64]
+    cdef _Out* o
+    cdef cnp.ndarray a
+    cdef Py_ssize_t total = 0, i, j, k, pos, entry_payload
+    cdef int64_t* i64
+    cdef int* i32
+    cdef bytes name_b
+    for i, (name, value) in enumerate(outputs.items()):
+        if type(value) is not cnp.ndarray:
+            return None
+        a = <cnp.ndarray>value
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a):
+            return None
+        o = &outs[i]
+        o.dtype = _dtype_code(a)
+        if o.dtype == 0:
+            return None
+        name_b = (<str?>name).encode("utf-8")
+        names.append(name_b)
+        arrays.append(a)
+        o.ndim = cnp.PyArray_NDIM(a)
+        o.n = cnp.PyArray_SIZE(a)
+        o.data = <const char*>cnp.PyArray_DATA(a)
+        o.shape_payload = 0
+        for j in range(o.ndim):
+            o.shape_payload += _varint_size(<uint64_t>cnp.PyArray_DIM(a, j))
+        o.varints = not raw and (o.dtype == DT_INT32 or o.dtype == DT_INT64)
+        if o.varints:
+            o.values_payload = 0
+            if o.dtype == DT_INT64:
+                i64 = <int64_t*>o.data
+                for k in range(o.n):
+                    o.values_payload += _varint_size(<uint64_t>i64[k])
+            else:
+                i32 = <int*>o.data
+                for k in range(o.n):
+                    o.values_payload += _varint_size(<uint64_t>(<int64_t>i32[k]))
+        else:
+            o.values_payload = o.n * cnp.PyArray_ITEMSIZE(a)
+        o.tensor_size = 2  # dtype key + one-byte code
+        if o.shape_payload:
+            o.tensor_size += _len_field_size(o.shape_payload)
+        if o.values_payload:
+            o.tensor_size += _len_field_size(o.values_payload)
+        entry_payload = _len_field_size(len(name_b)) + _len_field_size(o.tensor_size)
+        total += _len_field_size(entry_payload)
+    if model_b:
+        total += _len_field_size(len(model_b))
+    if version:
+        total += 1 + _varint_size(<uint64_t>version)
+    if rid_b:
+        total += _len_field_size(len(rid_b))
+
+    cdef bytes result = PyBytes_FromStringAndSize(NULL, total)
+    cdef uint8_t* out = <uint8_t*>PyBytes_AS_STRING(result)
+    pos = 0
+    if model_b:
+        out[pos] = 0x0A  # model = 1
+        pos = _put_varint(out, pos + 1, len(model_b))
+        memcpy(out + pos, PyBytes_AS_STRING(model_b), len(model_b))
+        pos += len(model_b)
+    if version:
+        out[pos] = 0x10  # version = 2
+        pos = _put_varint(out, pos + 1, <uint64_t>version)
+    if rid_b:
+        out[pos] = 0x1A  # request_id = 3
+        pos = _put_varint(out, pos + 1, len(rid_b))
+        memcpy(out + pos, PyBytes_AS_STRING(rid_b), len(rid_b))
+        pos += len(rid_b)
+    for i in range(len(names)):
+        o = &outs[i]
+        name_b = names[i]
+        entry_payload = _len_field_size(len(name_b)) + _len_field_size(o.tensor_size)
+        out[pos] = 0x22  # outputs = 4 (a map entry)
+        pos = _put_varint(out, pos + 1, <uint64_t>entry_payload)
+        out[pos] = 0x0A  # key = 1
+        pos = _put_varint(out, pos + 1, len(name_b))
+        memcpy(out + pos, PyBytes_AS_STRING(name_b), len(name_b))
+        pos += len(name_b)
+        out[pos] = 0x12  # value = 2: the Tensor
+        pos = _put_varint(out, pos + 1, <uint64_t>o.tensor_size)
+        out[pos] = 0x08  # dtype = 1
+        out[pos + 1] = <uint8_t>o.dtype
+        pos += 2
+        if o.shape_payload:
+            out[pos] = 0x12  # shape = 2, packed
+            pos = _put_varint(out, pos + 1, <uint64_t>o.shape_payload)
+            a = <cnp.ndarray>arrays[i]
+            for j in range(o.ndim):
+                pos = _put_varint(out, pos, <uint64_t>cnp.PyArray_DIM(a, j))
+        if o.values_payload:
+            if raw:
+                out[pos] = 0x1A  # raw = 3
+            elif o.dtype == DT_FLOAT32:
+                out[pos] = 0x22  # float_values = 4
+            elif o.dtype == DT_FLOAT64:
+                out[pos] = 0x2A  # double_values = 5
+            elif o.dtype == DT_INT32:
+                out[pos] = 0x32  # int32_values = 6
+            else:
+                out[pos] = 0x3A  # int64_values = 7
+            pos = _put_varint(out, pos + 1, <uint64_t>o.values_payload)
+            if o.varints:
+                if o.dtype == DT_INT64:
+                    i64 = <int64_t*>o.data
+                    for k in range(o.n):
+                        pos = _put_varint(out, pos, <uint64_t>i64[k])
+                else:
+                    i32 = <int*>o.data
+                    for k in range(o.n):
+                        pos = _put_varint(out, pos, <uint64_t>(<int64_t>i32[k]))
+            else:
+                memcpy(out + pos, o.data, o.values_payload)
+                pos += o.values_payload
+    if pos != total:  # pragma: no cover - a sizing bug; never send a broken message
+        raise AssertionError(f"encode_response wrote {pos} of {total} bytes")
+    return result

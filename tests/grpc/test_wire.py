@@ -1,0 +1,160 @@
+"""scorewire._wire against protobuf itself: what it decodes equals what the general
+decoder makes of the same bytes, what it encodes parses back to the message the
+general encoder builds, and whatever it declines is left to the general path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from scorewire import _wire
+from scorewire.errors import InvalidInput
+from scorewire.grpc._codec import array_to_tensor, fill_tensor, tensor_to_array
+from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
+
+FLOATS = st.sampled_from([np.float32, np.float64])
+MATRIX_SHAPES = hnp.array_shapes(min_dims=2, max_dims=2, min_side=0, max_side=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), dtype=FLOATS, shape=MATRIX_SHAPES, raw=st.booleans())
+def test_decode_equals_the_general_decoder(data, dtype, shape, raw):
+    X = data.draw(hnp.arrays(dtype, shape, elements=st.floats(width=32 if dtype == np.float32 else 64)))
+    blob = array_to_tensor(X, raw).SerializeToString()
+    got = _wire.decode_tensor(blob)
+    want = tensor_to_array(pb.Tensor.FromString(blob))
+    assert got is not None
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert got.flags.c_contiguous and got.flags.aligned and got.flags.writeable
+    np.testing.assert_array_equal(got, want)  # NaN == NaN here, bit patterns included
+    assert got.tobytes() == want.tobytes()
+
+
+def _declined(t: pb.Tensor) -> None:
+    assert _wire.decode_tensor(t.SerializeToString()) is None
+
+
+X2 = np.arange(6, dtype=np.float64).reshape(2, 3)
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        pb.Tensor(dtype=pb.STRING, shape=[1, 1], string_values=["a"]),
+        pb.Tensor(dtype=pb.FLOAT64, raw=X2.tobytes()),  # no shape
+        pb.Tensor(dtype=pb.FLOAT64, shape=[2, 3], raw=X2.tobytes()[:-1]),  # short
+        pb.Tensor(dtype=pb.FLOAT64, shape=[2, 2], raw=X2.tobytes()),  # long
+        pb.Tensor(dtype=pb.FLOAT64, shape=[2, 3], double_values=range(5)),
+        pb.Tensor(dtype=pb.FLOAT64, shape=[2, 3], float_values=range(6)),  # wrong field
+        pb.Tensor(dtype=pb.FLOAT32, shape=[2, 3], double_values=range(6)),
+        pb.Tensor(dtype=pb.FLOAT64, shape=[2, 3], raw=X2.tobytes(), double_values=range(6)),  # both
+        pb.Tensor(shape=[2, 3], raw=X2.tobytes()),  # no dtype
+        pb.Tensor(dtype=pb.FLOAT64, shape=[2, 3]),  # no values
+        pb.Tensor(dtype=pb.FLOAT64, shape=[1 << 20, 1 << 20]),  # absurd
+    ],
+)
+def test_what_it_declines_the_general_path_rejects(tensor):
+    _declined(tensor)
+    with pytest.raises(InvalidInput):
+        tensor_to_array(tensor)
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        pb.Tensor(dtype=pb.INT64, shape=[2, 3], int64_values=range(6)),
+        pb.Tensor(dtype=pb.INT32, shape=[2, 3], raw=np.zeros(6, np.int32).tobytes()),
+        pb.Tensor(dtype=pb.FLOAT64, shape=[6], raw=X2.tobytes()),  # 1-D
+        pb.Tensor(dtype=pb.FLOAT64, shape=[1, 2, 3], raw=X2.tobytes()),  # 3-D
+    ],
+)
+def test_declines_tensors_the_service_checks(tensor):
+    """Integer and non-matrix tensors decode the general way; the service then
+    answers with the model's own dtype and rank messages."""
+    _declined(tensor)
+    assert tensor_to_array(tensor).size == 6
+
+
+def test_declines_unusual_encodings_the_general_path_reads():
+    """Protobuf allows them; scorewire's fast path leaves them to protobuf."""
+    ok = array_to_tensor(X2, raw=True).SerializeToString()
+    unknown = ok + b"\x48\x01"  # field 9, varint: an unknown field
+    twice = ok + b"\x08\x02"  # dtype written again
+    unpacked = b"\x08\x02\x10\x02\x10\x03\x1a\x30" + X2.tobytes()  # shape as two varint records
+    for blob in (unknown, twice, unpacked):
+        assert _wire.decode_tensor(blob) is None
+        np.testing.assert_array_equal(tensor_to_array(pb.Tensor.FromString(blob)), X2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80))
+def test_arbitrary_bytes_are_declined_or_decoded_as_protobuf_reads_them(blob):
+    got = _wire.decode_tensor(blob)
+    if got is None:
+        return
+    want = tensor_to_array(pb.Tensor.FromString(blob))
+    assert got.tobytes() == want.tobytes() and got.shape == want.shape and got.dtype == want.dtype
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=1, max_size=60), st.integers(min_value=0))
+def test_truncated_tensors_never_crash(data, cut):
+    X = np.frombuffer(data[: len(data) // 8 * 8] or b"\0" * 8, dtype=np.float64).reshape(1, -1)
+    blob = array_to_tensor(X, raw=False).SerializeToString()
+    assert _wire.decode_tensor(blob[: cut % len(blob)]) is None
+
+
+OUTPUT_DTYPES = st.sampled_from([np.float32, np.float64, np.int32, np.int64])
+
+
+@st.composite
+def outputs(draw):
+    names = draw(st.lists(st.text(min_size=1, max_size=12), min_size=0, max_size=4, unique=True))
+    out = {}
+    for name in names:
+        dtype = draw(OUTPUT_DTYPES)
+        shape = draw(hnp.array_shapes(min_dims=1, max_dims=2, min_side=0, max_side=6))
+        if np.dtype(dtype).kind == "f":
+            elements = st.floats(width=32 if dtype == np.float32 else 64)
+        else:
+            info = np.iinfo(dtype)
+            elements = st.integers(int(info.min), int(info.max))
+        out[name] = draw(hnp.arrays(dtype, shape, elements=elements))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    model=st.text(max_size=20),
+    version=st.integers(min_value=0, max_value=2**62),
+    request_id=st.text(max_size=20),
+    outs=outputs(),
+    raw=st.booleans(),
+)
+def test_encode_parses_to_the_message_the_general_encoder_builds(model, version, request_id, outs, raw):
+    body = _wire.encode_response(model, version, request_id, outs, raw)
+    want = pb.PredictResponse(model=model, version=version, request_id=request_id)
+    for name, value in outs.items():
+        fill_tensor(want.outputs[name], value, raw)
+    assert body is not None
+    got = pb.PredictResponse.FromString(body)
+    # NaN payloads compare unequal as floats: compare the canonical serializations
+    assert got.SerializeToString(deterministic=True) == want.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.array(["a", "b"], dtype=object),  # string labels: protobuf's string_values
+        np.arange(12, dtype=np.float64).reshape(3, 4)[:, ::2],  # not contiguous
+        np.arange(3, dtype=">f8"),  # big-endian
+        np.arange(3, dtype=np.uint8),
+        np.arange(3, dtype=np.float16),
+        [1.0, 2.0],  # not an ndarray
+    ],
+)
+def test_encode_declines_what_it_does_not_write(value):
+    assert _wire.encode_response("m", 1, "", {"out": value}, False) is None
