@@ -324,3 +324,23 @@ def encode_response(str model, long long version, str request_id, dict outputs, 
     if pos != total:  # pragma: no cover - a sizing bug; never send a broken message
         raise AssertionError(f"encode_response wrote {pos} of {total} bytes")
     return result
+
+
+def stream_response(str request_id, bytes body):
+    """A serialized PredictStreamResponse (request_id = 1, response = 2) around a
+    serialized PredictResponse ``body``."""
+    cdef bytes rid_b = request_id.encode("utf-8")
+    cdef Py_ssize_t n_rid = len(rid_b), n_body = len(body)
+    cdef Py_ssize_t total = _len_field_size(n_body) + (_len_field_size(n_rid) if n_rid else 0)
+    cdef bytes result = PyBytes_FromStringAndSize(NULL, total)
+    cdef uint8_t* out = <uint8_t*>PyBytes_AS_STRING(result)
+    cdef Py_ssize_t pos = 0
+    if n_rid:
+        out[pos] = 0x0A
+        pos = _put_varint(out, pos + 1, <uint64_t>n_rid)
+        memcpy(out + pos, PyBytes_AS_STRING(rid_b), n_rid)
+        pos += n_rid
+    out[pos] = 0x12
+    pos = _put_varint(out, pos + 1, <uint64_t>n_body)
+    memcpy(out + pos, PyBytes_AS_STRING(body), n_body)
+    return result

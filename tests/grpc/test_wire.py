@@ -158,3 +158,11 @@ def test_encode_parses_to_the_message_the_general_encoder_builds(model, version,
 )
 def test_encode_declines_what_it_does_not_write(value):
     assert _wire.encode_response("m", 1, "", {"out": value}, False) is None
+
+
+@pytest.mark.parametrize("request_id", ["", "r-1", "é" * 200])
+def test_stream_response_wraps_the_body(request_id):
+    inner = pb.PredictResponse(model="m", version=2, request_id=request_id)
+    fill_tensor(inner.outputs["value"], np.arange(3.0), raw=False)
+    got = pb.PredictStreamResponse.FromString(_wire.stream_response(request_id, inner.SerializeToString()))
+    assert got == pb.PredictStreamResponse(request_id=request_id, response=inner)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -147,7 +148,10 @@ class _Registrar:
                 elif h.unary_stream is not None:
                     h = h._replace(unary_stream=_guard(h.unary_stream))
             elif self._streams:
-                h = h._replace(request_deserializer=_safe(h.request_deserializer))
+                h = h._replace(
+                    request_deserializer=_safe(h.request_deserializer),
+                    response_serializer=_passthrough(h.response_serializer),
+                )
             self._table.handlers[f"/{service}/{name}"] = h
 
 
@@ -157,6 +161,11 @@ def register(add_to_server: Callable[[Any, Any], None], servicer: Any, table: Me
     INVALID_ARGUMENT. ``streams``: the servicer's stream handlers check for
     UNPARSEABLE themselves (scorewire's do; stock servicers do not)."""
     add_to_server(servicer, _Registrar(table, streams))
+
+
+#: messages a stream reads ahead of the one being answered (bounded: backpressure)
+READ_AHEAD = 32
+_END: Any = object()
 
 
 async def serve_stream(
@@ -169,18 +178,41 @@ async def serve_stream(
     answered: Callable[[Any], tuple[str, Any]],
     ok_response: Callable[[Any, Any], Any],
     error_response: Callable[[Any, grpc.StatusCode, str], Any],
-) -> Any:
+) -> None:
     """The one loop behind PredictStream and ModelStreamInfer: each message is
     answered in order, a bad one with an error response while the stream goes on;
     an unparseable one ends the stream with INVALID_ARGUMENT. ``t`` is the RPC's
     telemetry (metrics and the stream's span); ``labels``/``answered`` give the
-    (model, version) a failed / answered message is counted under."""
+    (model, version) a failed / answered message is counted under.
+
+    A reader task keeps up to READ_AHEAD messages received while answers are
+    written (``context.write``), so receiving the next message overlaps scoring and
+    sending this one instead of alternating with them; the servicer method is
+    therefore a coroutine, not an async generator.
+    """
     from ..errors import InvalidInput
 
+    queue: asyncio.Queue[Any] = asyncio.Queue(READ_AHEAD)
+
+    async def read() -> None:
+        try:
+            async for request in request_iterator:
+                await queue.put(request)
+        except BaseException as exc:  # the client went away: the loop below re-raises
+            await queue.put(exc)
+            raise
+        await queue.put(_END)
+
+    reader = asyncio.ensure_future(read())
     deadline = deadline_of(context)
     stream = t.server_span(context)
     try:
-        async for request in request_iterator:
+        while True:
+            request = await queue.get()
+            if request is _END:
+                break
+            if isinstance(request, BaseException):
+                raise request
             if request is UNPARSEABLE:
                 if t.metrics:
                     t.failed(InvalidInput(UNPARSEABLE_MESSAGE), "", None, t.begin(), None)
@@ -199,7 +231,7 @@ async def serve_stream(
                 code, message = status_of(exc)
                 if observed:
                     t.failed(exc, *labels(request), started, span)
-                yield error_response(request, code, message)
+                await context.write(error_response(request, code, message))
             except BaseException as exc:  # cancelled
                 if observed:
                     t.failed(exc, *labels(request), started, span)
@@ -207,8 +239,11 @@ async def serve_stream(
             else:
                 if observed:
                     t.ok(*answered(response), started, span)
-                yield ok_response(request, response)
+                await context.write(ok_response(request, response))
     except BaseException as exc:
         t.end_stream(stream, exc)
         raise
+    finally:
+        if not reader.done():
+            reader.cancel()
     t.end_stream(stream)

@@ -150,9 +150,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[oip.ModelInferRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[oip.ModelStreamInferResponse]:
-        # NOTE: grpc.aio needs the method itself to be an async generator
-        async for response in serve_stream(
+    ) -> None:
+        await serve_stream(
             request_iterator,
             context,
             self._t_stream,
@@ -164,8 +163,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             lambda r, code, message: oip.ModelStreamInferResponse(
                 error_message=message, infer_response=oip.ModelInferResponse(id=r.id)
             ),
-        ):
-            yield response
+        )
 
     @unary
     async def RepositoryIndex(self, request, context):

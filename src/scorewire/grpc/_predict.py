@@ -100,6 +100,13 @@ def feedback_to_pb(results: list[tuple[int | None, ItemResult]]) -> pb.FeedbackR
     return response
 
 
+def stream_ok(request: pb.PredictRequest, response: pb.PredictResponse | bytes) -> pb.PredictStreamResponse | bytes:
+    """A PredictStream answer around a response, serialized or not."""
+    if isinstance(response, bytes):
+        return _wire.stream_response(request.request_id, response)
+    return pb.PredictStreamResponse(request_id=request.request_id, response=response)
+
+
 class PredictServicer(pb_grpc.PredictServiceServicer):
     """Converts, calls ScoringService, converts back (and observes, when metrics or
     tracing are on: see ``_telemetry``)."""
@@ -179,22 +186,20 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
 
     async def PredictStream(
         self, request_iterator: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.PredictStreamResponse]:
-        # NOTE: grpc.aio needs the method itself to be an async generator
-        async for response in serve_stream(
+    ) -> None:
+        await serve_stream(
             request_iterator,
             context,
             self._t_stream,
-            self._predict,
+            self._predict if self._t_stream.metrics else self._predict_wire,  # metrics read the message
             self._predict_traced,
             lambda r: (r.model, r.version),
             lambda resp: (resp.model, resp.version),
-            lambda r, resp: pb.PredictStreamResponse(request_id=r.request_id, response=resp),
+            stream_ok,
             lambda r, code, message: pb.PredictStreamResponse(
                 request_id=r.request_id, error=pb.Error(code=code.value[0], message=message)
             ),
-        ):
-            yield response
+        )
 
 def signature_to_pb(sig: Signature) -> pb.Signature:
     return pb.Signature(
