@@ -328,7 +328,8 @@ def encode_response(str model, long long version, str request_id, dict outputs, 
 
 def stream_response(str request_id, bytes body):
     """A serialized PredictStreamResponse (request_id = 1, response = 2) around a
-    serialized PredictResponse ``body``."""
+    serialized PredictResponse ``body``; with request_id "" it is also OIP's
+    ModelStreamInferResponse (error_message = 1, infer_response = 2)."""
     cdef bytes rid_b = request_id.encode("utf-8")
     cdef Py_ssize_t n_rid = len(rid_b), n_body = len(body)
     cdef Py_ssize_t total = _len_field_size(n_body) + (_len_field_size(n_rid) if n_rid else 0)
@@ -344,3 +345,88 @@ def stream_response(str request_id, bytes body):
     pos = _put_varint(out, pos + 1, <uint64_t>n_body)
     memcpy(out + pos, PyBytes_AS_STRING(body), n_body)
     return result
+
+
+# ---------------------------------------------------------------------------
+# OIP v2 (inference.ModelInferResponse), every output as raw_output_contents
+# ---------------------------------------------------------------------------
+
+cdef bytes _str_field(int key, bytes value):
+    """A length-delimited field (key byte, length, bytes); empty → nothing (proto3)."""
+    cdef Py_ssize_t n = len(value)
+    if n == 0:
+        return b""
+    cdef bytes result = PyBytes_FromStringAndSize(NULL, _len_field_size(n))
+    cdef uint8_t* out = <uint8_t*>PyBytes_AS_STRING(result)
+    out[0] = <uint8_t>key
+    cdef Py_ssize_t pos = _put_varint(out, 1, <uint64_t>n)
+    memcpy(out + pos, PyBytes_AS_STRING(value), n)
+    return result
+
+
+_OIP_NAMES = {DT_FLOAT32: b"FP32", DT_FLOAT64: b"FP64", DT_INT32: b"INT32", DT_INT64: b"INT64"}
+
+
+def encode_infer_response(str model_name, str model_version, str request_id, dict outputs):
+    """A serialized ModelInferResponse: each output an InferOutputTensor (name,
+    datatype, shape) and its little-endian bytes in raw_output_contents, as Triton
+    answers. None when an output is not a C-contiguous, native-order
+    float32/float64/int32/int64 array."""
+    if not _LITTLE:
+        return None
+    cdef list parts = [
+        _str_field(0x0A, model_name.encode("utf-8")),
+        _str_field(0x12, model_version.encode("utf-8")),
+        _str_field(0x1A, request_id.encode("utf-8")),
+    ]
+    cdef list raws = []
+    cdef cnp.ndarray a
+    cdef int code, j
+    cdef Py_ssize_t shape_payload, tensor_size, pos, n
+    cdef bytes name_b, dt_b, tensor, content
+    cdef uint8_t* out
+    for name, value in outputs.items():
+        if type(value) is not cnp.ndarray:
+            return None
+        a = <cnp.ndarray>value
+        if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a):
+            return None
+        code = _dtype_code(a)
+        if code == 0:
+            return None
+        name_b = (<str?>name).encode("utf-8")
+        dt_b = _OIP_NAMES[code]
+        shape_payload = 0
+        for j in range(cnp.PyArray_NDIM(a)):
+            shape_payload += _varint_size(<uint64_t>cnp.PyArray_DIM(a, j))
+        tensor_size = (_len_field_size(len(name_b)) if name_b else 0) + _len_field_size(len(dt_b))
+        if shape_payload:
+            tensor_size += _len_field_size(shape_payload)
+        tensor = PyBytes_FromStringAndSize(NULL, _len_field_size(tensor_size))
+        out = <uint8_t*>PyBytes_AS_STRING(tensor)
+        out[0] = 0x2A  # outputs = 5
+        pos = _put_varint(out, 1, <uint64_t>tensor_size)
+        if name_b:
+            out[pos] = 0x0A  # name = 1
+            pos = _put_varint(out, pos + 1, len(name_b))
+            memcpy(out + pos, PyBytes_AS_STRING(name_b), len(name_b))
+            pos += len(name_b)
+        out[pos] = 0x12  # datatype = 2
+        pos = _put_varint(out, pos + 1, len(dt_b))
+        memcpy(out + pos, PyBytes_AS_STRING(dt_b), len(dt_b))
+        pos += len(dt_b)
+        if shape_payload:
+            out[pos] = 0x1A  # shape = 3, packed
+            pos = _put_varint(out, pos + 1, <uint64_t>shape_payload)
+            for j in range(cnp.PyArray_NDIM(a)):
+                pos = _put_varint(out, pos, <uint64_t>cnp.PyArray_DIM(a, j))
+        parts.append(tensor)
+        # raw_output_contents = 6: written even when empty, one entry per output
+        n = cnp.PyArray_NBYTES(a)
+        content = PyBytes_FromStringAndSize(NULL, _len_field_size(n))
+        out = <uint8_t*>PyBytes_AS_STRING(content)
+        out[0] = 0x32
+        pos = _put_varint(out, 1, <uint64_t>n)
+        memcpy(out + pos, cnp.PyArray_DATA(a), n)
+        raws.append(content)
+    return b"".join(parts + raws)

@@ -166,3 +166,29 @@ def test_stream_response_wraps_the_body(request_id):
     fill_tensor(inner.outputs["value"], np.arange(3.0), raw=False)
     got = pb.PredictStreamResponse.FromString(_wire.stream_response(request_id, inner.SerializeToString()))
     assert got == pb.PredictStreamResponse(request_id=request_id, response=inner)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    model=st.text(max_size=20),
+    version=st.integers(min_value=1, max_value=2**40).map(str),
+    request_id=st.text(max_size=20),
+    outs=outputs(),
+)
+def test_encode_infer_response_parses_to_the_general_one(model, version, request_id, outs):
+    from scorewire.grpc._codec import array_to_oip_raw, oip_datatype_of
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    body = _wire.encode_infer_response(model, version, request_id, outs)
+    want = oip.ModelInferResponse(model_name=model, model_version=version, id=request_id)
+    for name, value in outs.items():
+        want.outputs.add(name=name, datatype=oip_datatype_of(value), shape=value.shape)
+        want.raw_output_contents.append(array_to_oip_raw(value))
+    assert body is not None
+    assert oip.ModelInferResponse.FromString(body) == want
+    stream = oip.ModelStreamInferResponse.FromString(_wire.stream_response("", body))
+    assert stream == oip.ModelStreamInferResponse(infer_response=want)
+
+
+def test_encode_infer_response_declines_string_outputs():
+    assert _wire.encode_infer_response("m", "1", "", {"label": np.array(["a"], dtype=object)}) is None

@@ -226,7 +226,9 @@ def oip_input_to_array(request: oip.ModelInferRequest) -> tuple[str, np.ndarray]
     if not shape:
         raise InvalidInput("input shape is missing")
     count = check_shape(shape)
-    typed = [f for f in _OIP_ALL_FIELDS if len(getattr(inp.contents, f))]
+    # NOTE: with raw contents (Triton's way) the typed fields are looked at only if
+    # the contents message was sent at all
+    typed = [f for f in _OIP_ALL_FIELDS if len(getattr(inp.contents, f))] if not n_raw or inp.HasField("contents") else []
     if n_raw:
         if typed:
             raise InvalidInput("the input sets both raw_input_contents and typed contents; set one")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from .. import __version__
+from .. import __version__, _wire
 from ..errors import InvalidInput, ModelLoadError, ScorewireError
 from ..observability import _tracing
 from ..repository import State
@@ -49,6 +49,14 @@ def response_to_oip(request: oip.ModelInferRequest, result: PredictResponse) -> 
         response.outputs.add(name=out_name, datatype=oip_datatype_of(value), shape=value.shape)
         response.raw_output_contents.append(array_to_oip_raw(value))
     return response
+
+
+def stream_ok(request: oip.ModelInferRequest, response: oip.ModelInferResponse | bytes) -> Any:
+    """A ModelStreamInfer answer around a response, serialized or not (its layout,
+    a string then the response as fields 1 and 2, is PredictStreamResponse's)."""
+    if isinstance(response, bytes):
+        return _wire.stream_response("", response)
+    return oip.ModelStreamInferResponse(infer_response=response)
 
 
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
@@ -102,6 +110,13 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         result = await self.service.predict(self._to_core(request, deadline))
         return response_to_oip(request, result)
 
+    async def _infer_wire(self, request: oip.ModelInferRequest, deadline: float | None) -> oip.ModelInferResponse | bytes:
+        """``_infer`` with the response serialized by ``scorewire._wire`` when its
+        outputs are numeric arrays (the untraced, unmetered path)."""
+        result = await self.service.predict(self._to_core(request, deadline))
+        body = _wire.encode_infer_response(result.model, str(result.version), request.id, result.outputs)
+        return response_to_oip(request, result) if body is None else body
+
     async def _infer_traced(
         self, request: oip.ModelInferRequest, deadline: float | None, span: Span
     ) -> oip.ModelInferResponse:
@@ -134,7 +149,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         t = self._t_infer
         if not t.metrics and not _tracing.ENABLED:  # the default: nothing to observe
-            return await self._infer(request, deadline_of(context))
+            return await self._infer_wire(request, deadline_of(context))
         span = t.server_span(context)
         started = t.begin()
         try:
@@ -155,11 +170,11 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             request_iterator,
             context,
             self._t_stream,
-            self._infer,
+            self._infer if self._t_stream.metrics else self._infer_wire,  # metrics read the message
             self._infer_traced,
             lambda r: (r.model_name, version_of(r.model_version)),
             lambda resp: (resp.model_name, resp.model_version),
-            lambda r, resp: oip.ModelStreamInferResponse(infer_response=resp),
+            stream_ok,
             lambda r, code, message: oip.ModelStreamInferResponse(
                 error_message=message, infer_response=oip.ModelInferResponse(id=r.id)
             ),
