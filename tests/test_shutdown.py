@@ -52,9 +52,14 @@ def test_sigterm_answers_every_request_in_flight():
             signalled = time.monotonic()
             server.proc.send_signal(signal.SIGTERM)
             # 3.
-            deadline = signalled + 0.8
-            while health.Check(health_pb2.HealthCheckRequest(), timeout=1).status != NOT_SERVING:
-                assert time.monotonic() < deadline, "health did not turn NOT_SERVING at once"
+            deadline = signalled + 1.0  # the drain delay: requests are still accepted
+            while True:
+                try:
+                    if health.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == NOT_SERVING:
+                        break
+                except grpc.RpcError as err:  # a loaded machine: one slow answer is not the point
+                    assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err
+                assert time.monotonic() < deadline, "health did not turn NOT_SERVING within the drain delay"
                 time.sleep(0.01)
             # 4.
             late = stub.Predict(pb.PredictRequest(model="diabetes", input=array_to_tensor(np.zeros((1, 10)), raw=True)), timeout=30)
