@@ -64,6 +64,8 @@ LOADGEN = ROOT / "bench" / "loadgen" / "build" / "loadgen"
 NOOP = ROOT / "bench" / "noop_server.py"
 HOST = "127.0.0.1"
 SERVERS = ("noop", "scorewire")
+#: the optional third server: scorewire with --variant's extra flags (e.g. tracing on)
+VARIANT = "variant"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -273,7 +275,7 @@ class Run:
 
 
 def run_once(
-    scenario: Scenario, server: Server, other: Server | None, args: argparse.Namespace, round_: int
+    scenario: Scenario, server: Server, others: Sequence[Server], args: argparse.Namespace, round_: int
 ) -> Run:
     run = Run(scenario.name, server.name, round_)
     argv = [
@@ -282,7 +284,7 @@ def run_once(
         "--threads", str(args.threads), "--timeout-s", "10",
     ]  # fmt: skip
     cpu0 = process_cpu_s(server.proc.pid)
-    other0 = process_cpu_s(other.proc.pid) if other and other.alive() else 0.0
+    other0 = sum(process_cpu_s(o.proc.pid) for o in others if o.alive())
     busy0, child0, t0 = machine_busy_s(), children_cpu_s(), time.monotonic()
     try:
         out = subprocess.run(
@@ -294,7 +296,7 @@ def run_once(
     wall = time.monotonic() - t0
     run.server_cpu_s = process_cpu_s(server.proc.pid) - cpu0
     run.loadgen_cpu_s = children_cpu_s() - child0
-    other_cpu = (process_cpu_s(other.proc.pid) - other0) if other and other.alive() else 0.0
+    other_cpu = sum(process_cpu_s(o.proc.pid) for o in others if o.alive()) - other0
     foreign = machine_busy_s() - busy0 - run.server_cpu_s - run.loadgen_cpu_s - other_cpu
     run.other_cores = max(0.0, foreign / wall)
     if out.returncode != 0:
@@ -353,11 +355,11 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def report(runs: list[Run], scenarios: Sequence[Scenario]) -> str:
-    summary = {(s.name, srv): summarise(runs, s.name, srv) for s in scenarios for srv in SERVERS}
+def report(runs: list[Run], scenarios: Sequence[Scenario], servers: Sequence[str] = SERVERS, variant: str = "") -> str:
+    summary = {(s.name, srv): summarise(runs, s.name, srv) for s in scenarios for srv in servers}
     rows = []
     for s in scenarios:
-        for srv in SERVERS:
+        for srv in servers:
             m = summary[(s.name, srv)]
             rows.append([
                 s.name if srv == "noop" else "", srv, fmt(m["req_per_s"]), fmt(m["rows_per_s"]),
@@ -391,6 +393,19 @@ def report(runs: list[Run], scenarios: Sequence[Scenario]) -> str:
 
     problems = [f"  {r.scenario} / {r.server} / round {r.round}: {r.problem}" for r in runs if r.problem]
     text = f"{results}\n\nscorewire / noop (medians):\n\n{ratios}\n\nTargets (issue 4):\n\n{targets}\n"
+    if VARIANT in servers:
+        variant_rows = []
+        for s in scenarios:
+            a, b = summary[(s.name, "scorewire")], summary[(s.name, VARIANT)]
+            variant_rows.append([
+                s.name, "", f"{b['req_per_s'] / a['req_per_s']:.3f}", f"{b['cpu_us'] / a['cpu_us']:.3f}",
+                f"{b['p50_us'] / a['p50_us']:.3f}", f"{b['p99_us'] / a['p99_us']:.3f}",
+            ])  # fmt: skip
+        text += (
+            f"\nvariant ({variant}) / scorewire (medians):\n\n"
+            + table(variant_rows, ["scenario", "", "throughput ×", "CPU/req ×", "p50 ×", "p99 ×"])
+            + "\n"
+        )
     if problems:
         text += "\nProblems:\n" + "\n".join(problems) + "\n"
     return text
@@ -442,6 +457,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="loadgen client threads (default 2)")
     p.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
     p.add_argument("--scorewire-args", default="", help='extra flags for scorewire serve, e.g. "--n-threads 1"')
+    p.add_argument("--variant", default="", help='a third server, interleaved: scorewire with these extra flags '
+                   '(e.g. "--trace --trace-ratio 0.01"); prints variant / scorewire ratios')  # fmt: skip
     p.add_argument("--loadgen", type=Path, default=LOADGEN, help="the loadgen binary (make -C bench/loadgen)")
     p.add_argument("--json", type=Path, default=None, help="also write every run's raw result here")
     args = p.parse_args(argv)
@@ -473,6 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"loadgen threads {args.threads}; server logs in {logs}", flush=True)  # fmt: skip
 
     servers: dict[str, Server] = {}
+    names: list[str] = []
     runs: list[Run] = []
     try:
         servers["noop"] = start_server("noop", [sys.executable, str(NOOP), "--host", HOST, "--port", "0"],
@@ -480,9 +498,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv_sw = [str(scorewire_bin), "serve", "--host", HOST, "--port", "0", *shlex.split(args.scorewire_args)]
         servers["scorewire"] = start_server("scorewire", argv_sw, logs / "scorewire.log", "scorewire")
         wait_serving(servers["scorewire"].port)
+        if args.variant:
+            argv_v = [*argv_sw, *shlex.split(args.variant)]
+            servers[VARIANT] = start_server(VARIANT, argv_v, logs / "variant.log", "scorewire")
+            wait_serving(servers[VARIANT].port)
+        names = list(servers)
         for s in scenarios:
             for round_ in range(1, args.rounds + 1):
-                for name in SERVERS:
+                for name in names:
                     server = servers[name]
                     if not server.alive():
                         if not server.dead_reported:
@@ -491,8 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   f"{server.log_tail()}", flush=True)  # fmt: skip
                         runs.append(Run(s.name, name, round_, problem="server not running"))
                         continue
-                    other = servers["scorewire" if name == "noop" else "noop"]
-                    run = run_once(s, server, other, args, round_)
+                    others = [v for k, v in servers.items() if k != name]
+                    run = run_once(s, server, others, args, round_)
                     runs.append(run)
                     r = run.result
                     print(f"  {s.name:16} {name:9} round {round_}: "
@@ -510,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_server(server)
 
     print()
-    print(report(runs, scenarios))
+    print(report(runs, scenarios, names, args.variant))
     print("other = CPU cores busy with anything but the two servers and the loadgen during a run (median).")
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in runs], indent=1))
