@@ -430,3 +430,140 @@ def encode_infer_response(str model_name, str model_version, str request_id, dic
         memcpy(out + pos, cnp.PyArray_DATA(a), n)
         raws.append(content)
     return b"".join(parts + raws)
+
+
+cdef inline Py_ssize_t _skip_field(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, uint64_t wire) noexcept nogil:
+    """Skip one field's value; the position after it, or -1."""
+    cdef uint64_t value
+    if wire == 0:
+        return _read_varint(buf, pos, end, &value)
+    if wire == 1:
+        return pos + 8 if pos + 8 <= end else -1
+    if wire == 5:
+        return pos + 4 if pos + 4 <= end else -1
+    if wire == 2:
+        pos = _read_varint(buf, pos, end, &value)
+        if pos < 0 or value > <uint64_t>(end - pos):
+            return -1
+        return pos + <Py_ssize_t>value
+    return -1
+
+
+def decode_infer_input(bytes blob):
+    """The one input of a serialized OIP ModelInferRequest → (name, ndarray), or None
+    unless it is a single FP32/FP64 input of shape (rows, features) whose values are
+    all there, in the one raw_input_contents entry or in its packed fp32/fp64
+    contents (not both), without parameters."""
+    if not _LITTLE:
+        return None
+    cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
+    cdef Py_ssize_t pos = 0, inp_pos = -1, inp_end = 0, raw_pos = -1, raw_len = 0
+    cdef Py_ssize_t name_pos = -1, name_len = 0, data_pos = -1, data_len = 0, sub_end, cpos
+    cdef uint64_t key, length, value, field, wire
+    cdef int n_inputs = 0, n_raw = 0, ndim = 0, dtype = 0, content_field = 0
+    cdef int64_t dims[2]
+    while pos < end:  # the request's own fields: find the input and the raw contents
+        pos = _read_varint(buf, pos, end, &key)
+        if pos < 0:
+            return None
+        field = key >> 3
+        wire = key & 7
+        if (field == 5 or field == 7) and wire == 2:
+            pos = _read_varint(buf, pos, end, &length)
+            if pos < 0 or length > <uint64_t>(end - pos):
+                return None
+            if field == 5:
+                n_inputs += 1
+                inp_pos, inp_end = pos, pos + <Py_ssize_t>length
+            else:
+                n_raw += 1
+                raw_pos, raw_len = pos, <Py_ssize_t>length
+            pos += <Py_ssize_t>length
+        else:
+            pos = _skip_field(buf, pos, end, wire)
+            if pos < 0:
+                return None
+    if n_inputs != 1 or n_raw > 1:
+        return None
+    pos = inp_pos
+    while pos < inp_end:  # the InferInputTensor
+        pos = _read_varint(buf, pos, inp_end, &key)
+        if pos < 0:
+            return None
+        field = key >> 3
+        wire = key & 7
+        if wire != 2:
+            return None
+        pos = _read_varint(buf, pos, inp_end, &length)
+        if pos < 0 or length > <uint64_t>(inp_end - pos):
+            return None
+        sub_end = pos + <Py_ssize_t>length
+        if field == 1:  # name
+            name_pos, name_len = pos, <Py_ssize_t>length
+        elif field == 2:  # datatype
+            if length == 4 and buf[pos] == b'F' and buf[pos + 1] == b'P' and buf[pos + 2] == b'3' and buf[pos + 3] == b'2':
+                dtype = DT_FLOAT32
+            elif length == 4 and buf[pos] == b'F' and buf[pos + 1] == b'P' and buf[pos + 2] == b'6' and buf[pos + 3] == b'4':
+                dtype = DT_FLOAT64
+            else:
+                return None
+        elif field == 3:  # shape, packed
+            if ndim:
+                return None
+            cpos = pos
+            while cpos < sub_end:
+                cpos = _read_varint(buf, cpos, sub_end, &value)
+                if cpos < 0 or ndim == 2 or value > <uint64_t>MAX_ELEMENTS:
+                    return None
+                dims[ndim] = <int64_t>value
+                ndim += 1
+            if ndim == 0:
+                return None
+        elif field == 5:  # contents: only packed fp32 (6) or fp64 (7) values
+            cpos = pos
+            while cpos < sub_end:
+                cpos = _read_varint(buf, cpos, sub_end, &key)
+                if cpos < 0 or (key & 7) != 2 or content_field != 0:
+                    return None
+                content_field = <int>(key >> 3)
+                cpos = _read_varint(buf, cpos, sub_end, &length)
+                if cpos < 0 or length > <uint64_t>(sub_end - cpos):
+                    return None
+                data_pos, data_len = cpos, <Py_ssize_t>length
+                cpos += <Py_ssize_t>length
+            if content_field not in (0, 6, 7):
+                return None
+        else:  # parameters, or anything unknown
+            return None
+        pos = sub_end
+    if ndim != 2 or dtype == 0:
+        return None
+    if content_field and n_raw:
+        return None
+    if content_field == 6 and dtype != DT_FLOAT32 or content_field == 7 and dtype != DT_FLOAT64:
+        return None
+    if n_raw:
+        data_pos, data_len = raw_pos, raw_len
+    if dims[0] != 0 and dims[1] > MAX_ELEMENTS // dims[0]:
+        return None
+    cdef Py_ssize_t itemsize = 4 if dtype == DT_FLOAT32 else 8
+    cdef Py_ssize_t nbytes = <Py_ssize_t>(dims[0] * dims[1]) * itemsize
+    if data_pos < 0:
+        if nbytes != 0:
+            return None
+    elif data_len != nbytes:
+        return None
+    cdef cnp.npy_intp shape[2]
+    shape[0] = <cnp.npy_intp>dims[0]
+    shape[1] = <cnp.npy_intp>dims[1]
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(
+        2, shape, cnp.NPY_FLOAT32 if dtype == DT_FLOAT32 else cnp.NPY_FLOAT64, 0
+    )
+    if nbytes:
+        memcpy(cnp.PyArray_DATA(out), buf + data_pos, nbytes)
+    try:
+        name = (<const char*>(buf + name_pos))[:name_len].decode("utf-8") if name_pos >= 0 else ""
+    except UnicodeDecodeError:  # protobuf would not have parsed it either
+        return None
+    return name, out

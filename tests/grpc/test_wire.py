@@ -192,3 +192,75 @@ def test_encode_infer_response_parses_to_the_general_one(model, version, request
 
 def test_encode_infer_response_declines_string_outputs():
     assert _wire.encode_infer_response("m", "1", "", {"label": np.array(["a"], dtype=object)}) is None
+
+
+def _infer_request(X, raw: bool, name: str = "input", **extra):
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    request = oip.ModelInferRequest(model_name="m", model_version="1", id="x", **extra)
+    datatype = "FP32" if X.dtype == np.float32 else "FP64"
+    inp = request.inputs.add(name=name, datatype=datatype, shape=X.shape)
+    if raw:
+        request.raw_input_contents.append(X.tobytes())
+    else:
+        getattr(inp.contents, "fp32_contents" if datatype == "FP32" else "fp64_contents").extend(X.ravel().tolist())
+    return request
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), dtype=FLOATS, shape=MATRIX_SHAPES, raw=st.booleans(), name=st.text(max_size=10))
+def test_decode_infer_input_equals_the_general_decoder(data, dtype, shape, raw, name):
+    from scorewire.grpc._codec import oip_input_to_array
+
+    X = data.draw(hnp.arrays(dtype, shape, elements=st.floats(width=32 if dtype == np.float32 else 64)))
+    request = _infer_request(X, raw, name)
+    request.outputs.add(name="label")
+    got = _wire.decode_infer_input(request.SerializeToString())
+    want_name, want = oip_input_to_array(request)
+    assert got is not None
+    assert got[0] == want_name and got[1].dtype == want.dtype and got[1].shape == want.shape
+    assert got[1].tobytes() == want.tobytes() and got[1].flags.aligned
+
+
+def test_decode_infer_input_declines_what_the_general_path_handles():
+    from scorewire.grpc._codec import oip_input_to_array
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    X = np.arange(6, dtype=np.float64).reshape(2, 3)
+    two_inputs = _infer_request(X, True)
+    two_inputs.inputs.add(name="b", datatype="FP64", shape=[2, 3])
+    both = _infer_request(X, True)
+    both.inputs[0].contents.fp64_contents.extend(range(6))
+    ints = oip.ModelInferRequest(model_name="m")
+    ints.inputs.add(name="input", datatype="INT64", shape=[2, 3]).contents.int64_contents.extend(range(6))
+    short = _infer_request(X, True)
+    short.raw_input_contents[0] = X.tobytes()[:-8]
+    wrong_field = _infer_request(X, False)
+    wrong_field.inputs[0].datatype = "FP32"
+    one_d = _infer_request(X.ravel(), True)
+    for request in (two_inputs, both, short, wrong_field):
+        assert _wire.decode_infer_input(request.SerializeToString()) is None
+        with pytest.raises(InvalidInput):
+            oip_input_to_array(request)
+    for request in (ints, one_d):  # decoded the general way; the service checks dtype and rank
+        assert _wire.decode_infer_input(request.SerializeToString()) is None
+        assert oip_input_to_array(request)[1].size == 6
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120))
+def test_arbitrary_bytes_are_declined_or_decoded_as_protobuf_reads_them_oip(blob):
+    from google.protobuf.message import DecodeError
+
+    from scorewire.grpc._codec import oip_input_to_array
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    got = _wire.decode_infer_input(blob)
+    if got is None:
+        return
+    try:
+        request = oip.ModelInferRequest.FromString(blob)
+    except DecodeError:  # e.g. invalid UTF-8 in a string protobuf would reject: grpc never hands us that
+        return
+    name, want = oip_input_to_array(request)
+    assert got[0] == name and got[1].tobytes() == want.tobytes() and got[1].shape == want.shape

@@ -22,6 +22,10 @@ from ._gen.scorewire.v1 import scorewire_pb2 as pb
 #: hostile shape before any byte-length check
 MAX_ELEMENTS = 1 << 34
 
+#: a request up to this size has its float matrix read by ``scorewire._wire`` from
+#: its re-serialized bytes; a larger one is decoded here (zero-copy for raw bytes)
+WIRE_DECODE_MAX_BYTES = 64 * 1024
+
 # --------------------------------------------------------------------------- v1
 _V1_DTYPES: dict[int, np.dtype[Any]] = {
     pb.FLOAT32: np.dtype("<f4"),

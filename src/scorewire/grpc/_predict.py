@@ -19,7 +19,7 @@ from ..observability import _tracing
 from ..repository import ModelEntry, ModelVersion, State
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse, Signature
-from ._codec import check_shape, dtype_to_v1, fill_tensor, tensor_to_array
+from ._codec import WIRE_DECODE_MAX_BYTES, check_shape, dtype_to_v1, fill_tensor, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 from ._handlers import deadline_of, serve_stream, unary
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 
 SERVICE = pb.DESCRIPTOR.services_by_name["PredictService"].full_name
 
-#: above this a tensor is decoded the general way (zero-copy for raw bytes), not
-#: copied out of its re-serialized bytes by _wire.decode_tensor
-WIRE_DECODE_MAX_BYTES = 64 * 1024
 
 _STATES = {
     State.LOADING: pb.LOADING,
