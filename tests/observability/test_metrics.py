@@ -19,7 +19,7 @@ from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
 from scorewire.grpc._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
-from scorewire.observability import FEATURE_PSI_METRIC, set_feature_psi
+from scorewire.observability import FEATURE_PSI_METRIC, set_feature_psi, set_feedback
 from scorewire.repository import ModelRepository
 from scorewire.settings import Settings
 
@@ -157,6 +157,26 @@ def test_model_state_follows_load_and_unload(server, channel):
     m = scrape(server.metrics_port)
     assert value(m, "scorewire_model_state", **state, state="READY") == 1
     assert value(m, "scorewire_model_state", **state, state="UNLOADED") == 0
+
+
+def test_an_unloaded_versions_drift_and_feedback_gauges_go(server, channel):
+    """No alert may keep reading the last PSI or accuracy of a model that is gone."""
+    set_feature_psi("wine", 1, "alcohol", 0.31)
+    set_feedback("wine", 1, {"accuracy": 0.9}, {"matched": 3}, 2)
+    labels = {"model": "wine", "version": "1"}
+    m = scrape(server.metrics_port)
+    assert value(m, FEATURE_PSI_METRIC, **labels, feature="alcohol") == pytest.approx(0.31)
+    assert value(m, "scorewire_feedback_accuracy", **labels) == pytest.approx(0.9)
+    models = pb_grpc.ModelServiceStub(channel)
+    models.UnloadModel(pb.UnloadModelRequest(name="wine"))
+    try:
+        m = scrape(server.metrics_port)
+        series = {name for (name, ls) in m if dict(ls).get("model") == "wine"}
+        assert FEATURE_PSI_METRIC not in series
+        assert "scorewire_feedback_accuracy" not in series and "scorewire_feedback_pending" not in series
+        assert value(m, "scorewire_model_state", **labels, state="UNLOADED") == 1
+    finally:
+        models.LoadModel(pb.LoadModelRequest(name="wine"))
 
 
 def test_types_process_metrics_and_drift_gauge(server):

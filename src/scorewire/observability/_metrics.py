@@ -12,6 +12,7 @@ workers' values combine (``multiprocess_mode``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -160,6 +161,7 @@ def set_model_states(model: str, states: Mapping[int, str]) -> None:
     for version in _exported_states.get(model, set()) - versions:
         for state in MODEL_STATES:
             MODEL_STATE.labels(model, str(version), state).set(1 if state == "UNLOADED" else 0)
+        _forget_monitoring(model, version)
     for version, current in states.items():
         for state in MODEL_STATES:
             MODEL_STATE.labels(model, str(version), state).set(1 if state == current else 0)
@@ -174,6 +176,30 @@ def set_feature_psi(model: str, version: int, feature: str, psi: float) -> None:
     (not per request).
     """
     FEATURE_PSI.labels(model, str(version), feature).set(psi)
+    _psi_features.setdefault((model, version), set()).add(feature)
+
+
+#: the features whose PSI each (model, version) has exported
+_psi_features: dict[tuple[str, int], set[str]] = {}
+#: the (model, version)s whose feedback gauges have been exported
+_feedback_exported: dict[tuple[str, int], set[str]] = {}
+
+
+def _forget_monitoring(model: str, version: int) -> None:
+    """Drop an unloaded version's drift and feedback gauges, so that no alert keeps
+    reading its last values. (Under --workers a removed series' last value stays
+    in the worker's file: it is set to NaN first, which no alert fires on.)"""
+    v = str(version)
+    for feature in _psi_features.pop((model, version), set()):
+        FEATURE_PSI.labels(model, v, feature).set(math.nan)
+        FEATURE_PSI.remove(model, v, feature)
+    names = _feedback_exported.pop((model, version), None)
+    if names is not None:
+        for name in names:
+            FEEDBACK_QUALITY[name].labels(model, v).set(math.nan)
+            FEEDBACK_QUALITY[name].remove(model, v)
+        FEEDBACK_PENDING.labels(model, v).set(0)
+        FEEDBACK_PENDING.remove(model, v)
 
 
 _feedback_counted: dict[tuple[str, int, str], int] = {}
@@ -187,6 +213,7 @@ def set_feedback(
     exported as counter increments) and the predictions waiting. For the
     monitoring export, now and then (not per request)."""
     labels = (model, str(version))
+    _feedback_exported.setdefault((model, version), set()).update(quality)
     for name, value in quality.items():
         FEEDBACK_QUALITY[name].labels(*labels).set(value)
     for outcome in FEEDBACK_OUTCOMES:
