@@ -61,6 +61,22 @@ def strip_zipmap(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def class_labels(model: onnx.ModelProto) -> tuple[object, ...] | None:
+    """The class labels of an ONNX-ML classifier, in probability-column order: the
+    ``classlabels_*`` attribute of its classifier (and ZipMap) nodes, when they all
+    agree; None when the graph names none, or several different sets."""
+    found = set()
+    for node in model.graph.node:
+        if node.domain != "ai.onnx.ml":
+            continue
+        for a in node.attribute:
+            if a.name in ("classlabels_ints", "classlabels_int64s") and a.ints:
+                found.add(tuple(int(v) for v in a.ints))
+            elif a.name == "classlabels_strings" and a.strings:
+                found.add(tuple(v.decode("utf-8", "replace") for v in a.strings))
+    return found.pop() if len(found) == 1 else None
+
+
 def session_options(n_threads: int) -> ort.SessionOptions:
     """onnxruntime options for a server: all graph optimisations, sequential
     execution, ``n_threads`` intra-op threads that sleep instead of spinning (a
@@ -115,10 +131,12 @@ class OnnxModel:
             outs.append(TensorSpec(o.name, odt, oshape))
         if not outs:
             raise ModelLoadError(f"{source}: the graph has no tensor output")
+        task = "classification" if any(o.dtype in ("int64", "object") for o in outs) else "regression"
         self.signature = Signature(
             input=TensorSpec(inp.name, dtype, (-1, self._d)),
             outputs=tuple(outs),
-            task="classification" if any(o.dtype in ("int64", "object") for o in outs) else "regression",
+            task=task,
+            classes=class_labels(model) if task == "classification" else None,
         )
         self._all = tuple(o.name for o in outs)
 

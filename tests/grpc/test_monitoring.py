@@ -179,8 +179,9 @@ def test_regression_feedback(stubs):
     assert fb.mae == pytest.approx(mean_absolute_error(y[:100], pred), rel=1e-12)
 
 
-def test_onnx_classifier_feedback_by_label(stubs):
-    """iris-forest's graph does not state its classes: accuracy by comparing labels."""
+def test_onnx_classifier_feedback(stubs):
+    """iris-forest's graph names its classes (TreeEnsembleClassifier's classlabels):
+    accuracy and log-loss, through the server."""
     predict_stub, models, _ = stubs
     X, y = load_iris(return_X_y=True)
     predict(predict_stub, "iris-forest", X.astype(np.float32), request_id="iris-all")
@@ -188,9 +189,9 @@ def test_onnx_classifier_feedback_by_label(stubs):
         pb.FeedbackItem(request_id="iris-all", truth=truth(y))]), timeout=30)  # fmt: skip
     assert r.matched == 1
     fb = stats_of(models, "iris-forest").feedback
-    labels = scorewire.load_model(DEMO / "iris-forest" / "1").predict(X.astype(np.float32))["label"]
-    assert fb.accuracy == pytest.approx(accuracy_score(y, labels))
-    assert math.isnan(fb.log_loss)
+    out = scorewire.load_model(DEMO / "iris-forest" / "1").predict(X.astype(np.float32))
+    assert fb.accuracy == pytest.approx(accuracy_score(y, out["label"]))
+    assert fb.log_loss == pytest.approx(log_loss(y, out["probabilities"], labels=[0, 1, 2]), rel=1e-6)
 
 
 def test_request_counts_and_latency(stubs):

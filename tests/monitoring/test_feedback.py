@@ -160,10 +160,25 @@ def test_string_classes_and_numbers_as_text():
         assert outcomes(num.feedback([FeedbackItem(f"r{i}", [truth])])) == ["matched"]
 
 
+def test_an_onnx_classifiers_classes_come_from_its_graph():
+    """The forest's TreeEnsembleClassifier names its classes: truth labels find their
+    probability column, so log-loss is reported too."""
+    X, y = load_iris(return_X_y=True)
+    X = X.astype(np.float32)
+    assert IRIS_FOREST.signature.classes == (0, 1, 2)
+    store = FeedbackStore.for_model(IRIS_FOREST)
+    ids = record_rows(store, IRIS_FOREST, X, 5)
+    store.feedback([FeedbackItem(rid, y[i * 5 : i * 5 + 5]) for i, rid in enumerate(ids)])
+    m = store.metrics()
+    out = IRIS_FOREST.predict(X)
+    assert m.accuracy == pytest.approx(accuracy_score(y, out["label"]))
+    assert m.log_loss == pytest.approx(log_loss(y, out["probabilities"], labels=[0, 1, 2]), rel=1e-6)
+
+
 def test_unknown_class_labels_give_accuracy_by_comparing_labels():
     X, y = load_iris(return_X_y=True)
-    assert IRIS_FOREST.signature.classes is None  # the ONNX graph does not state them
-    store = FeedbackStore.for_model(IRIS_FOREST)
+    roles = OutputRoles.of_model(IRIS_FOREST)
+    store = FeedbackStore(IRIS_FOREST.signature.task, None, roles)  # a graph that names no classes
     ids = record_rows(store, IRIS_FOREST, X.astype(np.float32), 1)
     store.feedback([FeedbackItem(rid, [t]) for rid, t in zip(ids, y, strict=True)])
     m = store.metrics()
