@@ -198,9 +198,11 @@ async def serve_stream(
         try:
             async for request in request_iterator:
                 await queue.put(request)
-        except BaseException as exc:  # the client went away: the loop below re-raises
-            await queue.put(exc)
+        except asyncio.CancelledError:  # the loop below is done with the stream
             raise
+        except Exception as exc:  # the client went away, or the stream was aborted:
+            await queue.put(exc)  # the loop below re-raises it, no task keeps it unretrieved
+            return
         await queue.put(_END)
 
     reader = asyncio.ensure_future(read())
