@@ -19,13 +19,7 @@ from ..observability import _tracing
 from ..repository import State
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse
-from ._codec import (
-    WIRE_DECODE_MAX_BYTES,
-    array_to_oip_raw,
-    oip_datatype,
-    oip_datatype_of,
-    oip_input_to_array,
-)
+from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from ._handlers import deadline_of, serve_stream, unary
@@ -137,10 +131,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             return response_to_oip(request, result)
 
     def _to_core(self, request: oip.ModelInferRequest, deadline: float | None) -> PredictRequest:
-        # a small request's float matrix is read by _wire from its bytes (re-serializing
-        # a few hundred bytes is cheaper than walking the message in Python)
-        decoded = _wire.decode_infer_input(request.SerializeToString()) if request.ByteSize() <= WIRE_DECODE_MAX_BYTES else None
-        name, X = oip_input_to_array(request) if decoded is None else decoded
+        name, X = oip_input(request)
         mv = self.service.resolve(PredictRequest(model=request.model_name, inputs=X, version=_version(request.model_version)))
         assert mv.model is not None
         expected = mv.model.signature.input.name
