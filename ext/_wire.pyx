@@ -67,6 +67,40 @@ cdef inline Py_ssize_t _read_varint(const uint8_t* buf, Py_ssize_t pos, Py_ssize
     return -1
 
 
+cdef int _read_dims(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, int64_t* dims) noexcept nogil:
+    """Read a packed shape record, buf[pos:end], of at most two dims into ``dims``;
+    the number of dims, or -1 when it is malformed, longer, or a dim is absurd."""
+    cdef int ndim = 0
+    cdef uint64_t value
+    while pos < end:
+        pos = _read_varint(buf, pos, end, &value)
+        if pos < 0 or ndim == 2 or value > <uint64_t>MAX_ELEMENTS:
+            return -1
+        dims[ndim] = <int64_t>value
+        ndim += 1
+    return ndim
+
+
+cdef object _matrix(const int64_t* dims, int dtype, const uint8_t* data, Py_ssize_t data_len):
+    """A new C-ordered (dims[0], dims[1]) float32/float64 array holding ``data``
+    (NULL: no values were sent), or None unless ``data_len`` is its exact size."""
+    if dims[0] != 0 and dims[1] > MAX_ELEMENTS // dims[0]:
+        return None
+    cdef Py_ssize_t itemsize = 4 if dtype == DT_FLOAT32 else 8
+    cdef Py_ssize_t nbytes = <Py_ssize_t>(dims[0] * dims[1]) * itemsize
+    if (data_len if data != NULL else 0) != nbytes:
+        return None
+    cdef cnp.npy_intp shape[2]
+    shape[0] = <cnp.npy_intp>dims[0]
+    shape[1] = <cnp.npy_intp>dims[1]
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(
+        2, shape, cnp.NPY_FLOAT32 if dtype == DT_FLOAT32 else cnp.NPY_FLOAT64, 0
+    )
+    if nbytes:
+        memcpy(cnp.PyArray_DATA(out), data, nbytes)
+    return out
+
+
 def decode_tensor(bytes blob):
     """A serialized Tensor → a new (rows, features) float32/float64 ndarray, or None
     when it is anything but a well-formed 2-D FLOAT32/FLOAT64 tensor whose values
@@ -75,7 +109,7 @@ def decode_tensor(bytes blob):
         return None
     cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
     cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
-    cdef Py_ssize_t pos = 0, data_pos = -1, data_len = 0, shape_end
+    cdef Py_ssize_t pos = 0, data_pos = -1, data_len = 0
     cdef uint64_t key, value, length
     cdef uint64_t field, wire
     cdef int64_t dims[2]
@@ -105,13 +139,10 @@ def decode_tensor(bytes blob):
                 if seen_shape:
                     return None
                 seen_shape = True
-                shape_end = pos + <Py_ssize_t>length
-                while pos < shape_end:
-                    pos = _read_varint(buf, pos, shape_end, &value)
-                    if pos < 0 or ndim == 2 or value > <uint64_t>MAX_ELEMENTS:
-                        return None
-                    dims[ndim] = <int64_t>value
-                    ndim += 1
+                ndim = _read_dims(buf, pos, pos + <Py_ssize_t>length, dims)
+                if ndim < 0:
+                    return None
+                pos += <Py_ssize_t>length
             elif field == 3 or field == 4 or field == 5:  # raw, float_values, double_values
                 if data_field != 0:
                     return None
@@ -125,28 +156,9 @@ def decode_tensor(bytes blob):
             return None
     if ndim != 2 or (dtype != DT_FLOAT32 and dtype != DT_FLOAT64):
         return None
-    if dims[0] != 0 and dims[1] > MAX_ELEMENTS // dims[0]:
+    if data_field == 4 and dtype != DT_FLOAT32 or data_field == 5 and dtype != DT_FLOAT64:
         return None
-    cdef Py_ssize_t itemsize = 4 if dtype == DT_FLOAT32 else 8
-    cdef Py_ssize_t nbytes = <Py_ssize_t>(dims[0] * dims[1]) * itemsize
-    if data_field == 4 and dtype != DT_FLOAT32:
-        return None
-    if data_field == 5 and dtype != DT_FLOAT64:
-        return None
-    if data_field == 0:
-        if nbytes != 0:
-            return None
-    elif data_len != nbytes:
-        return None
-    cdef cnp.npy_intp shape[2]
-    shape[0] = <cnp.npy_intp>dims[0]
-    shape[1] = <cnp.npy_intp>dims[1]
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(
-        2, shape, cnp.NPY_FLOAT32 if dtype == DT_FLOAT32 else cnp.NPY_FLOAT64, 0
-    )
-    if nbytes:
-        memcpy(cnp.PyArray_DATA(out), buf + data_pos, nbytes)
-    return out
+    return _matrix(dims, dtype, buf + data_pos if data_field else NULL, data_len)
 
 
 # ---------------------------------------------------------------------------
@@ -460,7 +472,7 @@ def decode_infer_input(bytes blob):
     cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
     cdef Py_ssize_t pos = 0, inp_pos = -1, inp_end = 0, raw_pos = -1, raw_len = 0
     cdef Py_ssize_t name_pos = -1, name_len = 0, data_pos = -1, data_len = 0, sub_end, cpos
-    cdef uint64_t key, length, value, field, wire
+    cdef uint64_t key, length, field, wire
     cdef int n_inputs = 0, n_raw = 0, ndim = 0, dtype = 0, content_field = 0
     cdef int64_t dims[2]
     while pos < end:  # the request's own fields: find the input and the raw contents
@@ -511,14 +523,8 @@ def decode_infer_input(bytes blob):
         elif field == 3:  # shape, packed
             if ndim:
                 return None
-            cpos = pos
-            while cpos < sub_end:
-                cpos = _read_varint(buf, cpos, sub_end, &value)
-                if cpos < 0 or ndim == 2 or value > <uint64_t>MAX_ELEMENTS:
-                    return None
-                dims[ndim] = <int64_t>value
-                ndim += 1
-            if ndim == 0:
+            ndim = _read_dims(buf, pos, sub_end, dims)
+            if ndim <= 0:
                 return None
         elif field == 5:  # contents: only packed fp32 (6) or fp64 (7) values
             cpos = pos
@@ -545,23 +551,9 @@ def decode_infer_input(bytes blob):
         return None
     if n_raw:
         data_pos, data_len = raw_pos, raw_len
-    if dims[0] != 0 and dims[1] > MAX_ELEMENTS // dims[0]:
+    out = _matrix(dims, dtype, buf + data_pos if data_pos >= 0 else NULL, data_len)
+    if out is None:
         return None
-    cdef Py_ssize_t itemsize = 4 if dtype == DT_FLOAT32 else 8
-    cdef Py_ssize_t nbytes = <Py_ssize_t>(dims[0] * dims[1]) * itemsize
-    if data_pos < 0:
-        if nbytes != 0:
-            return None
-    elif data_len != nbytes:
-        return None
-    cdef cnp.npy_intp shape[2]
-    shape[0] = <cnp.npy_intp>dims[0]
-    shape[1] = <cnp.npy_intp>dims[1]
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(
-        2, shape, cnp.NPY_FLOAT32 if dtype == DT_FLOAT32 else cnp.NPY_FLOAT64, 0
-    )
-    if nbytes:
-        memcpy(cnp.PyArray_DATA(out), buf + data_pos, nbytes)
     try:
         name = (<const char*>(buf + name_pos))[:name_len].decode("utf-8") if name_pos >= 0 else ""
     except UnicodeDecodeError:  # protobuf would not have parsed it either
