@@ -27,6 +27,7 @@ protobuf does. Only little-endian hosts take these paths.
 
 cimport numpy as cnp
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint64_t, uint8_t
 from libc.string cimport memcpy
 
@@ -101,15 +102,10 @@ cdef object _matrix(const int64_t* dims, int dtype, const uint8_t* data, Py_ssiz
     return out
 
 
-def decode_tensor(bytes blob):
-    """A serialized Tensor → a new (rows, features) float32/float64 ndarray, or None
-    when it is anything but a well-formed 2-D FLOAT32/FLOAT64 tensor whose values
-    are all there, carried in exactly one of raw / the matching packed field."""
-    if not _LITTLE:
-        return None
-    cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
-    cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
-    cdef Py_ssize_t pos = 0, data_pos = -1, data_len = 0
+cdef object _tensor(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, bint* raw):
+    """The Tensor serialized in buf[pos:end] (see ``decode_tensor``), or None; sets
+    ``raw`` when its values came as raw bytes."""
+    cdef Py_ssize_t data_pos = -1, data_len = 0
     cdef uint64_t key, value, length
     cdef uint64_t field, wire
     cdef int64_t dims[2]
@@ -158,7 +154,88 @@ def decode_tensor(bytes blob):
         return None
     if data_field == 4 and dtype != DT_FLOAT32 or data_field == 5 and dtype != DT_FLOAT64:
         return None
+    raw[0] = data_field == 3
     return _matrix(dims, dtype, buf + data_pos if data_field else NULL, data_len)
+
+
+def decode_tensor(bytes blob):
+    """A serialized Tensor → a new (rows, features) float32/float64 ndarray, or None
+    when it is anything but a well-formed 2-D FLOAT32/FLOAT64 tensor whose values
+    are all there, carried in exactly one of raw / the matching packed field."""
+    if not _LITTLE:
+        return None
+    cdef bint raw = False
+    return _tensor(<const uint8_t*>PyBytes_AS_STRING(blob), 0, PyBytes_GET_SIZE(blob), &raw)
+
+
+cdef inline object _utf8(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t length):
+    """buf[pos:pos+length] as str; raises UnicodeDecodeError as protobuf would
+    refuse the field."""
+    return PyUnicode_DecodeUTF8(<const char*>(buf + pos), length, NULL)
+
+
+def decode_predict(bytes blob):
+    """A serialized PredictRequest → (model, version, request_id, outputs, X, raw),
+    or None for anything but the common case: the five known fields, each singular
+    one at most once, with an input that ``decode_tensor`` reads (anything else,
+    unknown fields included, is left to protobuf). ``outputs`` is a tuple of
+    names; ``raw`` tells whether the input came as raw bytes. A malformed message
+    gives None too: the caller's protobuf parse then names the error."""
+    if not _LITTLE:
+        return None
+    cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
+    cdef Py_ssize_t pos = 0, sub_end
+    cdef uint64_t key, length, value, field, wire
+    cdef int64_t version = 0
+    cdef bint raw = False, seen_version = False
+    model = request_id = None
+    X = None
+    outputs = []
+    try:
+        while pos < end:
+            pos = _read_varint(buf, pos, end, &key)
+            if pos < 0:
+                return None
+            field = key >> 3
+            wire = key & 7
+            if field == 2 and wire == 0:  # version
+                if seen_version:
+                    return None
+                pos = _read_varint(buf, pos, end, &value)
+                if pos < 0:
+                    return None
+                version = <int64_t>value
+                seen_version = True
+                continue
+            if wire != 2 or field < 1 or field > 5 or field == 2:  # rare: protobuf's job
+                return None
+            pos = _read_varint(buf, pos, end, &length)
+            if pos < 0 or length > <uint64_t>(end - pos):
+                return None
+            sub_end = pos + <Py_ssize_t>length
+            if field == 1:  # model
+                if model is not None:
+                    return None
+                model = _utf8(buf, pos, <Py_ssize_t>length)
+            elif field == 3:  # input
+                if X is not None:
+                    return None
+                X = _tensor(buf, pos, sub_end, &raw)
+                if X is None:
+                    return None
+            elif field == 4:  # outputs
+                outputs.append(_utf8(buf, pos, <Py_ssize_t>length))
+            else:  # request_id
+                if request_id is not None:
+                    return None
+                request_id = _utf8(buf, pos, <Py_ssize_t>length)
+            pos = sub_end
+    except UnicodeDecodeError:
+        return None
+    if X is None:
+        return None
+    return model or "", version, request_id or "", tuple(outputs), X, raw
 
 
 # ---------------------------------------------------------------------------

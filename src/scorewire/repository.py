@@ -64,6 +64,8 @@ class ModelVersion:
     config: ModelConfig = field(default_factory=ModelConfig)
     #: the version's DynamicBatcher, created by the service on first use
     batcher: Any = field(default=None, repr=False)
+    #: what the service reads of it per request, gathered on first use (service._Lane)
+    lane: Any = field(default=None, repr=False)
     #: drift and feedback monitoring (made with the model: see scorewire.monitoring)
     monitor: VersionMonitor | None = field(default=None, repr=False)
 

@@ -70,22 +70,14 @@ class ScoringService:
 
     def check_input(self, mv: ModelVersion, X: np.ndarray) -> None:
         """Reject what the model cannot score, naming the problem, never the data."""
-        assert mv.model is not None
-        sig = mv.model.signature
-        if X.ndim != 2:
-            raise InvalidInput(f"input must have shape [rows, features] (rank 2), got rank {X.ndim}")
-        if X.dtype != sig.input.np_dtype:
-            raise InvalidInput(f"model {mv.name!r} takes {sig.input.dtype} input, got {X.dtype}")
-        if X.shape[1] != sig.n_features:
-            raise InvalidInput(f"model {mv.name!r} takes {sig.n_features} features per row, got {X.shape[1]}")
-        config = mv.config
-        limit = self.max_batch_rows
-        if config.max_batch_rows is not None and config.max_batch_rows < limit:
-            limit = config.max_batch_rows
-        if X.shape[0] > limit:
-            raise Overloaded(f"{X.shape[0]} rows is over the limit of {limit} rows per request")
-        if config.nan_policy == "reject" and X.size and not _kernel.all_finite(X):
-            raise InvalidInput("input contains NaN or infinite values (this model's nan_policy is 'reject')")
+        self._lane(mv).check(X)
+
+    def _lane(self, mv: ModelVersion) -> _Lane:
+        """The version's :class:`_Lane` for this service, made on first use."""
+        lane = mv.lane
+        if lane is None or lane.service is not self:
+            lane = mv.lane = _Lane(self, mv)
+        return lane
 
     def resolve(self, request: PredictRequest) -> ModelVersion:
         if self.draining:
@@ -96,19 +88,20 @@ class ScoringService:
         """Score one request (see the module docstring). ``span``: the request's
         span when it is sampled, else None."""
         mv = self.resolve(request)
+        lane = mv.lane
+        if lane is None or lane.service is not self:
+            lane = self._lane(mv)
         X = request.inputs
-        self.check_input(mv, X)
-        model = mv.model
-        assert model is not None
+        lane.check(X)
+        model = lane.model
         outputs = model.output_names(request.outputs)  # unknown names fail here, not in a batch
         if span is not None:
             _tracing.annotate(span, mv.name, mv.version, model.backend, X.shape[0])
-        if request.deadline is not None and time.monotonic() >= request.deadline:
+        deadline = request.deadline
+        if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded("the deadline passed before scoring started")
-        batcher = mv.batcher if mv.batcher is not None else self._batcher_for(mv)
-        # a request as large as a whole batch gains nothing from waiting for company
-        if isinstance(batcher, DynamicBatcher) and X.shape[0] < batcher.config.max_batch_rows:
-            result = await batcher.submit(X, outputs, request.deadline, span)
+        if X.shape[0] < lane.batch_below:  # a request as large as a batch gains nothing from waiting
+            result = await lane.batcher.submit(X, outputs, deadline, span)
         elif span is not None or self.metrics:
             result = await self._score_observed(mv, X, outputs, span)
         elif X.size >= self.offload_min_values:
@@ -116,17 +109,15 @@ class ScoringService:
             result = await loop.run_in_executor(self._executor, model.predict, X, outputs)
         else:
             result = model.predict(X, outputs)
-        monitor = mv.monitor
+        monitor = lane.monitor
         if monitor is not None:
-            if not monitor.wired:
-                monitor.wire(self._background)
             if X.size < self.offload_min_values:
                 monitor.after_predict(X, request.request_id, result)
             else:  # a large request's rows are sampled on a worker thread, after the answer
                 monitor.after_predict(X, request.request_id, result, observe=False)
                 if monitor.drift is not None:
                     self._background(monitor.drift.observe, X)
-        return PredictResponse(model=mv.name, version=mv.version, outputs=result, request_id=request.request_id)
+        return PredictResponse(mv.name, mv.version, result, request.request_id)
 
     async def _score_observed(
         self, mv: ModelVersion, X: np.ndarray, outputs: tuple[str, ...], span: Span | None
@@ -213,24 +204,6 @@ class ScoringService:
             except Exception:
                 log.exception("exporting the monitoring gauges failed")
 
-    def _batcher_for(self, mv: ModelVersion) -> DynamicBatcher | bool:
-        """The version's batcher, created on first use; False when batching is off
-        (stored too, so the decision is made once per version)."""
-        assert mv.model is not None
-        config = mv.config.batching
-        if not config.enabled_for(mv.model.backend):
-            mv.batcher = False
-        else:
-            mv.batcher = DynamicBatcher(
-                mv.model.predict,
-                mv.model.output_names(None),
-                config,
-                executor=self._executor,
-                offload_min_values=self.offload_min_values,
-                metrics=version_metrics(mv.name, mv.version) if self.metrics else None,
-            )
-        return mv.batcher
-
     async def aclose(self) -> None:
         """Answer what the batchers hold, then stop them; drop pending monitoring work."""
         for entry in self.repository.entries():
@@ -242,9 +215,9 @@ class ScoringService:
     def predict_sync(self, request: PredictRequest) -> PredictResponse:
         """The same, for callers without an event loop (scores on this thread)."""
         mv = self.resolve(request)
-        self.check_input(mv, request.inputs)
-        assert mv.model is not None
-        result = mv.model.predict(request.inputs, request.outputs or None)
+        lane = self._lane(mv)
+        lane.check(request.inputs)
+        result = lane.model.predict(request.inputs, request.outputs or None)
         if mv.monitor is not None:
             mv.monitor.after_predict(request.inputs, request.request_id, result)
         return PredictResponse(model=mv.name, version=mv.version, outputs=result, request_id=request.request_id)
@@ -252,6 +225,64 @@ class ScoringService:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._monitor_executor.shutdown(wait=True)
+
+
+class _Lane:
+    """What the request path reads of one ready model version, gathered when the
+    service first scores it: one attribute each instead of chains of lookups and
+    properties per request. Valid for the version's life (a reload makes a new
+    ModelVersion, config and all)."""
+
+    __slots__ = ("batch_below", "batcher", "check_finite", "dtype", "model", "monitor", "n_features", "name", "row_limit", "service")
+
+    def __init__(self, service: ScoringService, mv: ModelVersion) -> None:
+        model = mv.model
+        assert model is not None
+        sig = model.signature
+        self.service = service
+        self.name = mv.name
+        self.model = model
+        self.dtype = sig.input.np_dtype
+        self.n_features = sig.n_features
+        config = mv.config
+        limit = service.max_batch_rows
+        if config.max_batch_rows is not None and config.max_batch_rows < limit:
+            limit = config.max_batch_rows
+        self.row_limit = limit
+        self.check_finite = config.nan_policy == "reject"
+        #: a request with fewer rows than this joins a batch (0: batching is off)
+        self.batch_below = 0
+        self.batcher: DynamicBatcher | None = None
+        if config.batching.enabled_for(model.backend):
+            if not isinstance(mv.batcher, DynamicBatcher):
+                mv.batcher = DynamicBatcher(
+                    model.predict,
+                    model.output_names(None),
+                    config.batching,
+                    executor=service._executor,
+                    offload_min_values=service.offload_min_values,
+                    metrics=version_metrics(mv.name, mv.version) if service.metrics else None,
+                )
+            self.batcher = mv.batcher
+            self.batch_below = mv.batcher.config.max_batch_rows
+        monitor = mv.monitor
+        if monitor is not None and not monitor.wired:
+            monitor.wire(service._background)
+        self.monitor = monitor
+
+    def check(self, X: np.ndarray) -> None:
+        """Reject what the model cannot score, naming the problem, never the data."""
+        if X.ndim != 2:
+            raise InvalidInput(f"input must have shape [rows, features] (rank 2), got rank {X.ndim}")
+        if X.dtype is not self.dtype and X.dtype != self.dtype:
+            raise InvalidInput(f"model {self.name!r} takes {self.dtype.name} input, got {X.dtype}")
+        rows, features = X.shape
+        if features != self.n_features:
+            raise InvalidInput(f"model {self.name!r} takes {self.n_features} features per row, got {features}")
+        if rows > self.row_limit:
+            raise Overloaded(f"{rows} rows is over the limit of {self.row_limit} rows per request")
+        if self.check_finite and rows and features and not _kernel.all_finite(X):
+            raise InvalidInput("input contains NaN or infinite values (this model's nan_policy is 'reject')")
 
 
 def _log_failure(future: Future[Any]) -> None:

@@ -144,6 +144,23 @@ def test_predict_native_and_onnx(predict, raw, rng):
     )
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [b"", b"\x30\x07", b"\x0a\x0dbreast-cancer"],
+    ids=["common", "unknown-field", "model-twice"],
+)
+def test_predict_reads_any_encoding_protobuf_reads(channel, extra, rng):
+    """Predict reads the common request from its bytes and leaves anything rarer
+    (here an unknown field, a field written twice) to protobuf: same answer."""
+    X = rng.normal(size=(3, 30)) * 0.1 + 1
+    call = channel.unary_unary(
+        "/scorewire.v1.PredictService/Predict", request_serializer=None, response_deserializer=pb.PredictResponse.FromString
+    )
+    r = call(req("breast-cancer", X, request_id="x").SerializeToString() + extra)
+    assert (r.model, r.request_id) == ("breast-cancer", "x")
+    np.testing.assert_array_equal(tensor_to_array(r.outputs["label"]), local("breast-cancer").predict(X)["label"])
+
+
 def test_predict_explicit_version_and_zero_rows(predict):
     r = predict.Predict(req("wine", np.empty((0, 13)), version=1))
     assert r.version == 1

@@ -107,6 +107,60 @@ def test_truncated_tensors_never_crash(data, cut):
     assert _wire.decode_tensor(blob[: cut % len(blob)]) is None
 
 
+TEXT = st.text(max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(), dtype=FLOATS, shape=MATRIX_SHAPES, raw=st.booleans(), model=TEXT, request_id=TEXT,
+    version=st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1), outputs=st.lists(TEXT, max_size=3),
+)  # fmt: skip
+def test_decode_predict_equals_protobuf(data, dtype, shape, raw, model, request_id, version, outputs):
+    X = data.draw(hnp.arrays(dtype, shape, elements=st.floats(width=32 if dtype == np.float32 else 64)))
+    request = pb.PredictRequest(
+        model=model, version=version, input=array_to_tensor(X, raw), outputs=outputs, request_id=request_id
+    )
+    got = _wire.decode_predict(request.SerializeToString())
+    assert got is not None
+    assert got[:4] == (model, version, request_id, tuple(outputs)) and got[5] is bool(request.input.raw)
+    want = tensor_to_array(request.input)
+    assert got[4].dtype == want.dtype and got[4].shape == want.shape and got[4].tobytes() == want.tobytes()
+
+
+def test_decode_predict_leaves_the_rare_to_protobuf():
+    body = pb.PredictRequest(model="m", input=array_to_tensor(X2, raw=True), request_id="r").SerializeToString()
+    assert _wire.decode_predict(body) is not None
+    parseable = [
+        body + b"\x30\x01",  # field 6, an unknown field
+        body + b"\x0a\x01n",  # model written twice (protobuf: the last wins)
+        body + b"\x10\x01\x10\x02",  # version twice
+        body + b"\x2a\x01s",  # request_id twice
+        body + b"\x1a\x00",  # input twice (protobuf merges them)
+        b"\x12\x01m" + body,  # field 2 with the wrong wire type
+        pb.PredictRequest(model="m").SerializeToString(),  # no input
+        pb.PredictRequest(model="m", input=pb.Tensor(dtype=pb.INT64, shape=[1, 1], int64_values=[1])).SerializeToString(),
+    ]
+    for blob in parseable:
+        assert _wire.decode_predict(blob) is None
+        pb.PredictRequest.FromString(blob)
+    unparseable = [b"\x0a\x02\xff\xfe" + body, body[:-1], b"\xff\xff\xff"]  # bad UTF-8, truncated, garbage
+    for blob in unparseable:
+        assert _wire.decode_predict(blob) is None
+        with pytest.raises(Exception):  # noqa: B017 - protobuf's DecodeError, by its own name per backend
+            pb.PredictRequest.FromString(blob)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80))
+def test_arbitrary_requests_are_declined_or_decoded_as_protobuf_reads_them(blob):
+    got = _wire.decode_predict(blob)
+    if got is None:
+        return
+    request = pb.PredictRequest.FromString(blob)
+    assert got[:4] == (request.model, request.version, request.request_id, tuple(request.outputs))
+    assert got[4].tobytes() == tensor_to_array(request.input).tobytes()
+
+
 OUTPUT_DTYPES = st.sampled_from([np.float32, np.float64, np.int32, np.int64])
 
 

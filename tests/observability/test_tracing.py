@@ -263,6 +263,17 @@ def test_model_stream_infer_spans(exporter, infer):
     assert msgs[1].status.status_code is StatusCode.ERROR
 
 
+def test_unparseable_predict_ends_its_span(exporter, channel):
+    trace_id, _, metadata = client_context()
+    call = channel.unary_unary("/" + PREDICT, request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.RpcError) as info:
+        call(b"\xff\xff\xff\xff garbage", metadata=metadata, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    span = one(spans_of(exporter, trace_id), PREDICT)
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes)["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
 def test_unparseable_stream_message_ends_the_stream_span(exporter, channel):
     trace_id, _, metadata = client_context()
     call = channel.stream_stream("/" + STREAM, request_serializer=None, response_deserializer=None)

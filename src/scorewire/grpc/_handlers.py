@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ..errors import ScorewireError
+from ..errors import InvalidInput, ScorewireError
 from ._status import INTERNAL_MESSAGE, STATUS
 
 log = logging.getLogger("scorewire.grpc")
@@ -60,6 +60,7 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
 # scorewire registers every servicer through `register`, which gives each method a
 # deserializer that returns UNPARSEABLE instead of raising; unary methods then
 # answer INVALID_ARGUMENT, and stream handlers check for the marker themselves.
+# A method marked `raw_request` gets the bytes and parses them with `parse`.
 # --------------------------------------------------------------------------
 
 UNPARSEABLE_MESSAGE = "the request message cannot be parsed"
@@ -98,6 +99,22 @@ def _passthrough(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], by
         return response if response.__class__ is bytes else serialize(response)
 
     return serialize_or_pass
+
+
+def raw_request(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Mark a unary servicer method as taking its request serialized (``bytes``):
+    grpc hands it over unparsed, and the method reads what it needs from the bytes
+    (``scorewire._wire``) or parses them with :func:`parse`."""
+    method.raw_request = True  # type: ignore[attr-defined]
+    return method
+
+
+def parse(message_class: Any, data: bytes) -> Any:
+    """``message_class`` parsed from ``data``; InvalidInput when it cannot be."""
+    try:
+        return message_class.FromString(data)
+    except Exception:
+        raise InvalidInput(UNPARSEABLE_MESSAGE) from None
 
 
 def _guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
@@ -141,7 +158,9 @@ class _Registrar:
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         for name, h in handlers.items():
-            if not h.request_streaming:
+            if getattr(h.unary_unary, "raw_request", False):  # parses its request itself
+                h = h._replace(request_deserializer=None, response_serializer=_passthrough(h.response_serializer))
+            elif not h.request_streaming:
                 h = h._replace(request_deserializer=_safe(h.request_deserializer))
                 if h.unary_unary is not None:
                     h = h._replace(unary_unary=_guard(h.unary_unary), response_serializer=_passthrough(h.response_serializer))
@@ -190,8 +209,6 @@ async def serve_stream(
     sending this one instead of alternating with them; the servicer method is
     therefore a coroutine, not an async generator.
     """
-    from ..errors import InvalidInput
-
     queue: asyncio.Queue[Any] = asyncio.Queue(READ_AHEAD)
 
     async def read() -> None:

@@ -22,7 +22,7 @@ from ..types import PredictRequest, PredictResponse, Signature
 from ._codec import check_shape, dtype_to_v1, fill_tensor, tensor_input, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
-from ._handlers import deadline_of, serve_stream, unary
+from ._handlers import deadline_of, parse, raw_request, serve_stream, unary
 from ._telemetry import RpcTelemetry
 
 if TYPE_CHECKING:
@@ -50,9 +50,8 @@ def request_to_core(request: pb.PredictRequest, deadline: float | None) -> Predi
     )
 
 
-def response_to_pb(request: pb.PredictRequest, result: PredictResponse) -> pb.PredictResponse:
-    """The answer, its outputs raw when the request's input was raw, else typed."""
-    raw = bool(request.input.raw)
+def response_to_pb(raw: bool, result: PredictResponse) -> pb.PredictResponse:
+    """The answer, its outputs raw when the request's input was ``raw``, else typed."""
     response = pb.PredictResponse(model=result.model, version=result.version, request_id=result.request_id)
     outputs = response.outputs
     for name, value in result.outputs.items():
@@ -115,17 +114,18 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
 
     async def _predict(self, request: pb.PredictRequest, deadline: float | None) -> pb.PredictResponse:
         result = await self.service.predict(request_to_core(request, deadline))
-        return response_to_pb(request, result)
+        return response_to_pb(bool(request.input.raw), result)
 
     async def _predict_wire(self, request: pb.PredictRequest, deadline: float | None) -> pb.PredictResponse | bytes:
-        """``_predict`` for the untraced, unmetered path: the response serialized by
-        ``scorewire._wire`` straight from numeric outputs, a fraction of the cost of
-        building the message (the input, on every path, is read by ``tensor_input``)."""
-        raw = bool(request.input.raw)
-        core = request_to_core(request, deadline)
+        """``_predict`` for the untraced, unmetered path (see ``_answer``)."""
+        return await self._answer(request_to_core(request, deadline), bool(request.input.raw))
+
+    async def _answer(self, core: PredictRequest, raw: bool) -> pb.PredictResponse | bytes:
+        """Score ``core``; the response serialized by ``scorewire._wire`` straight from
+        numeric outputs, a fraction of the cost of building the message."""
         result = await self.service.predict(core)
         body = _wire.encode_response(result.model, result.version, result.request_id, result.outputs, raw)
-        return response_to_pb(request, result) if body is None else body
+        return response_to_pb(raw, result) if body is None else body
 
     async def _predict_traced(self, request: pb.PredictRequest, deadline: float | None, span: Span) -> pb.PredictResponse:
         """``_predict`` with ``decode`` and ``encode`` spans under the request's ``span``."""
@@ -135,22 +135,33 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
             span.set_attribute(_tracing.REQUEST_ID, core.request_id)
         result = await self.service.predict(core, span)
         with _tracing.child(span, "encode"):
-            return response_to_pb(request, result)
+            return response_to_pb(bool(request.input.raw), result)
 
     @unary
-    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse | bytes:
+    @raw_request
+    async def Predict(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.PredictResponse | bytes:
         t = self._t_predict
         span = t.server_span(context)  # None unless tracing is on and samples this call
         if span is None and not t.metrics:  # the default, and 99% of calls at a 1% sampler
-            return await self._predict_wire(request, deadline_of(context))
+            fields = _wire.decode_predict(data)  # the common request, read straight from its bytes
+            if fields is not None:
+                model, version, request_id, outputs, X, raw = fields
+                core = PredictRequest(model, X, version or None, outputs, request_id, deadline_of(context))
+                return await self._answer(core, raw)
+            return await self._predict_wire(parse(pb.PredictRequest, data), deadline_of(context))
         started = t.begin()
+        request = None
         try:
+            request = parse(pb.PredictRequest, data)
             if span is None:
                 response = await self._predict(request, deadline_of(context))
             else:
                 response = await self._predict_traced(request, deadline_of(context), span)
         except BaseException as exc:
-            t.failed(exc, request.model, request.version, started, span)
+            if request is None:  # unparseable: counted, as in a stream, under no model
+                t.failed(exc, "", None, started, span)
+            else:
+                t.failed(exc, request.model, request.version, started, span)
             raise
         t.ok(response.model, response.version, started, span)
         return response
