@@ -1,20 +1,25 @@
 # cython: language_level=3
 """The scorewire.v1 wire format for the hot path: ``scorewire._wire``.
 
-Two functions, both for the common case only, both returning None for anything
-else so that the caller takes the general path (which raises every error with its
+Each function handles the common case only and returns None for anything else,
+so that the caller takes the general path (which raises every error with its
 message, or handles the rarer encodings):
 
-- ``decode_tensor(blob)``: a serialized ``scorewire.v1.Tensor`` holding a FLOAT32 or
-  FLOAT64 matrix, as raw bytes or as its packed ``float_values``/``double_values``,
-  into a new aligned, native-order ndarray of shape (rows, features). Reading a
-  packed field through protobuf's Python API makes one Python float per value; here
-  it is one memcpy.
+- ``decode_predict(blob)`` / ``decode_infer(blob)``: a serialized
+  ``scorewire.v1.PredictRequest`` / OIP ``ModelInferRequest``, as grpc received it,
+  into its fields and its input matrix in one pass; protobuf's parse, the Python
+  wrappers of each field and a re-serialization of the tensor cost several times
+  more. ``decode_tensor`` and ``decode_infer_input`` read the tensor alone.
+- The matrix (FLOAT32 or FLOAT64, as raw bytes or as packed
+  ``float_values``/``double_values``, ``fp32_contents``/``fp64_contents``) becomes a
+  new aligned, native-order ndarray of shape (rows, features): one memcpy, where
+  protobuf's Python API makes one Python float per value.
 - ``encode_response(model, version, request_id, outputs, raw)``: a serialized
   ``scorewire.v1.PredictResponse`` straight from the output arrays: float outputs as
   raw bytes or packed values (the same little-endian bytes behind a different tag),
-  integer outputs as raw bytes or packed varints. Building the message through the
-  protobuf API and serializing it costs several times more.
+  integer outputs as raw bytes or packed varints (``encode_infer_response`` and
+  ``stream_response`` likewise). Building the message through the protobuf API and
+  serializing it costs several times more.
 
 Wire format facts used (protobuf encoding spec): a key is ``field << 3 | wire type``
 as a varint; wire type 0 is a varint, 1 a fixed 64-bit value, 2 a length-delimited
@@ -538,45 +543,17 @@ cdef inline Py_ssize_t _skip_field(const uint8_t* buf, Py_ssize_t pos, Py_ssize_
     return -1
 
 
-def decode_infer_input(bytes blob):
-    """The one input of a serialized OIP ModelInferRequest → (name, ndarray), or None
-    unless it is a single FP32/FP64 input of shape (rows, features) whose values are
-    all there, in the one raw_input_contents entry or in its packed fp32/fp64
-    contents (not both), without parameters."""
-    if not _LITTLE:
-        return None
-    cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
-    cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
-    cdef Py_ssize_t pos = 0, inp_pos = -1, inp_end = 0, raw_pos = -1, raw_len = 0
+cdef object _infer_input(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t inp_end,
+                         Py_ssize_t raw_pos, Py_ssize_t raw_len, int n_raw):
+    """(name, ndarray) from the InferInputTensor in buf[pos:inp_end] and, when
+    ``n_raw`` is 1, the raw contents at buf[raw_pos:raw_pos+raw_len]; None unless
+    ``decode_infer_input`` would take it. Raises UnicodeDecodeError for a name
+    protobuf would refuse."""
     cdef Py_ssize_t name_pos = -1, name_len = 0, data_pos = -1, data_len = 0, sub_end, cpos
     cdef uint64_t key, length, field, wire
-    cdef int n_inputs = 0, n_raw = 0, ndim = 0, dtype = 0, content_field = 0
+    cdef int ndim = 0, dtype = 0, content_field = 0
     cdef int64_t dims[2]
-    while pos < end:  # the request's own fields: find the input and the raw contents
-        pos = _read_varint(buf, pos, end, &key)
-        if pos < 0:
-            return None
-        field = key >> 3
-        wire = key & 7
-        if (field == 5 or field == 7) and wire == 2:
-            pos = _read_varint(buf, pos, end, &length)
-            if pos < 0 or length > <uint64_t>(end - pos):
-                return None
-            if field == 5:
-                n_inputs += 1
-                inp_pos, inp_end = pos, pos + <Py_ssize_t>length
-            else:
-                n_raw += 1
-                raw_pos, raw_len = pos, <Py_ssize_t>length
-            pos += <Py_ssize_t>length
-        else:
-            pos = _skip_field(buf, pos, end, wire)
-            if pos < 0:
-                return None
-    if n_inputs != 1 or n_raw > 1:
-        return None
-    pos = inp_pos
-    while pos < inp_end:  # the InferInputTensor
+    while pos < inp_end:
         pos = _read_varint(buf, pos, inp_end, &key)
         if pos < 0:
             return None
@@ -631,8 +608,113 @@ def decode_infer_input(bytes blob):
     out = _matrix(dims, dtype, buf + data_pos if data_pos >= 0 else NULL, data_len)
     if out is None:
         return None
+    return _utf8(buf, name_pos, name_len) if name_pos >= 0 else "", out
+
+
+def decode_infer_input(bytes blob):
+    """The one input of a serialized OIP ModelInferRequest → (name, ndarray), or None
+    unless it is a single FP32/FP64 input of shape (rows, features) whose values are
+    all there, in the one raw_input_contents entry or in its packed fp32/fp64
+    contents (not both), without parameters."""
+    if not _LITTLE:
+        return None
+    cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
+    cdef Py_ssize_t pos = 0, inp_pos = -1, inp_end = 0, raw_pos = -1, raw_len = 0
+    cdef uint64_t key, length, field, wire
+    cdef int n_inputs = 0, n_raw = 0
+    while pos < end:  # the request's own fields: find the input and the raw contents
+        pos = _read_varint(buf, pos, end, &key)
+        if pos < 0:
+            return None
+        field = key >> 3
+        wire = key & 7
+        if (field == 5 or field == 7) and wire == 2:
+            pos = _read_varint(buf, pos, end, &length)
+            if pos < 0 or length > <uint64_t>(end - pos):
+                return None
+            if field == 5:
+                n_inputs += 1
+                inp_pos, inp_end = pos, pos + <Py_ssize_t>length
+            else:
+                n_raw += 1
+                raw_pos, raw_len = pos, <Py_ssize_t>length
+            pos += <Py_ssize_t>length
+        else:
+            pos = _skip_field(buf, pos, end, wire)
+            if pos < 0:
+                return None
+    if n_inputs != 1 or n_raw > 1:
+        return None
     try:
-        name = (<const char*>(buf + name_pos))[:name_len].decode("utf-8") if name_pos >= 0 else ""
+        return _infer_input(buf, inp_pos, inp_end, raw_pos, raw_len, n_raw)
     except UnicodeDecodeError:  # protobuf would not have parsed it either
         return None
-    return name, out
+
+
+def decode_infer(bytes blob):
+    """A serialized ModelInferRequest → (model_name, model_version, id, outputs,
+    input name, ndarray), or None for anything but the common case: no
+    parameters (the request's, an input's or an output's), each singular string
+    at most once, no unknown field, and one input ``decode_infer_input`` reads.
+    ``outputs`` is a tuple of the requested outputs' names."""
+    if not _LITTLE:
+        return None
+    cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
+    cdef Py_ssize_t pos = 0, sub_end, opos, inp_pos = -1, inp_end = 0, raw_pos = -1, raw_len = 0
+    cdef uint64_t key, length, field, olength
+    cdef int n_inputs = 0, n_raw = 0
+    model = version = request_id = None
+    outputs = []
+    try:
+        while pos < end:
+            pos = _read_varint(buf, pos, end, &key)
+            if pos < 0 or (key & 7) != 2:
+                return None
+            field = key >> 3
+            pos = _read_varint(buf, pos, end, &length)
+            if pos < 0 or length > <uint64_t>(end - pos):
+                return None
+            sub_end = pos + <Py_ssize_t>length
+            if field == 1:  # model_name
+                if model is not None:
+                    return None
+                model = _utf8(buf, pos, <Py_ssize_t>length)
+            elif field == 2:  # model_version
+                if version is not None:
+                    return None
+                version = _utf8(buf, pos, <Py_ssize_t>length)
+            elif field == 3:  # id
+                if request_id is not None:
+                    return None
+                request_id = _utf8(buf, pos, <Py_ssize_t>length)
+            elif field == 5:  # inputs
+                n_inputs += 1
+                inp_pos, inp_end = pos, sub_end
+            elif field == 6:  # outputs: a name (1) and nothing else
+                opos = pos
+                if opos < sub_end:
+                    opos = _read_varint(buf, opos, sub_end, &key)
+                    if opos < 0 or key != 0x0A:
+                        return None
+                    opos = _read_varint(buf, opos, sub_end, &olength)
+                    if opos < 0 or olength != <uint64_t>(sub_end - opos):
+                        return None
+                    outputs.append(_utf8(buf, opos, <Py_ssize_t>olength))
+                else:
+                    outputs.append("")
+            elif field == 7:  # raw_input_contents
+                n_raw += 1
+                raw_pos, raw_len = pos, <Py_ssize_t>length
+            else:  # parameters, or anything unknown
+                return None
+            pos = sub_end
+        if n_inputs != 1 or n_raw > 1:
+            return None
+        decoded = _infer_input(buf, inp_pos, inp_end, raw_pos, raw_len, n_raw)
+    except UnicodeDecodeError:
+        return None
+    if decoded is None:
+        return None
+    return model or "", version or "", request_id or "", tuple(outputs), decoded[0], decoded[1]

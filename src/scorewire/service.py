@@ -79,15 +79,17 @@ class ScoringService:
             lane = mv.lane = _Lane(self, mv)
         return lane
 
-    def resolve(self, request: PredictRequest) -> ModelVersion:
+    def resolve(self, model: str, version: int | None = None) -> ModelVersion:
+        """The ready version a request for ``model`` (and ``version``) gets;
+        Unavailable while the server drains."""
         if self.draining:
             raise Unavailable("the server is shutting down")
-        return self.repository.resolve(request.model, request.version)
+        return self.repository.resolve(model, version)
 
     async def predict(self, request: PredictRequest, span: Span | None = None) -> PredictResponse:
         """Score one request (see the module docstring). ``span``: the request's
         span when it is sampled, else None."""
-        mv = self.resolve(request)
+        mv = self.resolve(request.model, request.version)
         lane = mv.lane
         if lane is None or lane.service is not self:
             lane = self._lane(mv)
@@ -214,7 +216,7 @@ class ScoringService:
 
     def predict_sync(self, request: PredictRequest) -> PredictResponse:
         """The same, for callers without an event loop (scores on this thread)."""
-        mv = self.resolve(request)
+        mv = self.resolve(request.model, request.version)
         lane = self._lane(mv)
         lane.check(request.inputs)
         result = lane.model.predict(request.inputs, request.outputs or None)

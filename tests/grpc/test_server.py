@@ -315,6 +315,29 @@ def test_oip_metadata_and_infer(channel, rng):
     assert code == SC.NOT_FOUND
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [b"", b"\x42\x00", b"\x22\x0e\x0a\x08priority\x12\x02\x10\x01"],
+    ids=["common", "unknown-field", "parameters"],
+)
+def test_model_infer_reads_any_encoding_protobuf_reads(channel, extra, rng):
+    """As Predict: the common request read from its bytes, the rest by protobuf."""
+    X = rng.normal(size=(2, 13))
+    r = oip.ModelInferRequest(model_name="wine", id="q2")
+    r.inputs.add(name="input", datatype="FP64", shape=[2, 13])
+    r.raw_input_contents.append(X.tobytes())
+    call = channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=None,
+        response_deserializer=oip.ModelInferResponse.FromString,
+    )
+    resp = call(r.SerializeToString() + extra)
+    names = [o.name for o in resp.outputs]
+    assert resp.id == "q2" and "probabilities" in names
+    got = np.frombuffer(resp.raw_output_contents[names.index("probabilities")], dtype="<f8").reshape(2, 3)
+    np.testing.assert_allclose(got, local("wine").predict(X)["probabilities"], rtol=1e-15)
+
+
 # ---------------------------------------------------- health and reflection
 def test_health_per_service_and_model(channel):
     stub = health_pb2_grpc.HealthStub(channel)

@@ -318,3 +318,66 @@ def test_arbitrary_bytes_are_declined_or_decoded_as_protobuf_reads_them_oip(blob
         return
     name, want = oip_input_to_array(request)
     assert got[0] == name and got[1].tobytes() == want.tobytes() and got[1].shape == want.shape
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.data(), dtype=FLOATS, shape=MATRIX_SHAPES, raw=st.booleans(), name=TEXT, model=TEXT, version=TEXT,
+    request_id=TEXT, outputs=st.lists(TEXT, max_size=3),
+)  # fmt: skip
+def test_decode_infer_equals_protobuf(data, dtype, shape, raw, name, model, version, request_id, outputs):
+    from scorewire.grpc._codec import oip_input_to_array
+
+    X = data.draw(hnp.arrays(dtype, shape, elements=st.floats(width=32 if dtype == np.float32 else 64)))
+    request = _infer_request(X, raw, name)
+    request.model_name, request.model_version, request.id = model, version, request_id
+    for out in outputs:
+        request.outputs.add(name=out)
+    got = _wire.decode_infer(request.SerializeToString())
+    assert got is not None
+    assert got[:5] == (model, version, request_id, tuple(outputs), name)
+    want = oip_input_to_array(request)[1]
+    assert got[5].dtype == want.dtype and got[5].shape == want.shape and got[5].tobytes() == want.tobytes()
+
+
+def test_decode_infer_leaves_the_rare_to_protobuf():
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    X = np.arange(6, dtype=np.float64).reshape(2, 3)
+    body = _infer_request(X, True).SerializeToString()
+    assert _wire.decode_infer(body) is not None
+    with_parameters = _infer_request(X, True)
+    with_parameters.parameters["priority"].int64_param = 1
+    output_parameters = _infer_request(X, True)
+    output_parameters.outputs.add(name="label").parameters["classification"].int64_param = 2
+    parseable = [
+        with_parameters.SerializeToString(),
+        output_parameters.SerializeToString(),
+        body + b"\x42\x00",  # field 8, an unknown field
+        body + b"\x0a\x01n",  # model_name twice (protobuf: the last wins)
+        body + b"\x1a\x01i",  # id twice
+        body + b"\x20\x01",  # field 4 with the wrong wire type
+    ]
+    for blob in parseable:
+        assert _wire.decode_infer(blob) is None
+        oip.ModelInferRequest.FromString(blob)
+    for blob in (b"\x0a\x02\xff\xfe" + body, body[:-1]):  # bad UTF-8, truncated
+        assert _wire.decode_infer(blob) is None
+        with pytest.raises(Exception):  # noqa: B017 - protobuf's DecodeError, by its own name per backend
+            oip.ModelInferRequest.FromString(blob)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120))
+def test_arbitrary_infer_requests_are_declined_or_decoded_as_protobuf_reads_them(blob):
+    from scorewire.grpc._codec import oip_input_to_array
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    got = _wire.decode_infer(blob)
+    if got is None:
+        return
+    request = oip.ModelInferRequest.FromString(blob)
+    outputs = tuple(o.name for o in request.outputs)
+    assert got[:4] == (request.model_name, request.model_version, request.id, outputs)
+    name, want = oip_input_to_array(request)
+    assert got[4] == name and got[5].tobytes() == want.tobytes() and got[5].shape == want.shape

@@ -22,7 +22,7 @@ from ..types import PredictRequest, PredictResponse
 from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
-from ._handlers import deadline_of, serve_stream, unary
+from ._handlers import deadline_of, parse, raw_request, serve_stream, unary
 from ._telemetry import RpcTelemetry, version_of
 
 if TYPE_CHECKING:
@@ -43,9 +43,9 @@ def _version(text: str) -> int | None:
     return int(text)
 
 
-def response_to_oip(request: oip.ModelInferRequest, result: PredictResponse) -> oip.ModelInferResponse:
+def response_to_oip(request_id: str, result: PredictResponse) -> oip.ModelInferResponse:
     """The answer, every output as raw_output_contents (as Triton does)."""
-    response = oip.ModelInferResponse(model_name=result.model, model_version=str(result.version), id=request.id)
+    response = oip.ModelInferResponse(model_name=result.model, model_version=str(result.version), id=request_id)
     for out_name, value in result.outputs.items():
         response.outputs.add(name=out_name, datatype=oip_datatype_of(value), shape=value.shape)
         response.raw_output_contents.append(array_to_oip_raw(value))
@@ -83,10 +83,10 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request, context):
         # as Triton: an unknown, loading or failed model is "not ready", not an error
         try:
-            self.repository.resolve(request.name, _version(request.version))
+            self.service.resolve(request.name, _version(request.version))
         except ScorewireError:
             return oip.ModelReadyResponse(ready=False)
-        return oip.ModelReadyResponse(ready=not self.service.draining)
+        return oip.ModelReadyResponse(ready=True)
 
     @unary
     async def ServerMetadata(self, request, context):
@@ -109,14 +109,18 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request: oip.ModelInferRequest, deadline: float | None) -> oip.ModelInferResponse:
         result = await self.service.predict(self._to_core(request, deadline))
-        return response_to_oip(request, result)
+        return response_to_oip(request.id, result)
 
     async def _infer_wire(self, request: oip.ModelInferRequest, deadline: float | None) -> oip.ModelInferResponse | bytes:
-        """``_infer`` with the response serialized by ``scorewire._wire`` when its
-        outputs are numeric arrays (the untraced, unmetered path)."""
-        result = await self.service.predict(self._to_core(request, deadline))
-        body = _wire.encode_infer_response(result.model, str(result.version), request.id, result.outputs)
-        return response_to_oip(request, result) if body is None else body
+        """``_infer`` for the untraced, unmetered path (see ``_answer``)."""
+        return await self._answer(self._to_core(request, deadline))
+
+    async def _answer(self, core: PredictRequest) -> oip.ModelInferResponse | bytes:
+        """Score ``core``; the response serialized by ``scorewire._wire`` when its
+        outputs are numeric arrays."""
+        result = await self.service.predict(core)
+        body = _wire.encode_infer_response(result.model, str(result.version), core.request_id, result.outputs)
+        return response_to_oip(core.request_id, result) if body is None else body
 
     async def _infer_traced(
         self, request: oip.ModelInferRequest, deadline: float | None, span: Span
@@ -128,38 +132,49 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             span.set_attribute(_tracing.REQUEST_ID, core.request_id)
         result = await self.service.predict(core, span)
         with _tracing.child(span, "encode"):
-            return response_to_oip(request, result)
+            return response_to_oip(request.id, result)
 
     def _to_core(self, request: oip.ModelInferRequest, deadline: float | None) -> PredictRequest:
         name, X = oip_input(request)
-        mv = self.service.resolve(PredictRequest(model=request.model_name, inputs=X, version=_version(request.model_version)))
+        outputs = tuple(o.name for o in request.outputs)
+        return self._core(request.model_name, request.model_version, request.id, outputs, name, X, deadline)
+
+    def _core(
+        self, model: str, version: str, request_id: str, outputs: tuple[str, ...], input_name: str, X: Any,
+        deadline: float | None,
+    ) -> PredictRequest:  # fmt: skip
+        """The core request, once the input's name is the model's."""
+        mv = self.service.resolve(model, _version(version))
         assert mv.model is not None
         expected = mv.model.signature.input.name
-        if name != expected:
+        if input_name != expected:
             raise InvalidInput(f"model {mv.name!r} has one input, named {expected!r}")
-        return PredictRequest(
-            model=request.model_name,
-            inputs=X,
-            version=mv.version,
-            outputs=tuple(o.name for o in request.outputs),
-            request_id=request.id,
-            deadline=deadline,
-        )
+        return PredictRequest(model, X, mv.version, outputs, request_id, deadline)
 
     @unary
-    async def ModelInfer(self, request, context):
+    @raw_request
+    async def ModelInfer(self, data: bytes, context: grpc.aio.ServicerContext) -> oip.ModelInferResponse | bytes:
         t = self._t_infer
         span = t.server_span(context)  # None unless tracing is on and samples this call
         if span is None and not t.metrics:  # the default, and 99% of calls at a 1% sampler
-            return await self._infer_wire(request, deadline_of(context))
+            fields = _wire.decode_infer(data)  # the common request, read straight from its bytes
+            if fields is not None:
+                model, version, request_id, outputs, input_name, X = fields
+                return await self._answer(self._core(model, version, request_id, outputs, input_name, X, deadline_of(context)))
+            return await self._infer_wire(parse(oip.ModelInferRequest, data), deadline_of(context))
         started = t.begin()
+        request = None
         try:
+            request = parse(oip.ModelInferRequest, data)
             if span is None:
                 response = await self._infer(request, deadline_of(context))
             else:
                 response = await self._infer_traced(request, deadline_of(context), span)
         except BaseException as exc:
-            t.failed(exc, request.model_name, version_of(request.model_version), started, span)
+            if request is None:  # unparseable: counted, as in a stream, under no model
+                t.failed(exc, "", None, started, span)
+            else:
+                t.failed(exc, request.model_name, version_of(request.model_version), started, span)
             raise
         t.ok(response.model_name, response.model_version, started, span)
         return response

@@ -6,8 +6,8 @@ in the call's metadata).
 A stream is one RPC and one server span; each of its messages is a request of its
 own: counted, timed, and traced as a ``message`` span under the stream's span.
 Calls refused by grpc before a handler runs (over ``--max-concurrent-rpcs``, over
-the message size limit) and unparseable ModelInfer messages are not counted; an
-unparseable Predict or stream message is, under an empty model label.
+the message size limit) are not counted; an unparseable message is, under an
+empty model label.
 """
 
 from __future__ import annotations
