@@ -80,6 +80,21 @@ def test_requests_are_really_batched():
     assert len(batches) < 20  # at least some requests shared a batch
 
 
+def test_a_full_batch_goes_without_waiting_out_the_delay():
+    async def scenario():
+        batches = []
+        config = BatchConfig(enabled=True, max_batch_rows=4, max_delay_us=60_000_000)  # a minute
+        batcher = DynamicBatcher(WINE.predict, WINE.output_names(None), config, on_batch=lambda n, rows: batches.append(n))
+        first = asyncio.ensure_future(batcher.submit(np.zeros((1, 13)), ()))
+        await asyncio.sleep(0.01)  # the worker now waits for company
+        futures = [first] + [asyncio.ensure_future(batcher.submit(np.zeros((1, 13)), ())) for _ in range(3)]
+        done, _ = await asyncio.wait(futures, timeout=10)
+        assert len(done) == 4 and batches == [4]
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
 class Gate:
     """A model whose predict blocks (on a worker thread) until released."""
 

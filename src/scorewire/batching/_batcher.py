@@ -110,6 +110,8 @@ class DynamicBatcher:
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._wakeup: asyncio.Event | None = None
+        #: while the worker waits for company: set when the batch is full
+        self._full: asyncio.Future[None] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -145,8 +147,12 @@ class DynamicBatcher:
         self._queued_rows += rows
         if self._metrics is not None:
             self._metrics.queue_rows.set(self._queued_rows)
-        assert self._wakeup is not None
-        self._wakeup.set()
+        full = self._full
+        if full is None:  # the worker is idle or scoring
+            assert self._wakeup is not None
+            self._wakeup.set()
+        elif self._queued_rows >= self.config.max_batch_rows:
+            _release(full)
         return await future
 
     async def _run(self) -> None:
@@ -159,18 +165,17 @@ class DynamicBatcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # wait for company until the oldest request has waited max_delay
-            if self._queued_rows < max_rows and delay > 0:
-                until = loop.time() + delay
-                while self._queued_rows < max_rows and not self._closed:
-                    remaining = until - loop.time()
-                    if remaining <= 0:
-                        break
-                    self._wakeup.clear()
-                    try:
-                        await asyncio.wait_for(self._wakeup.wait(), remaining)
-                    except TimeoutError:
-                        break
+            # wait for company until the oldest request has waited max_delay, or
+            # the batch is full: one future and one timer per batch, set by submit
+            # or the timer (not a wake-up, a task and a timer per arriving request)
+            if self._queued_rows < max_rows and delay > 0 and not self._closed:
+                full = self._full = loop.create_future()
+                timer = loop.call_later(delay, _release, full)
+                try:
+                    await full
+                finally:
+                    timer.cancel()
+                    self._full = None
             batch = self._take(max_rows)
             if batch:
                 await self._score(batch)
@@ -241,5 +246,13 @@ class DynamicBatcher:
         self._closed = True
         if self._wakeup is not None:
             self._wakeup.set()
+        if self._full is not None:
+            _release(self._full)
         if self._worker is not None:
             await self._worker
+
+
+def _release(waiting: asyncio.Future[None]) -> None:
+    """End the worker's wait for company (once: by the timer, a full batch or close)."""
+    if not waiting.done():
+        waiting.set_result(None)
