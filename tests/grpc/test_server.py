@@ -241,6 +241,27 @@ def test_stream_in_order_and_survives_a_bad_message(predict, rng):
     np.testing.assert_allclose(got, want, rtol=1e-15)
 
 
+def test_stream_reads_any_encoding_protobuf_reads(channel, rng):
+    """Stream messages are read as unary requests are: the common ones from their
+    bytes, rarer encodings (an unknown field, a model written twice, integer
+    values) by protobuf, in one stream, answered in order."""
+    X = rng.normal(size=(4, 10)) * 0.05
+    msgs = [req(X=X[i : i + 1], request_id=f"r{i}").SerializeToString() for i in range(4)]
+    msgs[1] += b"\x30\x07"  # field 6: unknown
+    msgs[2] += b"\x0a\x08diabetes"  # model again
+    msgs.append(req(X=np.zeros((1, 10), dtype=np.int64), request_id="ints").SerializeToString())
+    call = channel.stream_stream(
+        "/scorewire.v1.PredictService/PredictStream",
+        request_serializer=None,
+        response_deserializer=pb.PredictStreamResponse.FromString,
+    )
+    out = list(call(iter(msgs), timeout=10))
+    assert [r.request_id for r in out] == ["r0", "r1", "r2", "r3", "ints"]
+    got = [tensor_to_array(r.response.outputs["value"])[0] for r in out[:4]]
+    np.testing.assert_allclose(got, local("diabetes").predict(X)["value"], rtol=1e-15)
+    assert out[4].error.code == SC.INVALID_ARGUMENT.value[0] and "float64" in out[4].error.message
+
+
 # ------------------------------------------------------------- ModelService
 def test_list_and_get_models(models):
     listed = {m.name: m for m in models.ListModels(pb.ListModelsRequest()).models}

@@ -57,10 +57,12 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
 # Unparseable messages
 #
 # grpc answers a request it cannot deserialize with UNKNOWN and the exception text.
-# scorewire registers every servicer through `register`, which gives each method a
-# deserializer that returns UNPARSEABLE instead of raising; unary methods then
-# answer INVALID_ARGUMENT, and stream handlers check for the marker themselves.
-# A method marked `raw_request` gets the bytes and parses them with `parse`.
+# scorewire registers every servicer through `register`. A method marked
+# `raw_request` (the scoring RPCs) gets its requests' bytes and reads them with a
+# `reader`, which gives UNPARSEABLE for what it cannot parse (`parsed` raises
+# InvalidInput for it; `serve_stream` ends the stream). Every other unary method
+# gets a deserializer that returns UNPARSEABLE instead of raising, answered
+# INVALID_ARGUMENT.
 # --------------------------------------------------------------------------
 
 UNPARSEABLE_MESSAGE = "the request message cannot be parsed"
@@ -102,19 +104,35 @@ def _passthrough(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], by
 
 
 def raw_request(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Mark a unary servicer method as taking its request serialized (``bytes``):
-    grpc hands it over unparsed, and the method reads what it needs from the bytes
-    (``scorewire._wire``) or parses them with :func:`parse`."""
+    """Mark a servicer method as taking its requests serialized (``bytes``): grpc
+    hands them over unparsed, and the method reads what it needs from the bytes
+    (``scorewire._wire``) or parses them (:func:`parse`)."""
     method.raw_request = True  # type: ignore[attr-defined]
     return method
 
 
-def parse(message_class: Any, data: bytes) -> Any:
-    """``message_class`` parsed from ``data``; InvalidInput when it cannot be."""
-    try:
-        return message_class.FromString(data)
-    except Exception:
-        raise InvalidInput(UNPARSEABLE_MESSAGE) from None
+def parsed(request: Any) -> Any:
+    """A unary request as :func:`reader`'s ``read`` gave it; InvalidInput when it
+    is UNPARSEABLE."""
+    if request is UNPARSEABLE:
+        raise InvalidInput(UNPARSEABLE_MESSAGE)
+    return request
+
+
+def reader(decode: Callable[[bytes], Any], message_class: Any) -> Callable[[bytes], Any]:
+    """A raw request's reader: ``decode(data)`` (the common message, read by
+    ``scorewire._wire``), else ``message_class`` parsed, else UNPARSEABLE."""
+
+    def read(data: bytes) -> Any:
+        fields = decode(data)
+        if fields is not None:
+            return fields
+        try:
+            return message_class.FromString(data)
+        except Exception:
+            return UNPARSEABLE
+
+    return read
 
 
 def _guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
@@ -149,16 +167,15 @@ class _Registrar:
     """Stands in for the server while a generated ``add_*_to_server`` runs: puts
     its methods, guarded, into a MethodTable."""
 
-    def __init__(self, table: MethodTable, streams: bool) -> None:
+    def __init__(self, table: MethodTable) -> None:
         self._table = table
-        self._streams = streams
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         pass  # the same handlers arrive through add_registered_method_handlers
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         for name, h in handlers.items():
-            if getattr(h.unary_unary, "raw_request", False):  # parses its request itself
+            if getattr(h.unary_unary or h.stream_stream, "raw_request", False):  # reads its requests itself
                 h = h._replace(request_deserializer=None, response_serializer=_passthrough(h.response_serializer))
             elif not h.request_streaming:
                 h = h._replace(request_deserializer=_safe(h.request_deserializer))
@@ -166,20 +183,14 @@ class _Registrar:
                     h = h._replace(unary_unary=_guard(h.unary_unary), response_serializer=_passthrough(h.response_serializer))
                 elif h.unary_stream is not None:
                     h = h._replace(unary_stream=_guard(h.unary_stream))
-            elif self._streams:
-                h = h._replace(
-                    request_deserializer=_safe(h.request_deserializer),
-                    response_serializer=_passthrough(h.response_serializer),
-                )
             self._table.handlers[f"/{service}/{name}"] = h
 
 
-def register(add_to_server: Callable[[Any, Any], None], servicer: Any, table: MethodTable, streams: bool = True) -> None:
+def register(add_to_server: Callable[[Any, Any], None], servicer: Any, table: MethodTable) -> None:
     """``add_XServicer_to_server(servicer, ...)`` into ``table`` (which the server
-    serves as one generic handler), with unparseable requests answered
-    INVALID_ARGUMENT. ``streams``: the servicer's stream handlers check for
-    UNPARSEABLE themselves (scorewire's do; stock servicers do not)."""
-    add_to_server(servicer, _Registrar(table, streams))
+    serves as one generic handler), with unparseable unary requests answered
+    INVALID_ARGUMENT (see above; a stock servicer's streams are left as they are)."""
+    add_to_server(servicer, _Registrar(table))
 
 
 #: messages a stream reads ahead of the one being answered (bounded: backpressure)
@@ -191,6 +202,7 @@ async def serve_stream(
     request_iterator: Any,
     context: grpc.aio.ServicerContext,
     t: Any,
+    read_message: Callable[[bytes], Any],
     handle: Callable[[Any, float | None], Awaitable[Any]],
     handle_traced: Callable[[Any, float | None, Any], Awaitable[Any]],
     labels: Callable[[Any], tuple[str, Any]],
@@ -201,8 +213,10 @@ async def serve_stream(
     """The one loop behind PredictStream and ModelStreamInfer: each message is
     answered in order, a bad one with an error response while the stream goes on;
     an unparseable one ends the stream with INVALID_ARGUMENT. ``t`` is the RPC's
-    telemetry (metrics and the stream's span); ``labels``/``answered`` give the
-    (model, version) a failed / answered message is counted under.
+    telemetry (metrics and the stream's span); ``read_message`` turns a message's
+    bytes into what the other callables take (see :func:`reader`);
+    ``labels``/``answered`` give the (model, version) a failed / answered message
+    is counted under.
 
     A reader task keeps up to READ_AHEAD messages received while answers are
     written (``context.write``), so receiving the next message overlaps scoring and
@@ -213,8 +227,8 @@ async def serve_stream(
 
     async def read() -> None:
         try:
-            async for request in request_iterator:
-                await queue.put(request)
+            async for data in request_iterator:
+                await queue.put(read_message(data))
         except asyncio.CancelledError:  # the loop below is done with the stream
             raise
         except Exception as exc:  # the client went away, or the stream was aborted:

@@ -22,7 +22,7 @@ from ..types import PredictRequest, PredictResponse
 from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
-from ._handlers import deadline_of, parse, raw_request, serve_stream, unary
+from ._handlers import deadline_of, parsed, raw_request, reader, serve_stream, unary
 from ._telemetry import RpcTelemetry, version_of
 
 if TYPE_CHECKING:
@@ -52,12 +52,33 @@ def response_to_oip(request_id: str, result: PredictResponse) -> oip.ModelInferR
     return response
 
 
-def stream_ok(request: oip.ModelInferRequest, response: oip.ModelInferResponse | bytes) -> Any:
+#: a ModelInfer or ModelStreamInfer request as read from its bytes: the fields
+#: ``_wire.decode_infer`` reads from the common message (model_name, model_version,
+#: id, outputs, input name, X), else the parsed message, else UNPARSEABLE
+read_request = reader(_wire.decode_infer, oip.ModelInferRequest)
+
+
+def labels_of(request: Any) -> tuple[str, int | None]:
+    """The (model, version) a request as read asks for (a label lookup key)."""
+    if request.__class__ is tuple:
+        return request[0], version_of(request[1])
+    return request.model_name, version_of(request.model_version)
+
+
+def id_of(request: Any) -> str:
+    return request[2] if request.__class__ is tuple else request.id
+
+
+def stream_ok(request: Any, response: oip.ModelInferResponse | bytes) -> Any:
     """A ModelStreamInfer answer around a response, serialized or not (its layout,
     a string then the response as fields 1 and 2, is PredictStreamResponse's)."""
     if isinstance(response, bytes):
         return _wire.stream_response("", response)
     return oip.ModelStreamInferResponse(infer_response=response)
+
+
+def stream_error(request: Any, code: grpc.StatusCode, message: str) -> oip.ModelStreamInferResponse:
+    return oip.ModelStreamInferResponse(error_message=message, infer_response=oip.ModelInferResponse(id=id_of(request)))
 
 
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
@@ -107,24 +128,19 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             outputs=[T(name=o.name, datatype=oip_datatype(o.dtype), shape=o.shape) for o in sig.outputs],
         )
 
-    async def _infer(self, request: oip.ModelInferRequest, deadline: float | None) -> oip.ModelInferResponse:
+    async def _infer(self, request: Any, deadline: float | None) -> oip.ModelInferResponse:
         result = await self.service.predict(self._to_core(request, deadline))
-        return response_to_oip(request.id, result)
+        return response_to_oip(id_of(request), result)
 
-    async def _infer_wire(self, request: oip.ModelInferRequest, deadline: float | None) -> oip.ModelInferResponse | bytes:
-        """``_infer`` for the untraced, unmetered path (see ``_answer``)."""
-        return await self._answer(self._to_core(request, deadline))
-
-    async def _answer(self, core: PredictRequest) -> oip.ModelInferResponse | bytes:
-        """Score ``core``; the response serialized by ``scorewire._wire`` when its
-        outputs are numeric arrays."""
+    async def _infer_wire(self, request: Any, deadline: float | None) -> oip.ModelInferResponse | bytes:
+        """``_infer`` with the response serialized by ``scorewire._wire`` when its
+        outputs are numeric arrays (the untraced, unmetered path)."""
+        core = self._to_core(request, deadline)
         result = await self.service.predict(core)
         body = _wire.encode_infer_response(result.model, str(result.version), core.request_id, result.outputs)
         return response_to_oip(core.request_id, result) if body is None else body
 
-    async def _infer_traced(
-        self, request: oip.ModelInferRequest, deadline: float | None, span: Span
-    ) -> oip.ModelInferResponse:
+    async def _infer_traced(self, request: Any, deadline: float | None, span: Span) -> oip.ModelInferResponse:
         """``_infer`` with ``decode`` and ``encode`` spans under the request's ``span``."""
         with _tracing.child(span, "decode"):
             core = self._to_core(request, deadline)
@@ -132,18 +148,17 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             span.set_attribute(_tracing.REQUEST_ID, core.request_id)
         result = await self.service.predict(core, span)
         with _tracing.child(span, "encode"):
-            return response_to_oip(request.id, result)
+            return response_to_oip(core.request_id, result)
 
-    def _to_core(self, request: oip.ModelInferRequest, deadline: float | None) -> PredictRequest:
-        name, X = oip_input(request)
-        outputs = tuple(o.name for o in request.outputs)
-        return self._core(request.model_name, request.model_version, request.id, outputs, name, X, deadline)
-
-    def _core(
-        self, model: str, version: str, request_id: str, outputs: tuple[str, ...], input_name: str, X: Any,
-        deadline: float | None,
-    ) -> PredictRequest:  # fmt: skip
-        """The core request, once the input's name is the model's."""
+    def _to_core(self, request: Any, deadline: float | None) -> PredictRequest:
+        """A request as read (see ``read_request``) as the core's, once its input's
+        name is the model's."""
+        if request.__class__ is tuple:
+            model, version, request_id, outputs, input_name, X = request
+        else:
+            input_name, X = oip_input(request)
+            model, version, request_id = request.model_name, request.model_version, request.id
+            outputs = tuple(o.name for o in request.outputs)
         mv = self.service.resolve(model, _version(version))
         assert mv.model is not None
         expected = mv.model.signature.input.name
@@ -157,43 +172,36 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         t = self._t_infer
         span = t.server_span(context)  # None unless tracing is on and samples this call
         if span is None and not t.metrics:  # the default, and 99% of calls at a 1% sampler
-            fields = _wire.decode_infer(data)  # the common request, read straight from its bytes
-            if fields is not None:
-                model, version, request_id, outputs, input_name, X = fields
-                return await self._answer(self._core(model, version, request_id, outputs, input_name, X, deadline_of(context)))
-            return await self._infer_wire(parse(oip.ModelInferRequest, data), deadline_of(context))
+            return await self._infer_wire(parsed(read_request(data)), deadline_of(context))
         started = t.begin()
         request = None
         try:
-            request = parse(oip.ModelInferRequest, data)
+            request = parsed(read_request(data))
             if span is None:
                 response = await self._infer(request, deadline_of(context))
             else:
                 response = await self._infer_traced(request, deadline_of(context), span)
         except BaseException as exc:
-            if request is None:  # unparseable: counted, as in a stream, under no model
-                t.failed(exc, "", None, started, span)
-            else:
-                t.failed(exc, request.model_name, version_of(request.model_version), started, span)
+            # an unparseable request is counted, as in a stream, under no model
+            model, version = ("", None) if request is None else labels_of(request)
+            t.failed(exc, model, version, started, span)
             raise
         t.ok(response.model_name, response.model_version, started, span)
         return response
 
-    async def ModelStreamInfer(
-        self, request_iterator: AsyncIterator[oip.ModelInferRequest], context: grpc.aio.ServicerContext
-    ) -> None:
+    @raw_request
+    async def ModelStreamInfer(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         await serve_stream(
             request_iterator,
             context,
             self._t_stream,
+            read_request,
             self._infer if self._t_stream.metrics else self._infer_wire,  # metrics read the message
             self._infer_traced,
-            lambda r: (r.model_name, version_of(r.model_version)),
+            labels_of,
             lambda resp: (resp.model_name, resp.model_version),
             stream_ok,
-            lambda r, code, message: oip.ModelStreamInferResponse(
-                error_message=message, infer_response=oip.ModelInferResponse(id=r.id)
-            ),
+            stream_error,
         )
 
     @unary

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -22,7 +22,7 @@ from ..types import PredictRequest, PredictResponse, Signature
 from ._codec import check_shape, dtype_to_v1, fill_tensor, tensor_input, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
-from ._handlers import deadline_of, parse, raw_request, serve_stream, unary
+from ._handlers import deadline_of, parsed, raw_request, reader, serve_stream, unary
 from ._telemetry import RpcTelemetry
 
 if TYPE_CHECKING:
@@ -39,8 +39,19 @@ _STATES = {
 }
 
 
-def request_to_core(request: pb.PredictRequest, deadline: float | None) -> PredictRequest:
-    return PredictRequest(
+#: a Predict or PredictStream request as read from its bytes: the fields
+#: ``_wire.decode_predict`` reads from the common message (model, version,
+#: request_id, outputs, X, raw), else the parsed message, else UNPARSEABLE
+read_request = reader(_wire.decode_predict, pb.PredictRequest)
+
+
+def request_to_core(request: Any, deadline: float | None) -> tuple[PredictRequest, bool]:
+    """A request as read (see ``read_request``) as the core's, and whether its
+    input came as raw bytes."""
+    if request.__class__ is tuple:
+        model, version, request_id, outputs, X, raw = request
+        return PredictRequest(model, X, version or None, outputs, request_id, deadline), raw
+    core = PredictRequest(
         model=request.model,
         inputs=tensor_input(request.input),
         version=request.version or None,
@@ -48,6 +59,16 @@ def request_to_core(request: pb.PredictRequest, deadline: float | None) -> Predi
         request_id=request.request_id,
         deadline=deadline,
     )
+    return core, bool(request.input.raw)
+
+
+def labels_of(request: Any) -> tuple[str, int]:
+    """The (model, version) a request as read asks for."""
+    return (request[0], request[1]) if request.__class__ is tuple else (request.model, request.version)
+
+
+def request_id_of(request: Any) -> str:
+    return request[2] if request.__class__ is tuple else request.request_id
 
 
 def response_to_pb(raw: bool, result: PredictResponse) -> pb.PredictResponse:
@@ -96,11 +117,15 @@ def feedback_to_pb(results: list[tuple[int | None, ItemResult]]) -> pb.FeedbackR
     return response
 
 
-def stream_ok(request: pb.PredictRequest, response: pb.PredictResponse | bytes) -> pb.PredictStreamResponse | bytes:
+def stream_ok(request: Any, response: pb.PredictResponse | bytes) -> pb.PredictStreamResponse | bytes:
     """A PredictStream answer around a response, serialized or not."""
     if isinstance(response, bytes):
-        return _wire.stream_response(request.request_id, response)
-    return pb.PredictStreamResponse(request_id=request.request_id, response=response)
+        return _wire.stream_response(request_id_of(request), response)
+    return pb.PredictStreamResponse(request_id=request_id_of(request), response=response)
+
+
+def stream_error(request: Any, code: grpc.StatusCode, message: str) -> pb.PredictStreamResponse:
+    return pb.PredictStreamResponse(request_id=request_id_of(request), error=pb.Error(code=code.value[0], message=message))
 
 
 class PredictServicer(pb_grpc.PredictServiceServicer):
@@ -112,30 +137,28 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
         self._t_predict = RpcTelemetry(SERVICE, "Predict", service)
         self._t_stream = RpcTelemetry(SERVICE, "PredictStream", service)
 
-    async def _predict(self, request: pb.PredictRequest, deadline: float | None) -> pb.PredictResponse:
-        result = await self.service.predict(request_to_core(request, deadline))
-        return response_to_pb(bool(request.input.raw), result)
+    async def _predict(self, request: Any, deadline: float | None) -> pb.PredictResponse:
+        core, raw = request_to_core(request, deadline)
+        return response_to_pb(raw, await self.service.predict(core))
 
-    async def _predict_wire(self, request: pb.PredictRequest, deadline: float | None) -> pb.PredictResponse | bytes:
-        """``_predict`` for the untraced, unmetered path (see ``_answer``)."""
-        return await self._answer(request_to_core(request, deadline), bool(request.input.raw))
-
-    async def _answer(self, core: PredictRequest, raw: bool) -> pb.PredictResponse | bytes:
-        """Score ``core``; the response serialized by ``scorewire._wire`` straight from
-        numeric outputs, a fraction of the cost of building the message."""
+    async def _predict_wire(self, request: Any, deadline: float | None) -> pb.PredictResponse | bytes:
+        """``_predict`` for the untraced, unmetered path: the response serialized by
+        ``scorewire._wire`` straight from numeric outputs, a fraction of the cost of
+        building the message."""
+        core, raw = request_to_core(request, deadline)
         result = await self.service.predict(core)
         body = _wire.encode_response(result.model, result.version, result.request_id, result.outputs, raw)
         return response_to_pb(raw, result) if body is None else body
 
-    async def _predict_traced(self, request: pb.PredictRequest, deadline: float | None, span: Span) -> pb.PredictResponse:
+    async def _predict_traced(self, request: Any, deadline: float | None, span: Span) -> pb.PredictResponse:
         """``_predict`` with ``decode`` and ``encode`` spans under the request's ``span``."""
         with _tracing.child(span, "decode"):
-            core = request_to_core(request, deadline)
+            core, raw = request_to_core(request, deadline)
         if core.request_id:
             span.set_attribute(_tracing.REQUEST_ID, core.request_id)
         result = await self.service.predict(core, span)
         with _tracing.child(span, "encode"):
-            return response_to_pb(bool(request.input.raw), result)
+            return response_to_pb(raw, result)
 
     @unary
     @raw_request
@@ -143,25 +166,19 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
         t = self._t_predict
         span = t.server_span(context)  # None unless tracing is on and samples this call
         if span is None and not t.metrics:  # the default, and 99% of calls at a 1% sampler
-            fields = _wire.decode_predict(data)  # the common request, read straight from its bytes
-            if fields is not None:
-                model, version, request_id, outputs, X, raw = fields
-                core = PredictRequest(model, X, version or None, outputs, request_id, deadline_of(context))
-                return await self._answer(core, raw)
-            return await self._predict_wire(parse(pb.PredictRequest, data), deadline_of(context))
+            return await self._predict_wire(parsed(read_request(data)), deadline_of(context))
         started = t.begin()
         request = None
         try:
-            request = parse(pb.PredictRequest, data)
+            request = parsed(read_request(data))
             if span is None:
                 response = await self._predict(request, deadline_of(context))
             else:
                 response = await self._predict_traced(request, deadline_of(context), span)
         except BaseException as exc:
-            if request is None:  # unparseable: counted, as in a stream, under no model
-                t.failed(exc, "", None, started, span)
-            else:
-                t.failed(exc, request.model, request.version, started, span)
+            # an unparseable request is counted, as in a stream, under no model
+            model, version = ("", None) if request is None else labels_of(request)
+            t.failed(exc, model, version, started, span)
             raise
         t.ok(response.model, response.version, started, span)
         return response
@@ -182,22 +199,21 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
         ]
         return feedback_to_pb(results)
 
-    async def PredictStream(
-        self, request_iterator: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext
-    ) -> None:
+    @raw_request
+    async def PredictStream(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         await serve_stream(
             request_iterator,
             context,
             self._t_stream,
+            read_request,
             self._predict if self._t_stream.metrics else self._predict_wire,  # metrics read the message
             self._predict_traced,
-            lambda r: (r.model, r.version),
+            labels_of,
             lambda resp: (resp.model, resp.version),
             stream_ok,
-            lambda r, code, message: pb.PredictStreamResponse(
-                request_id=r.request_id, error=pb.Error(code=code.value[0], message=message)
-            ),
+            stream_error,
         )
+
 
 def signature_to_pb(sig: Signature) -> pb.Signature:
     return pb.Signature(

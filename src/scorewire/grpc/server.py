@@ -146,12 +146,12 @@ class Server:
             InferenceServicer(self.service, self.ready, self._update_model_health),
             table,
         )
-        register(health_pb2_grpc.add_HealthServicer_to_server, self.health, table, streams=False)
+        register(health_pb2_grpc.add_HealthServicer_to_server, self.health, table)
         if self.settings.reflection:
             names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
             # what reflection.enable_server_reflection does for an aio server, into the table
             servicer = reflection.aio.ReflectionServicer(names)
-            register(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, servicer, table, streams=False)
+            register(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, servicer, table)
         server.add_generic_rpc_handlers((table,))
         address = f"{self.settings.host}:{self.settings.port}"  # IPv6 as "[::]"
         self.port = server.add_insecure_port(address)
