@@ -444,3 +444,31 @@ def test_unparseable_messages_are_invalid_argument(channel, method, stream, capl
     assert info.value.details() == "the request message cannot be parsed"
     gc.collect()  # a task left holding an exception logs it when it is collected
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+def test_serve_freezes_the_heap_once_models_are_loaded():
+    """``scorewire serve`` moves what loading left out of the collector's full passes
+    (gc.freeze), then serves and stops as usual."""
+    import asyncio
+    import os
+    import signal
+
+    from scorewire.grpc.server import serve
+
+    before = gc.get_freeze_count()
+
+    async def main():
+        task = asyncio.ensure_future(serve(Settings(port=0, reflection=False)))
+        deadline = time.monotonic() + 60
+        while gc.get_freeze_count() == before and not task.done():
+            assert time.monotonic() < deadline, "the heap was not frozen"
+            await asyncio.sleep(0.05)
+        frozen = gc.get_freeze_count()
+        os.kill(os.getpid(), signal.SIGTERM)  # serve's own handler: a graceful stop
+        return frozen, await task
+
+    try:
+        frozen, code = asyncio.run(main())
+    finally:
+        gc.unfreeze()
+    assert frozen > before and code == 0

@@ -20,6 +20,7 @@ A second signal during shutdown skips the waiting and exits at once (code 1).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -306,8 +307,33 @@ class Server:
                 return
             await asyncio.wait([stopping], timeout=IDLE_POLL_S)
 
+    async def wait_loaded(self) -> None:
+        """Until the repository's initial load is done (or the server stopped)."""
+        if self._loading is None:
+            return
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait([self._loading, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+
+    @property
+    def accepting(self) -> bool:
+        """Started, and not told to stop."""
+        return self._server is not None and self._stopping is None
+
     async def wait_for_termination(self) -> None:
         await self._stopped.wait()
+
+
+def freeze_heap() -> None:
+    """Move what the process holds now (modules, loaded models: it lives as long as
+    the server) out of the garbage collector's way. A full collection re-walks every
+    tracked object; under load one ran every few seconds and took ~40 ms of the event
+    loop, mostly on objects that never die. Collected first, so only live objects stay.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def serve(settings: Settings) -> int:
@@ -321,6 +347,9 @@ async def serve(settings: Settings) -> int:
         # (unbuffered under PYTHONUNBUFFERED) and another's log line must not split it
         sys.stdout.write(f"scorewire serving on {settings.host}:{server.port}\n")
         sys.stdout.flush()
+        await server.wait_loaded()
+        if server.accepting:
+            freeze_heap()
         await server.wait_for_termination()
     finally:
         await asyncio.get_running_loop().run_in_executor(None, _tracing.shutdown)
