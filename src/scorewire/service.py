@@ -156,6 +156,19 @@ class ScoringService:
             return
         future.add_done_callback(_log_failure)
 
+    def _soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` soon, not waiting for it: a monitor's periodic step (a
+        feedback drain, a drift stash to bin). Called on the event loop it runs there,
+        after the current step: handing pure-Python work to another thread saves no
+        CPU under the GIL and adds a GIL hand-off each time (~3 µs per request in a
+        profile of 1-row requests). From any other thread: :meth:`_background`."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._background(fn, *args)
+            return
+        loop.call_soon(_run_logged, fn, args)
+
     # ------------------------------------------------------------ monitoring
     async def feedback(self, model: str, items: Sequence[FeedbackItem]) -> list[tuple[int | None, ItemResult]]:
         """Join ground truth to the recorded predictions of ``model`` (any loaded
@@ -269,7 +282,7 @@ class _Lane:
             self.batch_below = mv.batcher.config.max_batch_rows
         monitor = mv.monitor
         if monitor is not None and not monitor.wired:
-            monitor.wire(service._background)
+            monitor.wire(service._soon)
         self.monitor = monitor
 
     def check(self, X: np.ndarray) -> None:
@@ -285,6 +298,13 @@ class _Lane:
             raise Overloaded(f"{rows} rows is over the limit of {self.row_limit} rows per request")
         if self.check_finite and rows and features and not _kernel.all_finite(X):
             raise InvalidInput("input contains NaN or infinite values (this model's nan_policy is 'reject')")
+
+
+def _run_logged(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("monitoring work failed")
 
 
 def _log_failure(future: Future[Any]) -> None:

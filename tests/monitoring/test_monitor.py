@@ -90,6 +90,35 @@ def test_predict_feeds_drift_and_feedback(repo):
     assert st.feedback is not None and st.feedback.recorded == 2000 and st.feedback.pending == 2000
 
 
+def test_periodic_monitoring_work_runs_on_the_event_loop(repo):
+    """A feedback drain due during a request on the event loop runs there, after the
+    request, not on the monitoring thread: under the GIL, moving pure-Python work to
+    another thread saves nothing and adds a hand-off each time."""
+    import threading
+
+    service = ScoringService(repo)
+    store = repo.resolve("breast-cancer").monitor.feedback
+    flushed_on = []
+    flush = store.flush
+
+    def recording_flush():
+        flushed_on.append(threading.get_ident())
+        flush()
+
+    store.flush = recording_flush
+
+    async def go():
+        for i in range(600):
+            await service.predict(PredictRequest("breast-cancer", BC.data[i % 500 : i % 500 + 1], request_id=f"r{i}"))
+            await asyncio.sleep(0)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(go())
+    service.close()
+    assert len(flushed_on) >= 4 and set(flushed_on) == {loop_thread}
+    assert store.metrics().recorded == 600
+
+
 def test_feedback_through_the_service(repo):
     service = ScoringService(repo)
     X, y = BC.data[:300], BC.target[:300]

@@ -18,7 +18,7 @@ Sampling (why ``observe`` is cheap)
     * a request of n < k rows is skipped unless ``random() * k < n``
       (probability n/k); when taken, one of its rows (chosen at random) is copied
       into a small stash, binned with the next 63 such rows (or when a snapshot
-      is taken) — on another thread when the monitor has a ``defer`` function.
+      is taken) — later, through the monitor's ``defer`` function when it has one.
       The skip is one C-level ``random()`` and a comparison.
     * a request of n ≥ k rows is always taken: every s-th row from a random start,
       s = max(k, ceil(n / max_rows_per_call)), each counted with weight s — so
@@ -347,8 +347,8 @@ class DriftMonitor:
         self._stash = np.empty((_STASH_ROWS, d), dtype=self.dtype)
         self._stash_w = np.empty(_STASH_ROWS)
         self._n_stashed = 0
-        #: ``defer(fn, *args)`` runs fn later on another thread (the service's
-        #: executor): a full stash is binned there, off the request path. None: inline.
+        #: ``defer(fn, *args)`` runs fn later (the service's ``_soon``): a full stash
+        #: is binned there, after the request that filled it. None: inline.
         self.defer: Callable[..., Any] | None = None
 
     @classmethod

@@ -7,8 +7,8 @@ The prediction window
     probability rows, for a regressor its values — as references to the output
     arrays (no copy; the outputs must not be modified afterwards). It appends to a
     queue without taking a lock (O(1)); on :meth:`FeedbackStore.flush`, before
-    any read, and every 128 records (on another thread when the store has a
-    ``defer`` function), the queue moves into an insertion-ordered map bounded by count
+    any read, and every 128 records (later, through the store's ``defer`` function
+    when it has one), the queue moves into an insertion-ordered map bounded by count
     (``max_requests``), by rows (``max_rows``) and by age (``max_age_s``,
     monotonic clock, stamped at record time); the oldest entries leave first.
     A memory guide: a one-row classifier prediction holds two small arrays,
@@ -222,8 +222,8 @@ class FeedbackStore:
         self._max_rows = config.max_rows
         # record() appends here without a lock; moved into _live in batches (under the lock)
         self._incoming: deque[tuple[str, float, int, Any, Any, Any]] = deque()
-        #: ``defer(fn)`` runs fn later on another thread (the service's executor):
-        #: record() hands the queue's move there. None: record() moves it itself.
+        #: ``defer(fn)`` runs fn later (the service's ``_soon``): record() hands the
+        #: queue's move to it. None: record() moves it itself.
         self.defer: Callable[..., Any] | None = None
         self._drain_queued = False
         # request id -> (recorded at, rows, label, probabilities, value), oldest first

@@ -7,7 +7,8 @@ load, naming the file) and its feedback store from the model's signature. The
 service calls :meth:`VersionMonitor.after_predict` once per answered request and
 hands it a ``defer`` function so that the occasional heavier step (binning a full
 stash of sampled rows, moving recorded predictions into the feedback window) runs
-on a worker thread, not on the request path.
+after the request that made it due, not inside it (the service's: on the event
+loop after the current step, or on its monitoring thread from other threads).
 """
 
 from __future__ import annotations
