@@ -73,6 +73,29 @@ cdef inline Py_ssize_t _read_varint(const uint8_t* buf, Py_ssize_t pos, Py_ssize
     return -1
 
 
+cdef inline Py_ssize_t _read_key(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end,
+                                 uint64_t* field, uint64_t* wire) noexcept nogil:
+    """Read a field's key at pos into its number and wire type; the position after
+    it, or -1 when malformed."""
+    cdef uint64_t key
+    pos = _read_varint(buf, pos, end, &key)
+    field[0] = key >> 3
+    wire[0] = key & 7
+    return pos
+
+
+cdef inline Py_ssize_t _read_len(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end,
+                                 Py_ssize_t* length) noexcept nogil:
+    """Read a length-delimited record's length at pos; the position of its payload,
+    or -1 when malformed or longer than what is left before ``end``."""
+    cdef uint64_t value
+    pos = _read_varint(buf, pos, end, &value)
+    if pos < 0 or value > <uint64_t>(end - pos):
+        return -1
+    length[0] = <Py_ssize_t>value
+    return pos
+
+
 cdef int _read_dims(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, int64_t* dims) noexcept nogil:
     """Read a packed shape record, buf[pos:end], of at most two dims into ``dims``;
     the number of dims, or -1 when it is malformed, longer, or a dim is absurd."""
@@ -111,19 +134,17 @@ cdef object _tensor(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, bint* ra
     """The Tensor serialized in buf[pos:end] (see ``decode_tensor``), or None; sets
     ``raw`` when its values came as raw bytes."""
     cdef Py_ssize_t data_pos = -1, data_len = 0
-    cdef uint64_t key, value, length
-    cdef uint64_t field, wire
+    cdef uint64_t value, field, wire
+    cdef Py_ssize_t length
     cdef int64_t dims[2]
     cdef int ndim = 0
     cdef int dtype = 0
     cdef int data_field = 0
     cdef bint seen_dtype = False, seen_shape = False
     while pos < end:
-        pos = _read_varint(buf, pos, end, &key)
+        pos = _read_key(buf, pos, end, &field, &wire)
         if pos < 0:
             return None
-        field = key >> 3
-        wire = key & 7
         if field == 1 and wire == 0:  # dtype
             if seen_dtype:
                 return None
@@ -133,24 +154,24 @@ cdef object _tensor(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, bint* ra
             dtype = <int>value if value <= 8 else -1
             seen_dtype = True
         elif wire == 2:
-            pos = _read_varint(buf, pos, end, &length)
-            if pos < 0 or length > <uint64_t>(end - pos):
+            pos = _read_len(buf, pos, end, &length)
+            if pos < 0:
                 return None
             if field == 2:  # shape, packed
                 if seen_shape:
                     return None
                 seen_shape = True
-                ndim = _read_dims(buf, pos, pos + <Py_ssize_t>length, dims)
+                ndim = _read_dims(buf, pos, pos + length, dims)
                 if ndim < 0:
                     return None
-                pos += <Py_ssize_t>length
+                pos += length
             elif field == 3 or field == 4 or field == 5:  # raw, float_values, double_values
                 if data_field != 0:
                     return None
                 data_field = <int>field
                 data_pos = pos
-                data_len = <Py_ssize_t>length
-                pos += <Py_ssize_t>length
+                data_len = length
+                pos += length
             else:
                 return None
         else:
@@ -190,8 +211,8 @@ def decode_predict(bytes blob):
         return None
     cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
     cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
-    cdef Py_ssize_t pos = 0, sub_end
-    cdef uint64_t key, length, value, field, wire
+    cdef Py_ssize_t pos = 0, sub_end, length
+    cdef uint64_t value, field, wire
     cdef int64_t version = 0
     cdef bint raw = False, seen_version = False
     model = request_id = None
@@ -199,11 +220,9 @@ def decode_predict(bytes blob):
     outputs = []
     try:
         while pos < end:
-            pos = _read_varint(buf, pos, end, &key)
+            pos = _read_key(buf, pos, end, &field, &wire)
             if pos < 0:
                 return None
-            field = key >> 3
-            wire = key & 7
             if field == 2 and wire == 0:  # version
                 if seen_version:
                     return None
@@ -215,14 +234,14 @@ def decode_predict(bytes blob):
                 continue
             if wire != 2 or field < 1 or field > 5 or field == 2:  # rare: protobuf's job
                 return None
-            pos = _read_varint(buf, pos, end, &length)
-            if pos < 0 or length > <uint64_t>(end - pos):
+            pos = _read_len(buf, pos, end, &length)
+            if pos < 0:
                 return None
-            sub_end = pos + <Py_ssize_t>length
+            sub_end = pos + length
             if field == 1:  # model
                 if model is not None:
                     return None
-                model = _utf8(buf, pos, <Py_ssize_t>length)
+                model = _utf8(buf, pos, length)
             elif field == 3:  # input
                 if X is not None:
                     return None
@@ -230,11 +249,11 @@ def decode_predict(bytes blob):
                 if X is None:
                     return None
             elif field == 4:  # outputs
-                outputs.append(_utf8(buf, pos, <Py_ssize_t>length))
+                outputs.append(_utf8(buf, pos, length))
             else:  # request_id
                 if request_id is not None:
                     return None
-                request_id = _utf8(buf, pos, <Py_ssize_t>length)
+                request_id = _utf8(buf, pos, length)
             pos = sub_end
     except UnicodeDecodeError:
         return None
@@ -529,6 +548,7 @@ def encode_infer_response(str model_name, str model_version, str request_id, dic
 cdef inline Py_ssize_t _skip_field(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, uint64_t wire) noexcept nogil:
     """Skip one field's value; the position after it, or -1."""
     cdef uint64_t value
+    cdef Py_ssize_t length
     if wire == 0:
         return _read_varint(buf, pos, end, &value)
     if wire == 1:
@@ -536,10 +556,8 @@ cdef inline Py_ssize_t _skip_field(const uint8_t* buf, Py_ssize_t pos, Py_ssize_
     if wire == 5:
         return pos + 4 if pos + 4 <= end else -1
     if wire == 2:
-        pos = _read_varint(buf, pos, end, &value)
-        if pos < 0 or value > <uint64_t>(end - pos):
-            return -1
-        return pos + <Py_ssize_t>value
+        pos = _read_len(buf, pos, end, &length)
+        return -1 if pos < 0 else pos + length
     return -1
 
 
@@ -549,24 +567,22 @@ cdef object _infer_input(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t inp_end,
     ``n_raw`` is 1, the raw contents at buf[raw_pos:raw_pos+raw_len]; None unless
     ``decode_infer_input`` would take it. Raises UnicodeDecodeError for a name
     protobuf would refuse."""
-    cdef Py_ssize_t name_pos = -1, name_len = 0, data_pos = -1, data_len = 0, sub_end, cpos
-    cdef uint64_t key, length, field, wire
+    cdef Py_ssize_t name_pos = -1, name_len = 0, data_pos = -1, data_len = 0, sub_end, cpos, length
+    cdef uint64_t key, field, wire
     cdef int ndim = 0, dtype = 0, content_field = 0
     cdef int64_t dims[2]
     while pos < inp_end:
-        pos = _read_varint(buf, pos, inp_end, &key)
+        pos = _read_key(buf, pos, inp_end, &field, &wire)
         if pos < 0:
             return None
-        field = key >> 3
-        wire = key & 7
         if wire != 2:
             return None
-        pos = _read_varint(buf, pos, inp_end, &length)
-        if pos < 0 or length > <uint64_t>(inp_end - pos):
+        pos = _read_len(buf, pos, inp_end, &length)
+        if pos < 0:
             return None
-        sub_end = pos + <Py_ssize_t>length
+        sub_end = pos + length
         if field == 1:  # name
-            name_pos, name_len = pos, <Py_ssize_t>length
+            name_pos, name_len = pos, length
         elif field == 2:  # datatype
             if length == 4 and buf[pos] == b'F' and buf[pos + 1] == b'P' and buf[pos + 2] == b'3' and buf[pos + 3] == b'2':
                 dtype = DT_FLOAT32
@@ -587,11 +603,11 @@ cdef object _infer_input(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t inp_end,
                 if cpos < 0 or (key & 7) != 2 or content_field != 0:
                     return None
                 content_field = <int>(key >> 3)
-                cpos = _read_varint(buf, cpos, sub_end, &length)
-                if cpos < 0 or length > <uint64_t>(sub_end - cpos):
+                cpos = _read_len(buf, cpos, sub_end, &length)
+                if cpos < 0:
                     return None
-                data_pos, data_len = cpos, <Py_ssize_t>length
-                cpos += <Py_ssize_t>length
+                data_pos, data_len = cpos, length
+                cpos += length
             if content_field not in (0, 6, 7):
                 return None
         else:  # parameters, or anything unknown
@@ -620,26 +636,24 @@ def decode_infer_input(bytes blob):
         return None
     cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
     cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
-    cdef Py_ssize_t pos = 0, inp_pos = -1, inp_end = 0, raw_pos = -1, raw_len = 0
-    cdef uint64_t key, length, field, wire
+    cdef Py_ssize_t pos = 0, inp_pos = -1, inp_end = 0, raw_pos = -1, raw_len = 0, length
+    cdef uint64_t field, wire
     cdef int n_inputs = 0, n_raw = 0
     while pos < end:  # the request's own fields: find the input and the raw contents
-        pos = _read_varint(buf, pos, end, &key)
+        pos = _read_key(buf, pos, end, &field, &wire)
         if pos < 0:
             return None
-        field = key >> 3
-        wire = key & 7
         if (field == 5 or field == 7) and wire == 2:
-            pos = _read_varint(buf, pos, end, &length)
-            if pos < 0 or length > <uint64_t>(end - pos):
+            pos = _read_len(buf, pos, end, &length)
+            if pos < 0:
                 return None
             if field == 5:
                 n_inputs += 1
-                inp_pos, inp_end = pos, pos + <Py_ssize_t>length
+                inp_pos, inp_end = pos, pos + length
             else:
                 n_raw += 1
-                raw_pos, raw_len = pos, <Py_ssize_t>length
-            pos += <Py_ssize_t>length
+                raw_pos, raw_len = pos, length
+            pos += length
         else:
             pos = _skip_field(buf, pos, end, wire)
             if pos < 0:
@@ -662,8 +676,8 @@ def decode_infer(bytes blob):
         return None
     cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
     cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
-    cdef Py_ssize_t pos = 0, sub_end, opos, inp_pos = -1, inp_end = 0, raw_pos = -1, raw_len = 0
-    cdef uint64_t key, length, field, olength
+    cdef Py_ssize_t pos = 0, sub_end, opos, inp_pos = -1, inp_end = 0, raw_pos = -1, raw_len = 0, length, olength
+    cdef uint64_t key, field
     cdef int n_inputs = 0, n_raw = 0
     model = version = request_id = None
     outputs = []
@@ -673,22 +687,22 @@ def decode_infer(bytes blob):
             if pos < 0 or (key & 7) != 2:
                 return None
             field = key >> 3
-            pos = _read_varint(buf, pos, end, &length)
-            if pos < 0 or length > <uint64_t>(end - pos):
+            pos = _read_len(buf, pos, end, &length)
+            if pos < 0:
                 return None
-            sub_end = pos + <Py_ssize_t>length
+            sub_end = pos + length
             if field == 1:  # model_name
                 if model is not None:
                     return None
-                model = _utf8(buf, pos, <Py_ssize_t>length)
+                model = _utf8(buf, pos, length)
             elif field == 2:  # model_version
                 if version is not None:
                     return None
-                version = _utf8(buf, pos, <Py_ssize_t>length)
+                version = _utf8(buf, pos, length)
             elif field == 3:  # id
                 if request_id is not None:
                     return None
-                request_id = _utf8(buf, pos, <Py_ssize_t>length)
+                request_id = _utf8(buf, pos, length)
             elif field == 5:  # inputs
                 n_inputs += 1
                 inp_pos, inp_end = pos, sub_end
@@ -698,15 +712,15 @@ def decode_infer(bytes blob):
                     opos = _read_varint(buf, opos, sub_end, &key)
                     if opos < 0 or key != 0x0A:
                         return None
-                    opos = _read_varint(buf, opos, sub_end, &olength)
-                    if opos < 0 or olength != <uint64_t>(sub_end - opos):
+                    opos = _read_len(buf, opos, sub_end, &olength)
+                    if opos < 0 or olength != sub_end - opos:
                         return None
-                    outputs.append(_utf8(buf, opos, <Py_ssize_t>olength))
+                    outputs.append(_utf8(buf, opos, olength))
                 else:
                     outputs.append("")
             elif field == 7:  # raw_input_contents
                 n_raw += 1
-                raw_pos, raw_len = pos, <Py_ssize_t>length
+                raw_pos, raw_len = pos, length
             else:  # parameters, or anything unknown
                 return None
             pos = sub_end
