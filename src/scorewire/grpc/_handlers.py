@@ -199,7 +199,6 @@ _END: Any = object()
 
 
 async def serve_stream(
-    request_iterator: Any,
     context: grpc.aio.ServicerContext,
     t: Any,
     read_message: Callable[[bytes], Any],
@@ -218,16 +217,19 @@ async def serve_stream(
     ``labels``/``answered`` give the (model, version) a failed / answered message
     is counted under.
 
-    A reader task keeps up to READ_AHEAD messages received while answers are
-    written (``context.write``), so receiving the next message overlaps scoring and
-    sending this one instead of alternating with them; the servicer method is
-    therefore a coroutine, not an async generator.
+    A reader task keeps up to READ_AHEAD messages received (``context.read``; the
+    servicer's request iterator is never started) while answers are written
+    (``context.write``), so receiving the next message overlaps scoring and sending
+    this one instead of alternating with them; the servicer method is therefore a
+    coroutine, not an async generator.
     """
     queue: asyncio.Queue[Any] = asyncio.Queue(READ_AHEAD)
 
     async def read() -> None:
         try:
-            async for data in request_iterator:
+            # context.read() rather than the request iterator: the same messages without
+            # an async generator step around each one (the iterator is never started)
+            while (data := await context.read()) is not grpc.aio.EOF:
                 await queue.put(read_message(data))
         except asyncio.CancelledError:  # the loop below is done with the stream
             raise

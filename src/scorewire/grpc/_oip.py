@@ -192,7 +192,6 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     @raw_request
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         await serve_stream(
-            request_iterator,
             context,
             self._t_stream,
             read_request,

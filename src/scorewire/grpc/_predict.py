@@ -202,7 +202,6 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
     @raw_request
     async def PredictStream(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         await serve_stream(
-            request_iterator,
             context,
             self._t_stream,
             read_request,
