@@ -105,8 +105,8 @@ def _passthrough(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], by
 
 def raw_request(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Mark a servicer method as taking its requests serialized (``bytes``): grpc
-    hands them over unparsed, and the method reads what it needs from the bytes
-    (``scorewire._wire``) or parses them (:func:`parse`)."""
+    hands them over unparsed, and the method reads them with a :func:`reader`
+    (through :func:`serve_unary` or :func:`serve_stream`)."""
     method.raw_request = True  # type: ignore[attr-defined]
     return method
 
@@ -191,6 +191,43 @@ def register(add_to_server: Callable[[Any, Any], None], servicer: Any, table: Me
     serves as one generic handler), with unparseable unary requests answered
     INVALID_ARGUMENT (see above; a stock servicer's streams are left as they are)."""
     add_to_server(servicer, _Registrar(table))
+
+
+async def serve_unary(
+    data: bytes,
+    context: grpc.aio.ServicerContext,
+    t: Any,
+    read_message: Callable[[bytes], Any],
+    handle_wire: Callable[[Any, float | None], Awaitable[Any]],
+    handle: Callable[[Any, float | None], Awaitable[Any]],
+    handle_traced: Callable[[Any, float | None, Any], Awaitable[Any]],
+    labels: Callable[[Any], tuple[str, Any]],
+    answered: Callable[[Any], tuple[str, Any]],
+) -> Any:
+    """The one body of Predict and ModelInfer (their methods return this coroutine,
+    so it adds no layer): the request read from ``data`` and answered by
+    ``handle_wire`` (its response may be serialized already) unless the call is
+    observed — metrics on, or tracing samples it — then by ``handle`` /
+    ``handle_traced``, counted and traced. The callables are those of
+    :func:`serve_stream`; an unparseable request is INVALID_ARGUMENT, counted (when
+    observed) under no model."""
+    span = t.server_span(context)  # None unless tracing is on and samples this call
+    if span is None and not t.metrics:  # the default, and 99% of calls at a 1% sampler
+        return await handle_wire(parsed(read_message(data)), deadline_of(context))
+    started = t.begin()
+    request = None
+    try:
+        request = parsed(read_message(data))
+        if span is None:
+            response = await handle(request, deadline_of(context))
+        else:
+            response = await handle_traced(request, deadline_of(context), span)
+    except BaseException as exc:
+        model, version = ("", None) if request is None else labels(request)
+        t.failed(exc, model, version, started, span)
+        raise
+    t.ok(*answered(response), started, span)
+    return response
 
 
 #: messages a stream reads ahead of the one being answered (bounded: backpressure)

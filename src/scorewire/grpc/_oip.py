@@ -8,7 +8,7 @@ does and what tritonclient's ``as_numpy`` reads); inputs may be raw or typed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -22,7 +22,7 @@ from ..types import PredictRequest, PredictResponse
 from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
-from ._handlers import deadline_of, parsed, raw_request, reader, serve_stream, unary
+from ._handlers import raw_request, reader, serve_stream, serve_unary, unary
 from ._telemetry import RpcTelemetry, version_of
 
 if TYPE_CHECKING:
@@ -63,6 +63,11 @@ def labels_of(request: Any) -> tuple[str, int | None]:
     if request.__class__ is tuple:
         return request[0], version_of(request[1])
     return request.model_name, version_of(request.model_version)
+
+
+def answered_by(response: oip.ModelInferResponse) -> tuple[str, str]:
+    """The (model, version) that answered."""
+    return response.model_name, response.model_version
 
 
 def id_of(request: Any) -> str:
@@ -168,26 +173,11 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     @unary
     @raw_request
-    async def ModelInfer(self, data: bytes, context: grpc.aio.ServicerContext) -> oip.ModelInferResponse | bytes:
-        t = self._t_infer
-        span = t.server_span(context)  # None unless tracing is on and samples this call
-        if span is None and not t.metrics:  # the default, and 99% of calls at a 1% sampler
-            return await self._infer_wire(parsed(read_request(data)), deadline_of(context))
-        started = t.begin()
-        request = None
-        try:
-            request = parsed(read_request(data))
-            if span is None:
-                response = await self._infer(request, deadline_of(context))
-            else:
-                response = await self._infer_traced(request, deadline_of(context), span)
-        except BaseException as exc:
-            # an unparseable request is counted, as in a stream, under no model
-            model, version = ("", None) if request is None else labels_of(request)
-            t.failed(exc, model, version, started, span)
-            raise
-        t.ok(response.model_name, response.model_version, started, span)
-        return response
+    def ModelInfer(self, data: bytes, context: grpc.aio.ServicerContext) -> Awaitable[oip.ModelInferResponse | bytes]:
+        return serve_unary(
+            data, context, self._t_infer, read_request,
+            self._infer_wire, self._infer, self._infer_traced, labels_of, answered_by,
+        )  # fmt: skip
 
     @raw_request
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
@@ -198,7 +188,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             self._infer if self._t_stream.metrics else self._infer_wire,  # metrics read the message
             self._infer_traced,
             labels_of,
-            lambda resp: (resp.model_name, resp.model_version),
+            answered_by,
             stream_ok,
             stream_error,
         )

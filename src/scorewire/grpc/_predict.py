@@ -4,7 +4,7 @@ see scorewire.monitoring)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -22,7 +22,7 @@ from ..types import PredictRequest, PredictResponse, Signature
 from ._codec import check_shape, dtype_to_v1, fill_tensor, tensor_input, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
-from ._handlers import deadline_of, parsed, raw_request, reader, serve_stream, unary
+from ._handlers import raw_request, reader, serve_stream, serve_unary, unary
 from ._telemetry import RpcTelemetry
 
 if TYPE_CHECKING:
@@ -65,6 +65,11 @@ def request_to_core(request: Any, deadline: float | None) -> tuple[PredictReques
 def labels_of(request: Any) -> tuple[str, int]:
     """The (model, version) a request as read asks for."""
     return (request[0], request[1]) if request.__class__ is tuple else (request.model, request.version)
+
+
+def answered_by(response: pb.PredictResponse) -> tuple[str, int]:
+    """The (model, version) that answered."""
+    return response.model, response.version
 
 
 def request_id_of(request: Any) -> str:
@@ -162,26 +167,11 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
 
     @unary
     @raw_request
-    async def Predict(self, data: bytes, context: grpc.aio.ServicerContext) -> pb.PredictResponse | bytes:
-        t = self._t_predict
-        span = t.server_span(context)  # None unless tracing is on and samples this call
-        if span is None and not t.metrics:  # the default, and 99% of calls at a 1% sampler
-            return await self._predict_wire(parsed(read_request(data)), deadline_of(context))
-        started = t.begin()
-        request = None
-        try:
-            request = parsed(read_request(data))
-            if span is None:
-                response = await self._predict(request, deadline_of(context))
-            else:
-                response = await self._predict_traced(request, deadline_of(context), span)
-        except BaseException as exc:
-            # an unparseable request is counted, as in a stream, under no model
-            model, version = ("", None) if request is None else labels_of(request)
-            t.failed(exc, model, version, started, span)
-            raise
-        t.ok(response.model, response.version, started, span)
-        return response
+    def Predict(self, data: bytes, context: grpc.aio.ServicerContext) -> Awaitable[pb.PredictResponse | bytes]:
+        return serve_unary(
+            data, context, self._t_predict, read_request,
+            self._predict_wire, self._predict, self._predict_traced, labels_of, answered_by,
+        )  # fmt: skip
 
     @unary
     async def Feedback(self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext) -> pb.FeedbackResponse:
@@ -208,7 +198,7 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
             self._predict if self._t_stream.metrics else self._predict_wire,  # metrics read the message
             self._predict_traced,
             labels_of,
-            lambda resp: (resp.model, resp.version),
+            answered_by,
             stream_ok,
             stream_error,
         )
