@@ -9,7 +9,7 @@ message, or handles the rarer encodings):
   ``scorewire.v1.PredictRequest`` / OIP ``ModelInferRequest``, as grpc received it,
   into its fields and its input matrix in one pass; protobuf's parse, the Python
   wrappers of each field and a re-serialization of the tensor cost several times
-  more. ``decode_tensor`` and ``decode_infer_input`` read the tensor alone.
+  more.
 - The matrix (FLOAT32 or FLOAT64, as raw bytes or as packed
   ``float_values``/``double_values``, ``fp32_contents``/``fp64_contents``) becomes a
   new aligned, native-order ndarray of shape (rows, features): one memcpy, where
@@ -131,8 +131,10 @@ cdef object _matrix(const int64_t* dims, int dtype, const uint8_t* data, Py_ssiz
 
 
 cdef object _tensor(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, bint* raw):
-    """The Tensor serialized in buf[pos:end] (see ``decode_tensor``), or None; sets
-    ``raw`` when its values came as raw bytes."""
+    """The Tensor serialized in buf[pos:end] as a new (rows, features)
+    float32/float64 ndarray, or None when it is anything but a well-formed 2-D
+    FLOAT32/FLOAT64 tensor whose values are all there, carried in exactly one of raw
+    / the matching packed field; sets ``raw`` when its values came as raw bytes."""
     cdef Py_ssize_t data_pos = -1, data_len = 0
     cdef uint64_t value, field, wire
     cdef Py_ssize_t length
@@ -184,16 +186,6 @@ cdef object _tensor(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, bint* ra
     return _matrix(dims, dtype, buf + data_pos if data_field else NULL, data_len)
 
 
-def decode_tensor(bytes blob):
-    """A serialized Tensor → a new (rows, features) float32/float64 ndarray, or None
-    when it is anything but a well-formed 2-D FLOAT32/FLOAT64 tensor whose values
-    are all there, carried in exactly one of raw / the matching packed field."""
-    if not _LITTLE:
-        return None
-    cdef bint raw = False
-    return _tensor(<const uint8_t*>PyBytes_AS_STRING(blob), 0, PyBytes_GET_SIZE(blob), &raw)
-
-
 cdef inline object _utf8(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t length):
     """buf[pos:pos+length] as str; raises UnicodeDecodeError as protobuf would
     refuse the field."""
@@ -203,7 +195,7 @@ cdef inline object _utf8(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t length):
 def decode_predict(bytes blob):
     """A serialized PredictRequest → (model, version, request_id, outputs, X, raw),
     or None for anything but the common case: the five known fields, each singular
-    one at most once, with an input that ``decode_tensor`` reads (anything else,
+    one at most once, with an input that ``_tensor`` reads (anything else,
     unknown fields included, is left to protobuf). ``outputs`` is a tuple of
     names; ``raw`` tells whether the input came as raw bytes. A malformed message
     gives None too: the caller's protobuf parse then names the error."""
@@ -545,28 +537,13 @@ def encode_infer_response(str model_name, str model_version, str request_id, dic
     return b"".join(parts + raws)
 
 
-cdef inline Py_ssize_t _skip_field(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, uint64_t wire) noexcept nogil:
-    """Skip one field's value; the position after it, or -1."""
-    cdef uint64_t value
-    cdef Py_ssize_t length
-    if wire == 0:
-        return _read_varint(buf, pos, end, &value)
-    if wire == 1:
-        return pos + 8 if pos + 8 <= end else -1
-    if wire == 5:
-        return pos + 4 if pos + 4 <= end else -1
-    if wire == 2:
-        pos = _read_len(buf, pos, end, &length)
-        return -1 if pos < 0 else pos + length
-    return -1
-
-
 cdef object _infer_input(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t inp_end,
                          Py_ssize_t raw_pos, Py_ssize_t raw_len, int n_raw):
     """(name, ndarray) from the InferInputTensor in buf[pos:inp_end] and, when
-    ``n_raw`` is 1, the raw contents at buf[raw_pos:raw_pos+raw_len]; None unless
-    ``decode_infer_input`` would take it. Raises UnicodeDecodeError for a name
-    protobuf would refuse."""
+    ``n_raw`` is 1, the raw contents at buf[raw_pos:raw_pos+raw_len]; None unless it
+    is an FP32/FP64 input of shape (rows, features) whose values are all there, in
+    the raw contents or in its packed fp32/fp64 contents (not both), without
+    parameters. Raises UnicodeDecodeError for a name protobuf would refuse."""
     cdef Py_ssize_t name_pos = -1, name_len = 0, data_pos = -1, data_len = 0, sub_end, cpos, length
     cdef uint64_t key, field, wire
     cdef int ndim = 0, dtype = 0, content_field = 0
@@ -627,50 +604,11 @@ cdef object _infer_input(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t inp_end,
     return _utf8(buf, name_pos, name_len) if name_pos >= 0 else "", out
 
 
-def decode_infer_input(bytes blob):
-    """The one input of a serialized OIP ModelInferRequest → (name, ndarray), or None
-    unless it is a single FP32/FP64 input of shape (rows, features) whose values are
-    all there, in the one raw_input_contents entry or in its packed fp32/fp64
-    contents (not both), without parameters."""
-    if not _LITTLE:
-        return None
-    cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
-    cdef Py_ssize_t end = PyBytes_GET_SIZE(blob)
-    cdef Py_ssize_t pos = 0, inp_pos = -1, inp_end = 0, raw_pos = -1, raw_len = 0, length
-    cdef uint64_t field, wire
-    cdef int n_inputs = 0, n_raw = 0
-    while pos < end:  # the request's own fields: find the input and the raw contents
-        pos = _read_key(buf, pos, end, &field, &wire)
-        if pos < 0:
-            return None
-        if (field == 5 or field == 7) and wire == 2:
-            pos = _read_len(buf, pos, end, &length)
-            if pos < 0:
-                return None
-            if field == 5:
-                n_inputs += 1
-                inp_pos, inp_end = pos, pos + length
-            else:
-                n_raw += 1
-                raw_pos, raw_len = pos, length
-            pos += length
-        else:
-            pos = _skip_field(buf, pos, end, wire)
-            if pos < 0:
-                return None
-    if n_inputs != 1 or n_raw > 1:
-        return None
-    try:
-        return _infer_input(buf, inp_pos, inp_end, raw_pos, raw_len, n_raw)
-    except UnicodeDecodeError:  # protobuf would not have parsed it either
-        return None
-
-
 def decode_infer(bytes blob):
     """A serialized ModelInferRequest → (model_name, model_version, id, outputs,
     input name, ndarray), or None for anything but the common case: no
     parameters (the request's, an input's or an output's), each singular string
-    at most once, no unknown field, and one input ``decode_infer_input`` reads.
+    at most once, no unknown field, and one input ``_infer_input`` reads.
     ``outputs`` is a tuple of the requested outputs' names."""
     if not _LITTLE:
         return None

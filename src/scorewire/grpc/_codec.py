@@ -8,14 +8,12 @@ echoes the caller's data.
 
 from __future__ import annotations
 
-import math
 import struct
 import sys
 from typing import Any
 
 import numpy as np
 
-from .. import _wire
 from ..errors import InvalidInput
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
@@ -23,16 +21,6 @@ from ._gen.scorewire.v1 import scorewire_pb2 as pb
 #: the largest tensor a request may describe (elements); limits allocation from a
 #: hostile shape before any byte-length check
 MAX_ELEMENTS = 1 << 34
-
-#: an input whose shape declares at most this many bytes (as float64) is read by
-#: ``scorewire._wire`` from its re-serialized bytes; a larger one is decoded here
-#: (zero-copy for raw bytes). Judged from the shape: ``ByteSize()`` would serialize
-#: the whole message to measure it (~0.9 ms for 4.8 MB, on the event loop).
-WIRE_DECODE_MAX_BYTES = 64 * 1024
-
-
-def _wire_sized(shape: Any) -> bool:
-    return 0 <= math.prod(shape) * 8 <= WIRE_DECODE_MAX_BYTES
 
 # --------------------------------------------------------------------------- v1
 _V1_DTYPES: dict[int, np.dtype[Any]] = {
@@ -166,17 +154,6 @@ def tensor_to_array(t: pb.Tensor) -> np.ndarray:
     return _typed_values(t, number, dtype, values).reshape(shape)
 
 
-def tensor_input(t: pb.Tensor) -> np.ndarray:
-    """A request's input tensor as an array: a small float matrix read by
-    ``scorewire._wire`` straight from its bytes (one copy, aligned), anything else
-    — and every error — by :func:`tensor_to_array`."""
-    if _wire_sized(t.shape):
-        X = _wire.decode_tensor(t.SerializeToString())
-        if X is not None:
-            return X
-    return tensor_to_array(t)
-
-
 def fill_tensor(t: pb.Tensor, a: np.ndarray, raw: bool) -> None:
     """Write ndarray ``a`` into the (empty) Tensor ``t``; strings always as string_values."""
     code = _V1_OF_KIND.get((a.dtype.kind, a.dtype.itemsize))
@@ -269,17 +246,6 @@ def oip_input_to_array(request: oip.ModelInferRequest) -> tuple[str, np.ndarray]
         raise InvalidInput(f"input has {len(values)} values, shape {list(shape)} needs {count}")
     number = oip.InferTensorContents.DESCRIPTOR.fields_by_name[expected].number
     return inp.name, _typed_values(inp.contents, number, dtype, values).reshape(shape)
-
-
-def oip_input(request: oip.ModelInferRequest) -> tuple[str, np.ndarray]:
-    """:func:`oip_input_to_array`, with a small single float matrix read by
-    ``scorewire._wire`` from the request's bytes instead."""
-    inputs = request.inputs
-    if len(inputs) == 1 and _wire_sized(inputs[0].shape):
-        decoded = _wire.decode_infer_input(request.SerializeToString())
-        if decoded is not None:
-            return decoded
-    return oip_input_to_array(request)
 
 
 def _bytes_element(v: object) -> bytes:

@@ -19,7 +19,7 @@ from ..observability import _tracing
 from ..repository import State
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse
-from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input
+from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input_to_array
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from ._handlers import raw_request, reader, serve_stream, serve_unary, unary
@@ -161,7 +161,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         if request.__class__ is tuple:
             model, version, request_id, outputs, input_name, X = request
         else:
-            input_name, X = oip_input(request)
+            input_name, X = oip_input_to_array(request)
             model, version, request_id = request.model_name, request.model_version, request.id
             outputs = tuple(o.name for o in request.outputs)
         mv = self.service.resolve(model, _version(version))

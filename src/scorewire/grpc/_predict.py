@@ -19,7 +19,7 @@ from ..observability import _tracing
 from ..repository import ModelEntry, ModelVersion, State
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse, Signature
-from ._codec import check_shape, dtype_to_v1, fill_tensor, tensor_input, tensor_to_array
+from ._codec import check_shape, dtype_to_v1, fill_tensor, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 from ._handlers import raw_request, reader, serve_stream, serve_unary, unary
@@ -53,7 +53,7 @@ def request_to_core(request: Any, deadline: float | None) -> tuple[PredictReques
         return PredictRequest(model, X, version or None, outputs, request_id, deadline), raw
     core = PredictRequest(
         model=request.model,
-        inputs=tensor_input(request.input),
+        inputs=tensor_to_array(request.input),
         version=request.version or None,
         outputs=tuple(request.outputs),
         request_id=request.request_id,
