@@ -90,9 +90,7 @@ class ScoringService:
         """Score one request (see the module docstring). ``span``: the request's
         span when it is sampled, else None."""
         mv = self.resolve(request.model, request.version)
-        lane = mv.lane
-        if lane is None or lane.service is not self:
-            lane = self._lane(mv)
+        lane = self._lane(mv)
         X = request.inputs
         lane.check(X)
         model = lane.model
@@ -102,8 +100,9 @@ class ScoringService:
         deadline = request.deadline
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded("the deadline passed before scoring started")
-        if X.shape[0] < lane.batch_below:  # a request as large as a batch gains nothing from waiting
-            result = await lane.batcher.submit(X, outputs, deadline, span)
+        batcher = lane.batcher
+        if batcher is not None and X.shape[0] < batcher.config.max_batch_rows:  # one as large as a batch would only wait
+            result = await batcher.submit(X, outputs, deadline, span)
         elif span is not None or self.metrics:
             result = await self._score_observed(mv, X, outputs, span)
         elif X.size >= self.offload_min_values:
@@ -233,9 +232,9 @@ class ScoringService:
         lane = self._lane(mv)
         lane.check(request.inputs)
         result = lane.model.predict(request.inputs, request.outputs or None)
-        if mv.monitor is not None:
-            mv.monitor.after_predict(request.inputs, request.request_id, result)
-        return PredictResponse(model=mv.name, version=mv.version, outputs=result, request_id=request.request_id)
+        if lane.monitor is not None:
+            lane.monitor.after_predict(request.inputs, request.request_id, result)
+        return PredictResponse(mv.name, mv.version, result, request.request_id)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -248,7 +247,7 @@ class _Lane:
     properties per request. Valid for the version's life (a reload makes a new
     ModelVersion, config and all)."""
 
-    __slots__ = ("batch_below", "batcher", "check_finite", "dtype", "model", "monitor", "n_features", "name", "row_limit", "service")
+    __slots__ = ("batcher", "check_finite", "dtype", "model", "monitor", "n_features", "name", "row_limit", "service")
 
     def __init__(self, service: ScoringService, mv: ModelVersion) -> None:
         model = mv.model
@@ -265,8 +264,6 @@ class _Lane:
             limit = config.max_batch_rows
         self.row_limit = limit
         self.check_finite = config.nan_policy == "reject"
-        #: a request with fewer rows than this joins a batch (0: batching is off)
-        self.batch_below = 0
         self.batcher: DynamicBatcher | None = None
         if config.batching.enabled_for(model.backend):
             if not isinstance(mv.batcher, DynamicBatcher):
@@ -279,7 +276,6 @@ class _Lane:
                     metrics=version_metrics(mv.name, mv.version) if service.metrics else None,
                 )
             self.batcher = mv.batcher
-            self.batch_below = mv.batcher.config.max_batch_rows
         monitor = mv.monitor
         if monitor is not None and not monitor.wired:
             monitor.wire(service._soon)
