@@ -163,14 +163,20 @@ def test_decode_predict_leaves_the_rare_to_protobuf():
         pb.PredictRequest(model="m").SerializeToString(),  # no input
         pb.PredictRequest(model="m", input=pb.Tensor(dtype=pb.INT64, shape=[1, 1], int64_values=[1])).SerializeToString(),
     ]
-    for blob in parseable:
-        assert _wire.decode_predict(blob) is None
-        pb.PredictRequest.FromString(blob)
     unparseable = [b"\x0a\x02\xff\xfe" + body, body[:-1], b"\xff\xff\xff"]  # bad UTF-8, truncated, garbage
+    _left_to_protobuf(_wire.decode_predict, pb.PredictRequest, parseable, unparseable)
+
+
+def _left_to_protobuf(decode, message_class, parseable, unparseable) -> None:
+    """``decode`` declines every blob; protobuf parses the first ones and refuses
+    the others (so the caller's protobuf parse answers them)."""
+    for blob in parseable:
+        assert decode(blob) is None
+        message_class.FromString(blob)
     for blob in unparseable:
-        assert _wire.decode_predict(blob) is None
+        assert decode(blob) is None
         with pytest.raises(Exception):  # noqa: B017 - protobuf's DecodeError, by its own name per backend
-            pb.PredictRequest.FromString(blob)
+            message_class.FromString(blob)
 
 
 @settings(max_examples=300, deadline=None)
@@ -362,13 +368,8 @@ def test_decode_infer_leaves_the_rare_to_protobuf():
         body + b"\x1a\x01i",  # id twice
         body + b"\x20\x01",  # field 4 with the wrong wire type
     ]
-    for blob in parseable:
-        assert _wire.decode_infer(blob) is None
-        oip.ModelInferRequest.FromString(blob)
-    for blob in (b"\x0a\x02\xff\xfe" + body, body[:-1]):  # bad UTF-8, truncated
-        assert _wire.decode_infer(blob) is None
-        with pytest.raises(Exception):  # noqa: B017 - protobuf's DecodeError, by its own name per backend
-            oip.ModelInferRequest.FromString(blob)
+    unparseable = [b"\x0a\x02\xff\xfe" + body, body[:-1]]  # bad UTF-8, truncated
+    _left_to_protobuf(_wire.decode_infer, oip.ModelInferRequest, parseable, unparseable)
 
 
 @settings(max_examples=300, deadline=None)
