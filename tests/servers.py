@@ -49,6 +49,18 @@ def wait_serving(addr: str, service: str = "", timeout: float = 90.0) -> None:
             time.sleep(0.05)
 
 
+def wait_for_line(server: ServerProcess, text: str, timeout: float = 60.0) -> str:
+    """The first line the server printed that contains ``text``, once it has."""
+    deadline = time.monotonic() + timeout
+    while True:
+        line = next((x for x in list(server.output) if text in x), None)
+        if line is not None:
+            return line
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the server did not print {text!r} within {timeout}s:\n{''.join(server.output)[-4000:]}")
+        time.sleep(0.01)
+
+
 @contextlib.contextmanager
 def server_process(
     *args: str,
@@ -112,7 +124,7 @@ def server_process(
 
 class InProcessServer:
     """A scorewire Server on its own event loop thread, for tests that call it
-    through generated stubs and need no subprocess (STYLE.md point 15)."""
+    through generated stubs and need no subprocess."""
 
     def __init__(self, settings, repository=None, wait_ready: bool = True) -> None:
         import asyncio
@@ -144,12 +156,18 @@ class InProcessServer:
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def stop(self) -> None:
+    def begin_stop(self):
+        """Start the server's graceful stop; a concurrent.futures.Future of its end."""
+        import asyncio
+
         async def _stop():
             await self.server.stop()
 
+        return asyncio.run_coroutine_threadsafe(_stop(), self._loop)
+
+    def stop(self) -> None:
         try:
-            self.call(_stop())
+            self.begin_stop().result(60.0)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)

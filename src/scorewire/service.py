@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _kernel
 from .batching import DynamicBatcher
-from .errors import DeadlineExceeded, InvalidInput, NotFound, Overloaded, Unavailable
+from .errors import DeadlineExceeded, InvalidInput, NotFound, Overloaded
 from .monitoring import monitor as _monitor
 from .monitoring.feedback import FeedbackItem, ItemResult, route_feedback
 from .observability import _tracing
@@ -66,7 +66,6 @@ class ScoringService:
         self.metrics = metrics
         #: one thread for monitoring work no response waits for (off the scoring threads)
         self._monitor_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorewire-monitor")
-        self.draining = False
 
     def check_input(self, mv: ModelVersion, X: np.ndarray) -> None:
         """Reject what the model cannot score, naming the problem, never the data."""
@@ -80,10 +79,7 @@ class ScoringService:
         return lane
 
     def resolve(self, model: str, version: int | None = None) -> ModelVersion:
-        """The ready version a request for ``model`` (and ``version``) gets;
-        Unavailable while the server drains."""
-        if self.draining:
-            raise Unavailable("the server is shutting down")
+        """The ready version a request for ``model`` (and ``version``) gets."""
         return self.repository.resolve(model, version)
 
     async def predict(self, request: PredictRequest, span: Span | None = None) -> PredictResponse:

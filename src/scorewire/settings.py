@@ -52,9 +52,9 @@ class Settings:
         default=10.0, metadata={"help": "on SIGTERM: how long in-flight RPCs may take to finish"}
     )
     drain_delay_s: float = field(
-        default=0.0,
-        metadata={"help": "on SIGTERM: how long to keep accepting RPCs after health turns NOT_SERVING, "
-                          "so load balancers stop routing first"},
+        default=1.0,
+        metadata={"help": "on SIGTERM: how long to keep serving every RPC after health turns NOT_SERVING, "
+                          "so load balancers stop routing here and requests already sent arrive"},
     )  # fmt: skip
     reflection: bool = field(default=True, metadata={"help": "serve gRPC server reflection"})
     n_threads: int = field(

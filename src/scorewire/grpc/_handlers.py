@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -11,7 +12,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ..errors import InvalidInput, ScorewireError
+from ..errors import InvalidInput, ScorewireError, Unavailable
+from ._calls import DRAIN, SHUTTING_DOWN, Calls, abandoned, answer_abandoned, refusal
 from ._status import INTERNAL_MESSAGE, STATUS
 
 log = logging.getLogger("scorewire.grpc")
@@ -38,6 +40,9 @@ def unary(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         except ScorewireError as exc:
             await context.abort(STATUS[exc.code], exc.message)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
+            raise
+        except asyncio.CancelledError as exc:  # the client's, or abandoned at shutdown
+            await answer_abandoned(context, exc)
             raise
         except Exception as exc:  # never a traceback to the client
             code, message = status_of(exc)
@@ -136,17 +141,40 @@ def reader(decode: Callable[[bytes], Any], message_class: Any) -> Callable[[byte
 
 
 def _guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """A stock servicer's method (coroutine or async generator): an unparseable
+    request is INVALID_ARGUMENT, a call abandoned at shutdown UNAVAILABLE."""
+    if inspect.isasyncgenfunction(behavior):
+
+        @wraps(behavior)
+        async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if request is UNPARSEABLE:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except asyncio.CancelledError as exc:
+                await answer_abandoned(context, exc)
+                raise
+
+        return guarded_stream
+
     @wraps(behavior)
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if request is UNPARSEABLE:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
-        return await behavior(request, context)
+        try:
+            return await behavior(request, context)
+        except asyncio.CancelledError as exc:
+            await answer_abandoned(context, exc)
+            raise
 
     return guarded
 
 
 class MethodTable(grpc.GenericRpcHandler):
-    """Every scorewire method, by full name, in one generic handler.
+    """Every scorewire method, by full name, in one generic handler; and where each
+    call is counted in (see :mod:`._calls`) and, once the server stops taking calls,
+    refused.
 
     The generated ``add_*_to_server`` functions register each method with grpc as a
     "registered method"; grpc.aio's serving loop then keeps one pending request per
@@ -156,11 +184,26 @@ class MethodTable(grpc.GenericRpcHandler):
     is one dict lookup.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, calls: Calls | None = None) -> None:
         self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self.refusals: dict[str, grpc.RpcMethodHandler] = {}
+        self.calls = calls or Calls()
+
+    def add(self, method: str, handler: grpc.RpcMethodHandler) -> None:
+        self.handlers[method] = handler
+        self.refusals[method] = refusal(handler)
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        return self.handlers.get(handler_call_details.method)
+        method = handler_call_details.method
+        handler = self.handlers.get(method)
+        if handler is None:
+            return None
+        calls = self.calls
+        calls.count_in(method)
+        if calls.refusing:
+            calls.last_refused = time.monotonic()
+            return self.refusals[method]
+        return handler
 
 
 class _Registrar:
@@ -175,21 +218,34 @@ class _Registrar:
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         for name, h in handlers.items():
-            if getattr(h.unary_unary or h.stream_stream, "raw_request", False):  # reads its requests itself
-                h = h._replace(request_deserializer=None, response_serializer=_passthrough(h.response_serializer))
-            elif not h.request_streaming:
-                h = h._replace(request_deserializer=_safe(h.request_deserializer))
-                if h.unary_unary is not None:
-                    h = h._replace(unary_unary=_guard(h.unary_unary), response_serializer=_passthrough(h.response_serializer))
-                elif h.unary_stream is not None:
-                    h = h._replace(unary_stream=_guard(h.unary_stream))
-            self._table.handlers[f"/{service}/{name}"] = h
+            self._table.add(f"/{service}/{name}", _served(h))
+
+
+def _served(h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A generated method handler as scorewire serves it (made anew with grpc's
+    public factories): a ``raw_request`` method gets its requests' bytes and may
+    return a serialized response; a stock servicer's unary request is parsed
+    without raising (UNPARSEABLE), and its methods answer UNAVAILABLE when
+    abandoned at shutdown."""
+    serialize = h.response_serializer
+    if h.unary_unary is not None:
+        if getattr(h.unary_unary, "raw_request", False):  # reads its requests itself
+            return grpc.unary_unary_rpc_method_handler(h.unary_unary, None, _passthrough(serialize))
+        return grpc.unary_unary_rpc_method_handler(
+            _guard(h.unary_unary), _safe(h.request_deserializer), _passthrough(serialize)
+        )
+    if h.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(_guard(h.unary_stream), _safe(h.request_deserializer), serialize)
+    if h.stream_stream is not None:
+        if getattr(h.stream_stream, "raw_request", False):
+            return grpc.stream_stream_rpc_method_handler(h.stream_stream, None, _passthrough(serialize))
+        return grpc.stream_stream_rpc_method_handler(_guard(h.stream_stream), h.request_deserializer, serialize)
+    return grpc.stream_unary_rpc_method_handler(_guard(h.stream_unary), h.request_deserializer, serialize)
 
 
 def register(add_to_server: Callable[[Any, Any], None], servicer: Any, table: MethodTable) -> None:
     """``add_XServicer_to_server(servicer, ...)`` into ``table`` (which the server
-    serves as one generic handler), with unparseable unary requests answered
-    INVALID_ARGUMENT (see above; a stock servicer's streams are left as they are)."""
+    serves as one generic handler), each method as :func:`_served` makes it."""
     add_to_server(servicer, _Registrar(table))
 
 
@@ -237,6 +293,7 @@ _END: Any = object()
 
 async def serve_stream(
     context: grpc.aio.ServicerContext,
+    calls: Calls,
     t: Any,
     read_message: Callable[[bytes], Any],
     handle: Callable[[Any, float | None], Awaitable[Any]],
@@ -259,6 +316,12 @@ async def serve_stream(
     (``context.write``), so receiving the next message overlaps scoring and sending
     this one instead of alternating with them; the servicer method is therefore a
     coroutine, not an async generator.
+
+    Once the server refuses new calls (``calls``, at shutdown: the drain delay
+    has passed, so what the client sent before the signal has arrived), the stream
+    answers the messages it has received and ends with UNAVAILABLE: its client
+    reconnects elsewhere, knowing (by the answers, in order) which of its messages
+    were answered.
     """
     queue: asyncio.Queue[Any] = asyncio.Queue(READ_AHEAD)
 
@@ -278,11 +341,18 @@ async def serve_stream(
     reader = asyncio.ensure_future(read())
     deadline = deadline_of(context)
     stream = t.server_span(context)
+    calls.streams.add(queue)
     try:
         while True:
+            if calls.refusing and queue.empty():  # shutting down, every message received answered
+                t.end_stream(stream, Unavailable(SHUTTING_DOWN))
+                stream = None
+                await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             request = await queue.get()
             if request is _END:
                 break
+            if request is DRAIN:
+                continue
             if isinstance(request, BaseException):
                 raise request
             if request is UNPARSEABLE:
@@ -314,8 +384,11 @@ async def serve_stream(
                 await context.write(ok_response(request, response))
     except BaseException as exc:
         t.end_stream(stream, exc)
+        if abandoned(exc):  # at shutdown: UNAVAILABLE, not CANCELLED
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         raise
     finally:
+        calls.streams.discard(queue)
         if not reader.done():
             reader.cancel()
     t.end_stream(stream)

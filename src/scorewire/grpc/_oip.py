@@ -19,6 +19,7 @@ from ..observability import _tracing
 from ..repository import State
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse
+from ._calls import Calls
 from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input_to_array
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
@@ -89,8 +90,15 @@ def stream_error(request: Any, code: grpc.StatusCode, message: str) -> oip.Model
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     """OIP v2 over the same ScoringService as scorewire.v1."""
 
-    def __init__(self, service: ScoringService, is_ready: Callable[[], bool], on_change: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        service: ScoringService,
+        is_ready: Callable[[], bool],
+        on_change: Callable[[str], None],
+        calls: Calls | None = None,
+    ) -> None:
         self.service = service
+        self._calls = calls or Calls()  # the server's: its streams end when it stops
         self.repository = service.repository
         self._is_ready = is_ready
         self._on_change = on_change
@@ -183,6 +191,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         await serve_stream(
             context,
+            self._calls,
             self._t_stream,
             read_request,
             self._infer if self._t_stream.metrics else self._infer_wire,  # metrics read the message

@@ -19,6 +19,7 @@ from ..observability import _tracing
 from ..repository import ModelEntry, ModelVersion, State
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse, Signature
+from ._calls import Calls
 from ._codec import check_shape, dtype_to_v1, fill_tensor, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
@@ -137,8 +138,9 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
     """Converts, calls ScoringService, converts back (and observes, when metrics or
     tracing are on: see ``_telemetry``)."""
 
-    def __init__(self, service: ScoringService) -> None:
+    def __init__(self, service: ScoringService, calls: Calls | None = None) -> None:
         self.service = service
+        self._calls = calls or Calls()  # the server's: its streams end when it stops
         self._t_predict = RpcTelemetry(SERVICE, "Predict", service)
         self._t_stream = RpcTelemetry(SERVICE, "PredictStream", service)
 
@@ -193,6 +195,7 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
     async def PredictStream(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         await serve_stream(
             context,
+            self._calls,
             self._t_stream,
             read_request,
             self._predict if self._t_stream.metrics else self._predict_wire,  # metrics read the message

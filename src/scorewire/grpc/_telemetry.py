@@ -21,6 +21,7 @@ import grpc
 from ..errors import ScorewireError
 from ..observability import _tracing
 from ..observability._metrics import IN_FLIGHT, REQUEST_DURATION, REQUESTS
+from ._calls import abandoned
 from ._status import STATUS
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def code_of(exc: BaseException) -> grpc.StatusCode:
     if isinstance(exc, ScorewireError):
         return STATUS[exc.code]
     if isinstance(exc, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED
+        return grpc.StatusCode.UNAVAILABLE if abandoned(exc) else grpc.StatusCode.CANCELLED
     return grpc.StatusCode.INTERNAL
 
 

@@ -1,16 +1,24 @@
 """The gRPC server: services, health, reflection, loading, and shutdown.
 
-Shutdown, in order (SIGTERM or SIGINT):
+Shutdown, in order (SIGTERM or SIGINT), so that no request a client sent before
+the signal is lost and none is answered CANCELLED (the client's own code, which
+no balancer retries):
 
-1. health turns NOT_SERVING for every service and model at once;
-2. for ``drain_delay_s`` RPCs are still accepted, so load balancers that probe
-   health stop routing here before anything is refused;
-3. the server stops accepting RPCs and gives those in flight ``shutdown_grace_s``
-   to finish (requests already accepted are answered); once none is left but
-   health Watch streams and calls grpc accepted as the stop began yet never
-   handed to a handler, those are cancelled at once (see ``_cancel_when_idle``);
-4. what is still running after the grace period is cancelled;
-5. the batchers and the scoring thread pool are drained; the monitoring export
+1. health turns NOT_SERVING for every service and model at once (open Watch
+   streams hear it);
+2. for ``drain_delay_s`` every call is still served, so load balancers that probe
+   health stop routing here, and what clients sent before the signal arrives and
+   is answered;
+3. every new call is answered UNAVAILABLE at once, by scorewire (``_calls``); the
+   calls in flight get ``shutdown_grace_s`` to finish; open streams answer what
+   they receive and end with UNAVAILABLE once idle;
+4. what is still running after the grace period is abandoned: answered
+   UNAVAILABLE;
+5. once nothing is in flight and no call has arrived for a moment, health Watch
+   streams end (UNAVAILABLE) and gRPC stops: the port closes. A call gRPC accepted
+   just then but never handed to scorewire is cancelled at once (gRPC core's own
+   answer), not held for the grace period;
+6. the batchers and the scoring thread pool are drained; the monitoring export
    stops, the metrics port closes and buffered spans are exported; the process
    exits 0.
 
@@ -25,6 +33,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -40,6 +49,7 @@ from ..observability._exposition import MetricsServer
 from ..repository import ModelEntry, ModelRepository, State
 from ..service import ScoringService
 from ..settings import Settings
+from ._calls import Calls
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
@@ -64,29 +74,7 @@ def health_name(model: str) -> str:
     return f"model/{model}"
 
 
-class HealthServicer(health.aio.HealthServicer):
-    """grpc.health.v1 that counts its open Watch streams: they never end by
-    themselves, so shutdown must not wait for them as for a request."""
-
-    watching = 0
-
-    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
-        self.watching += 1
-        try:
-            await super().Watch(request, context)
-        finally:
-            self.watching -= 1
-
-
-def dispatched_rpcs() -> int:
-    """RPCs grpc.aio has handed to a handler task in this event loop and that are
-    not finished (its per-RPC task runs the coroutine ``_schedule_rpc_coro``)."""
-    return sum(
-        1 for t in asyncio.all_tasks() if getattr(t.get_coro(), "__name__", "") == "_schedule_rpc_coro"
-    )  # fmt: skip
-
-
-#: how often shutdown checks whether only undispatched calls are left
+#: how often shutdown looks whether only calls gRPC never handed over are left
 IDLE_POLL_S = 0.02
 
 
@@ -111,7 +99,9 @@ class Server:
             executor=self._executor,
             metrics=settings.metrics_port > 0,
         )
-        self.health = HealthServicer()
+        self.health = health.aio.HealthServicer()
+        #: the calls being served, counted by scorewire (see ``_calls``)
+        self.calls = Calls()
         self._metrics_server: MetricsServer | None = None
         self._server: grpc.aio.Server | None = None
         self._loading: asyncio.Task[None] | None = None
@@ -139,12 +129,12 @@ class Server:
             ],
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
-        table = MethodTable()
-        register(pb_grpc.add_PredictServiceServicer_to_server, PredictServicer(self.service), table)
+        table = MethodTable(self.calls)
+        register(pb_grpc.add_PredictServiceServicer_to_server, PredictServicer(self.service, self.calls), table)
         register(pb_grpc.add_ModelServiceServicer_to_server, ModelServicer(self.service, self._update_model_health), table)
         register(
             oip_grpc.add_GRPCInferenceServiceServicer_to_server,
-            InferenceServicer(self.service, self.ready, self._update_model_health),
+            InferenceServicer(self.service, self.ready, self._update_model_health, self.calls),
             table,
         )
         register(health_pb2_grpc.add_HealthServicer_to_server, self.health, table)
@@ -194,7 +184,7 @@ class Server:
 
     def ready(self) -> bool:
         """Serving: not shutting down, loading done, and at least one model ready."""
-        if self.service.draining or self._stopping is not None:
+        if self._stopping is not None:
             return False
         if not self._loaded:
             return False
@@ -262,20 +252,28 @@ class Server:
         return self._stopping
 
     async def _shutdown(self) -> None:
+        calls = self.calls
         # 1. health first: every service and model NOT_SERVING
         await self.health.enter_graceful_shutdown()
-        # 2. keep accepting while load balancers notice
+        # 2. keep serving while load balancers notice
         if self.settings.drain_delay_s > 0:
             await asyncio.sleep(self.settings.drain_delay_s)
-        self.service.draining = True
-        # 3.–4. refuse new RPCs, let in-flight ones finish within the grace period
+        # 3. refuse new calls, let those in flight finish within the grace period
+        calls.refuse_new_calls()
+        if not await calls.wait_quiet(time.monotonic() + self.settings.shutdown_grace_s):
+            # 4. abandon what is left: UNAVAILABLE
+            if calls.in_flight:
+                log.warning("%d calls still running after the grace period: answered UNAVAILABLE", len(calls.in_flight))
+            await calls.abandon(calls.in_flight)
+        # 5. end the health Watch streams, then stop gRPC (the port closes)
+        await calls.abandon(calls.standing)
         if self._server is not None:
             stopping = asyncio.ensure_future(self._server.stop(self.settings.shutdown_grace_s))
             await self._cancel_when_idle(stopping)
             await stopping
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
-        # 5. drain the batchers and the scoring threads; flush telemetry
+        # 6. drain the batchers and the scoring threads; flush telemetry
         if self._monitoring is not None:
             self._monitoring.cancel()
         await self.service.aclose()
@@ -288,20 +286,18 @@ class Server:
         self._stopped.set()
 
     async def _cancel_when_idle(self, stopping: asyncio.Future[None]) -> None:
-        """While grpc's graceful stop runs: once every RPC it dispatched has ended
-        (open health Watch streams aside), cancel what is left at once.
+        """While gRPC's stop runs: once no call scorewire counted is in flight, in
+        two looks ``IDLE_POLL_S`` apart (a call gRPC has just handed over is counted
+        within a step of the event loop), cancel what gRPC still holds at once.
 
-        What is left then are Watch streams and calls that grpc.aio accepted just as
-        the stop began but never handed to a handler: its serving loop drops the
-        call its last pending request matched, and the call would hang until the
-        grace period ends (the client's deadline, often, comes first). Two checks
-        in a row guard against a call whose handler task is not yet running.
+        What it holds then are calls it accepted just as the stop began and never
+        handed to scorewire: they would hang until the grace period ends (the
+        client's deadline, often, comes first).
         """
         assert self._server is not None
         idle_checks = 0
         while not stopping.done():
-            idle = dispatched_rpcs() <= self.health.watching
-            idle_checks = idle_checks + 1 if idle else 0
+            idle_checks = idle_checks + 1 if not self.calls.in_flight else 0
             if idle_checks >= 2:
                 await self._server.stop(None)
                 return
