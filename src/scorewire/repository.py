@@ -10,6 +10,11 @@
 
 A model that fails to load is recorded with its error and does not stop the others.
 Each version goes LOADING → READY (or FAILED); only READY versions answer.
+
+Whoever keeps state per served version (the service: batchers, per-version
+request facts) subscribes with :meth:`ModelRepository.on_retire` and is told, once
+per :class:`ModelVersion`, when that version stops being served: replaced by a
+reload, dropped by the version policy, or unloaded.
 """
 
 from __future__ import annotations
@@ -19,10 +24,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ._config import ModelConfig, load_model_config
 from ._linear import default_n_threads
@@ -50,9 +54,10 @@ class State(enum.Enum):
     UNLOADED = "UNLOADED"
 
 
-@dataclass
+@dataclass(eq=False)  # identity: one record per load, usable as a dict key
 class ModelVersion:
-    """One version of a model and its state."""
+    """One version of a model and its state (one record per load: a reload makes a
+    new one)."""
 
     name: str
     version: int
@@ -62,10 +67,6 @@ class ModelVersion:
     error: str = ""
     loaded_at: float = 0.0
     config: ModelConfig = field(default_factory=ModelConfig)
-    #: the version's DynamicBatcher, created by the service on first use
-    batcher: Any = field(default=None, repr=False)
-    #: what the service reads of it per request, gathered on first use (service._Lane)
-    lane: Any = field(default=None, repr=False)
     #: drift and feedback monitoring (made with the model: see scorewire.monitoring)
     monitor: VersionMonitor | None = field(default=None, repr=False)
 
@@ -118,6 +119,20 @@ class ModelRepository:
         self.n_threads = default_n_threads() if n_threads is None else n_threads
         self._lock = threading.Lock()
         self._entries: dict[str, ModelEntry] = {}
+        self._on_retire: list[Callable[[ModelVersion], None]] = []
+
+    def on_retire(self, listener: Callable[[ModelVersion], None]) -> None:
+        """Call ``listener(mv)`` (from whichever thread changed the repository, after
+        the change) once for each version that stops being served."""
+        self._on_retire.append(listener)
+
+    def _retire(self, versions: Iterable[ModelVersion]) -> None:
+        for mv in versions:
+            for listener in self._on_retire:
+                try:
+                    listener(mv)
+                except Exception:
+                    log.exception("model %s version %d: a retire listener failed", mv.name, mv.version)
 
     # ------------------------------------------------------------- discovery
     def model_names(self) -> list[str]:
@@ -173,6 +188,9 @@ class ModelRepository:
                     entry.versions[v] = ModelVersion(name, v, model_dir / str(v), config=entry.config)
             entry.refresh()
             self._entries[name] = entry
+        if old is not None:  # what the new entry does not carry over
+            kept = set(map(id, entry.versions.values()))
+            self._retire(mv for mv in old.versions.values() if id(mv) not in kept)
         return entry
 
     def load(self, name: str) -> ModelEntry:
@@ -213,9 +231,12 @@ class ModelRepository:
             )  # fmt: skip
         with self._lock:
             current = self._entries.get(entry.name)
+            replaced = entry.versions.get(version) if current is entry else mv  # not served: retired at once
             if current is entry:
                 entry.versions[version] = mv
                 entry.refresh()
+        if replaced is not None:
+            self._retire([replaced])
         return mv
 
     def add_model(
@@ -232,15 +253,20 @@ class ModelRepository:
             entry = self._entries.get(name)
             if entry is None:
                 entry = self._entries[name] = ModelEntry(name=name, path=self.root / name, config=config)
+            replaced = entry.versions.get(version)
             entry.versions[version] = mv
             entry.refresh()
+        if replaced is not None:
+            self._retire([replaced])
         return mv
 
     def unload(self, name: str) -> None:
         """Stop serving a model (NotFound when it is not loaded)."""
         with self._lock:
-            if self._entries.pop(name, None) is None:
-                raise NotFound(f"no model named {name!r} is loaded")
+            entry = self._entries.pop(name, None)
+        if entry is None:
+            raise NotFound(f"no model named {name!r} is loaded")
+        self._retire(list(entry.versions.values()))
 
     # -------------------------------------------------------------- serving
     def entries(self) -> list[ModelEntry]:

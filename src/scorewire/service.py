@@ -23,6 +23,7 @@ feedback gauges current.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -66,17 +67,55 @@ class ScoringService:
         self.metrics = metrics
         #: one thread for monitoring work no response waits for (off the scoring threads)
         self._monitor_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorewire-monitor")
+        #: what the request path reads of each served version, made on first use;
+        #: dropped (its batcher closed) when the repository retires the version
+        self._lanes: dict[ModelVersion, _Lane] = {}
+        #: the event loop the batchers run on (the first one a batcher was made on)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: batchers closing (each answers what it holds, then stops)
+        self._closing: set[asyncio.Task[None]] = set()
+        repository.on_retire(self._retired)
 
     def check_input(self, mv: ModelVersion, X: np.ndarray) -> None:
         """Reject what the model cannot score, naming the problem, never the data."""
         self._lane(mv).check(X)
 
     def _lane(self, mv: ModelVersion) -> _Lane:
-        """The version's :class:`_Lane` for this service, made on first use."""
-        lane = mv.lane
-        if lane is None or lane.service is not self:
-            lane = mv.lane = _Lane(self, mv)
+        """The version's :class:`_Lane`, made on first use."""
+        lane = self._lanes.get(mv)
+        if lane is None:
+            lane = self._lanes[mv] = _Lane(self, mv)
+            if lane.batcher is not None and self._loop is None:
+                with contextlib.suppress(RuntimeError):  # no loop: a synchronous caller
+                    self._loop = asyncio.get_running_loop()
         return lane
+
+    def _retired(self, mv: ModelVersion) -> None:
+        """The repository no longer serves ``mv`` (any thread): drop its lane on the
+        event loop, where requests take lanes, so none takes it after."""
+        if mv not in self._lanes:
+            return
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or loop is running:
+            self._drop_lane(mv)
+            return
+        try:
+            loop.call_soon_threadsafe(self._drop_lane, mv)
+        except RuntimeError:  # the loop is closed: nothing runs on it any more
+            self._lanes.pop(mv, None)
+
+    def _drop_lane(self, mv: ModelVersion) -> None:
+        """Forget ``mv``'s lane and close its batcher (what it holds is answered)."""
+        lane = self._lanes.pop(mv, None)
+        if lane is None or lane.batcher is None:
+            return
+        task = asyncio.ensure_future(lane.batcher.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def resolve(self, model: str, version: int | None = None) -> ModelVersion:
         """The ready version a request for ``model`` (and ``version``) gets."""
@@ -216,10 +255,12 @@ class ScoringService:
 
     async def aclose(self) -> None:
         """Answer what the batchers hold, then stop them; drop pending monitoring work."""
-        for entry in self.repository.entries():
-            for mv in entry.versions.values():
-                if isinstance(mv.batcher, DynamicBatcher):
-                    await mv.batcher.close()
+        lanes, self._lanes = list(self._lanes.values()), {}
+        for lane in lanes:
+            if lane.batcher is not None:
+                await lane.batcher.close()
+        while self._closing:
+            await asyncio.gather(*self._closing)
         self._monitor_executor.shutdown(wait=False, cancel_futures=True)
 
     def predict_sync(self, request: PredictRequest) -> PredictResponse:
@@ -240,16 +281,15 @@ class ScoringService:
 class _Lane:
     """What the request path reads of one ready model version, gathered when the
     service first scores it: one attribute each instead of chains of lookups and
-    properties per request. Valid for the version's life (a reload makes a new
-    ModelVersion, config and all)."""
+    properties per request; and the version's batcher. Valid for the version's life
+    (a reload makes a new ModelVersion, config and all)."""
 
-    __slots__ = ("batcher", "check_finite", "dtype", "model", "monitor", "n_features", "name", "row_limit", "service")
+    __slots__ = ("batcher", "check_finite", "dtype", "model", "monitor", "n_features", "name", "row_limit")
 
     def __init__(self, service: ScoringService, mv: ModelVersion) -> None:
         model = mv.model
         assert model is not None
         sig = model.signature
-        self.service = service
         self.name = mv.name
         self.model = model
         self.dtype = sig.input.np_dtype
@@ -262,16 +302,14 @@ class _Lane:
         self.check_finite = config.nan_policy == "reject"
         self.batcher: DynamicBatcher | None = None
         if config.batching.enabled_for(model.backend):
-            if not isinstance(mv.batcher, DynamicBatcher):
-                mv.batcher = DynamicBatcher(
-                    model.predict,
-                    model.output_names(None),
-                    config.batching,
-                    executor=service._executor,
-                    offload_min_values=service.offload_min_values,
-                    metrics=version_metrics(mv.name, mv.version) if service.metrics else None,
-                )
-            self.batcher = mv.batcher
+            self.batcher = DynamicBatcher(
+                model.predict,
+                model.output_names(None),
+                config.batching,
+                executor=service._executor,
+                offload_min_values=service.offload_min_values,
+                metrics=version_metrics(mv.name, mv.version) if service.metrics else None,
+            )
         monitor = mv.monitor
         if monitor is not None and not monitor.wired:
             monitor.wire(service._soon)
