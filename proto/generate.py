@@ -2,7 +2,7 @@
 
     python proto/generate.py [OUT_DIR]
 
-Run by `make proto`; tests/test_proto_stubs.py re-runs it into a temporary folder
+Run by `make proto`; tests/test_generated.py re-runs it into a temporary folder
 and fails when the committed stubs differ. Use the grpcio-tools release pinned in
 pyproject.toml: its gencode must import on protobuf 6 (tritonclient's pin) and 7.
 

@@ -181,3 +181,31 @@ def test_backend_can_be_forced(tmp_path):
     b = scorewire.load_model(path, backend="onnxruntime").predict(X)
     np.testing.assert_array_equal(a["label"], b["label"])
     np.testing.assert_allclose(a["probabilities"], b["probabilities"], rtol=1e-5, atol=1e-6)
+
+
+def test_only_canonical_version_directories_are_versions(tmp_path, caplog):
+    """Triton's rule: "1" is version 1; "01", "001" and "0" are not versions (else
+    "01" and "1" would both be version 1 and one would shadow the other). They are
+    ignored, with a warning in the log and in the model's record (GetModel)."""
+    demo = scorewire.demo_repository() / "diabetes" / "1"
+    shutil.copytree(demo, tmp_path / "m" / "1")
+    for name in ("01", "001", "0", "2a"):
+        shutil.copytree(demo, tmp_path / "m" / name)
+    (tmp_path / "m" / "01" / "model.json").write_text("not json")  # would fail if it were loaded
+    repo = ModelRepository(tmp_path)
+    with caplog.at_level("WARNING", logger="scorewire.repository"):
+        entry = repo.load("m")
+    assert sorted(entry.versions) == [1] and entry.state is State.READY
+    assert [w.split("'")[1] for w in entry.warnings] == ["0", "001", "01"]
+    assert all("without leading zeros" in w for w in entry.warnings)
+    assert sum("ignored" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_get_model_lists_the_warnings(tmp_path):
+    from scorewire.grpc._predict import entry_to_pb
+
+    shutil.copytree(scorewire.demo_repository() / "diabetes" / "1", tmp_path / "m" / "1")
+    (tmp_path / "m" / "01").mkdir()
+    info = entry_to_pb(ModelRepository(tmp_path).load("m"))
+    assert [v.version for v in info.versions] == [1]
+    assert len(info.warnings) == 1 and "'01' ignored" in info.warnings[0]

@@ -36,6 +36,9 @@ from .monitoring.monitor import VersionMonitor
 
 log = logging.getLogger("scorewire.repository")
 
+#: version directories: a positive integer without leading zeros, as int64 holds it
+VERSION_RE = re.compile(r"^[1-9][0-9]{0,17}$")
+
 #: model names: a letter or digit, then letters, digits, '_', '-', '.'; no '..'
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -80,6 +83,8 @@ class ModelEntry:
     config: ModelConfig = field(default_factory=ModelConfig)
     versions: dict[int, ModelVersion] = field(default_factory=dict)
     error: str = ""  # a model-level error (bad model.toml, no versions)
+    #: what was ignored while reading its directory (see ModelRepository._versions_on_disk)
+    warnings: list[str] = field(default_factory=list)
     #: the newest READY version, what a request without a version gets (kept by refresh())
     newest_ready: ModelVersion | None = field(default=None, repr=False)
 
@@ -148,10 +153,22 @@ class ModelRepository:
                     log.warning("skipping %s: not a valid model name", p.name)
         return names
 
-    def _versions_on_disk(self, model_dir: Path) -> list[int]:
-        return sorted(
-            int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0
-        )
+    def _versions_on_disk(self, model_dir: Path) -> tuple[list[int], list[str]]:
+        """The version directories of a model, and a warning for each directory
+        named with digits that is not a version (Triton's rule: a version is a
+        positive integer written without leading zeros, so "01" cannot shadow "1")."""
+        versions, warnings = [], []
+        for p in sorted(model_dir.iterdir()):
+            if not p.is_dir() or not p.name.isdigit():
+                continue
+            if VERSION_RE.match(p.name):
+                versions.append(int(p.name))
+            else:
+                warnings.append(
+                    f"directory {p.name[:32]!r} ignored: a version directory is named by a positive integer "
+                    "without leading zeros (at most 18 digits)"
+                )
+        return sorted(versions), warnings
 
     # --------------------------------------------------------------- loading
     def load_all(self) -> None:
@@ -172,7 +189,10 @@ class ModelRepository:
         entry = ModelEntry(name=name, path=model_dir)
         try:
             entry.config = load_model_config(model_dir / "model.toml")
-            selected = entry.config.version_policy.select(self._versions_on_disk(model_dir))
+            on_disk, entry.warnings = self._versions_on_disk(model_dir)
+            for warning in entry.warnings:
+                log.warning("model %s: %s", name, warning)
+            selected = entry.config.version_policy.select(on_disk)
             if not selected:
                 raise ModelLoadError(f"{model_dir}: no version directory to serve (expected {model_dir}/1/...)")
         except ModelLoadError as exc:

@@ -233,6 +233,7 @@ def entry_to_pb(entry: ModelEntry) -> pb.ModelInfo:
         versions=[version_to_pb(entry.versions[v]) for v in sorted(entry.versions)],
         description=entry.config.description,
         error=entry.error,
+        warnings=entry.warnings,
     )
 
 

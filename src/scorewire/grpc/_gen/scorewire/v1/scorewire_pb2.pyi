@@ -206,18 +206,20 @@ class VersionInfo(_message.Message):
     def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., backend: _Optional[str] = ..., error: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., backend_reason: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "state", "versions", "description", "error")
+    __slots__ = ("name", "state", "versions", "description", "error", "warnings")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: ModelState
     versions: _containers.RepeatedCompositeFieldContainer[VersionInfo]
     description: str
     error: str
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ..., description: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ..., description: _Optional[str] = ..., error: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
