@@ -12,6 +12,11 @@ RUN_STAMP  := $(VENV)/.stamp-run
 TEST_STAMP := $(VENV)/.stamp-test
 BUILD_DEPS := pyproject.toml setup.py ext/_kernel.pyx ext/_wire.pyx
 
+# tests/test_generated.py imports the stubs on protobuf 7 too (the test environment
+# runs protobuf 6: tritonclient pins < 7); installed here, beside the venv, not by a test
+PB7_DIR   := $(VENV)/protobuf7
+PB7_STAMP := $(PB7_DIR)/.stamp
+
 # the TypeScript client test (tests/test_typescript_client.py): node + npm
 TS_DIR   := tests/clients/ts
 TS_STAMP := $(TS_DIR)/node_modules/.stamp-ci
@@ -58,13 +63,17 @@ $(TS_BUILT): $(TS_STAMP) $(TS_SRCS)
 
 ts-client: $(TS_BUILT)
 
+$(PB7_STAMP): $(PY)
+	$(PIP) install --quiet --no-deps --target $(PB7_DIR) 'protobuf>=7,<8'
+	touch $@
+
 # The Prometheus tests (tests/observability/test_prometheus.py) run Debian's
 # prometheus and promtool; install them once (apt-get needs root, as on CI).
 prometheus:
 	@prometheus --version >/dev/null 2>&1 || { \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }
 
-test: $(TEST_STAMP) ts-client prometheus
+test: $(TEST_STAMP) $(PB7_STAMP) ts-client prometheus
 	$(PY) -m pytest $(ARGS)
 
 bench: $(TEST_STAMP)
