@@ -8,6 +8,8 @@ import pytest
 
 from scorewire.errors import InvalidInput
 from scorewire.grpc._codec import (
+    INPUT_RANKS,
+    MAX_RANK,
     array_to_oip_raw,
     array_to_tensor,
     oip_input_to_array,
@@ -57,6 +59,61 @@ def test_v1_malformed(tensor, message):
     with pytest.raises(InvalidInput, match=message) as info:
         tensor_to_array(tensor)
     assert "123456" not in info.value.message
+
+
+@pytest.mark.parametrize("rank", [1, 3, 33, 65, 200])
+@pytest.mark.parametrize("raw", [True, False])
+def test_an_input_of_another_rank_is_named_before_anything_is_reshaped(rank, raw):
+    """Every model takes [rows, features]: any other rank is InvalidInput from the
+    shape alone, contents of the right length or not (NumPy holds 64 dims at most;
+    reshaping first raised its ValueError, answered INTERNAL)."""
+    shape = [1] * (rank - 1) + [3]
+    values = [SECRET] * 3
+    t = pb.Tensor(dtype=pb.FLOAT64, shape=shape)
+    req = _req(shape=shape, raw=[np.array(values).tobytes()] if raw else [], fp64=[] if raw else values)
+    if raw:
+        t.raw = np.array(values).tobytes()
+    else:
+        t.double_values.extend(values)
+    for decode in (lambda: tensor_to_array(t, INPUT_RANKS), lambda: oip_input_to_array(req)):
+        with pytest.raises(InvalidInput) as info:
+            decode()
+        assert info.value.message == f"input must have shape [rows, features] (rank 2), got rank {rank}"
+
+
+@pytest.mark.parametrize("shape", [[0, 1 << 62], [1 << 62, 0], [0, (1 << 63) - 1], [0, 1 << 35, 1 << 35]])
+def test_a_dim_too_large_is_rejected_even_beside_a_zero(shape):
+    """No values are needed, but NumPy cannot describe the shape."""
+    with pytest.raises(InvalidInput, match="too large"):
+        tensor_to_array(pb.Tensor(dtype=pb.FLOAT64, shape=shape))
+    with pytest.raises(InvalidInput, match="too large" if len(shape) == 2 else "rank 3"):
+        oip_input_to_array(_req(shape=shape))
+
+
+def test_a_tensor_whose_role_sets_no_rank_has_at_most_max_rank():
+    """An output read back by a client, say: any rank NumPy 1.x holds."""
+    ok = pb.Tensor(dtype=pb.INT64, shape=[1] * MAX_RANK, int64_values=[7])
+    assert tensor_to_array(ok).shape == (1,) * MAX_RANK
+    with pytest.raises(InvalidInput, match=f"rank {MAX_RANK + 1}, over the limit of {MAX_RANK}"):
+        tensor_to_array(pb.Tensor(dtype=pb.INT64, shape=[1] * (MAX_RANK + 1), int64_values=[7]))
+
+
+@pytest.mark.parametrize("dtype", [pb.INT64, pb.STRING])
+def test_truth_is_rows_or_rows_by_targets(dtype):
+    from scorewire.grpc._predict import truth_to_array
+
+    def truth(shape, n):
+        if dtype == pb.STRING:
+            return pb.Tensor(dtype=dtype, shape=shape, string_values=["1"] * n)
+        return pb.Tensor(dtype=dtype, shape=shape, int64_values=[1] * n)
+
+    assert truth_to_array(truth([3], 3)).shape == (3,)
+    assert truth_to_array(truth([3, 2], 6)).shape == (3, 2)
+    for shape in ([3, 1, 1], [1] * 65):
+        with pytest.raises(InvalidInput) as info:
+            truth_to_array(truth(shape, 3))
+        want = f"truth must have shape [rows] or [rows, targets] (rank 1 or 2), got rank {len(shape)}"
+        assert info.value.message == want
 
 
 @pytest.mark.parametrize("dtype, datatype", [("float32", "FP32"), ("float64", "FP64"), ("int64", "INT64")])

@@ -4,15 +4,24 @@ general encoder builds, and whatever it declines is left to the general path."""
 
 from __future__ import annotations
 
+import math
+from functools import partial
+
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from scorewire import _wire
 from scorewire.errors import InvalidInput
-from scorewire.grpc._codec import array_to_tensor, fill_tensor, tensor_to_array
+from scorewire.grpc._codec import (
+    INPUT_RANKS,
+    MAX_ELEMENTS,
+    array_to_tensor,
+    fill_tensor,
+    tensor_to_array,
+)
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
 
 
@@ -77,12 +86,16 @@ X2 = np.arange(6, dtype=np.float64).reshape(2, 3)
         pb.Tensor(shape=[2, 3], raw=X2.tobytes()),  # no dtype
         pb.Tensor(dtype=pb.FLOAT64, shape=[2, 3]),  # no values
         pb.Tensor(dtype=pb.FLOAT64, shape=[1 << 20, 1 << 20]),  # absurd
+        pb.Tensor(dtype=pb.FLOAT64, shape=[0, 1 << 62]),  # absurd beside a 0 dim
+        pb.Tensor(dtype=pb.FLOAT64, shape=[6], raw=X2.tobytes()),  # 1-D
+        pb.Tensor(dtype=pb.FLOAT64, shape=[1, 2, 3], raw=X2.tobytes()),  # 3-D
+        pb.Tensor(dtype=pb.FLOAT64, shape=[1] * 64 + [6], raw=X2.tobytes()),  # rank 65
     ],
 )
 def test_what_it_declines_the_general_path_rejects(tensor):
     _declined(tensor)
     with pytest.raises(InvalidInput):
-        tensor_to_array(tensor)
+        tensor_to_array(tensor, INPUT_RANKS)
 
 
 @pytest.mark.parametrize(
@@ -90,15 +103,13 @@ def test_what_it_declines_the_general_path_rejects(tensor):
     [
         pb.Tensor(dtype=pb.INT64, shape=[2, 3], int64_values=range(6)),
         pb.Tensor(dtype=pb.INT32, shape=[2, 3], raw=np.zeros(6, np.int32).tobytes()),
-        pb.Tensor(dtype=pb.FLOAT64, shape=[6], raw=X2.tobytes()),  # 1-D
-        pb.Tensor(dtype=pb.FLOAT64, shape=[1, 2, 3], raw=X2.tobytes()),  # 3-D
     ],
 )
 def test_declines_tensors_the_service_checks(tensor):
-    """Integer and non-matrix tensors decode the general way; the service then
-    answers with the model's own dtype and rank messages."""
+    """Integer tensors decode the general way; the service then answers with the
+    model's own dtype message."""
     _declined(tensor)
-    assert tensor_to_array(tensor).size == 6
+    assert tensor_to_array(tensor, INPUT_RANKS).size == 6
 
 
 def test_declines_unusual_encodings_the_general_path_reads():
@@ -129,6 +140,60 @@ def test_truncated_tensors_never_crash(data, cut):
     blob = array_to_tensor(X, raw=False).SerializeToString()
     assert decode_tensor(blob[: cut % len(blob)]) is None
 
+
+
+EDGE_DIMS = [0, 1, -1, MAX_ELEMENTS, MAX_ELEMENTS + 1, 1 << 62, (1 << 63) - 1, -(1 << 63)]
+ANY_SHAPES = st.one_of(
+    st.lists(st.integers(0, 4), max_size=70),  # any rank, small dims (contents that fit)
+    st.lists(st.sampled_from(EDGE_DIMS), min_size=2, max_size=2),  # a matrix, dims at the limits
+    st.lists(st.sampled_from(EDGE_DIMS), max_size=4),  # a few dims at the limits
+    st.lists(st.integers(-(1 << 63), (1 << 63) - 1), max_size=4),  # a few dims, any int64
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(shape=ANY_SHAPES, dtype=FLOATS, wrong=st.integers(0, 8))
+@example(shape=[1] * 64 + [3], dtype=np.float64, wrong=0)  # rank 65: more than NumPy holds
+@example(shape=[0, 1 << 62], dtype=np.float64, wrong=0)  # no values, but NumPy cannot describe it
+def test_any_shape_is_read_as_a_matrix_or_left_to_a_general_path_that_rejects_it(shape, dtype, wrong):
+    """Whatever the rank and dims, raw or typed, with as many values as the shape
+    needs (when that is a few) or ``wrong`` many: the wire decoders read a matrix
+    exactly when the general decoders accept the input, and give what they give;
+    what they decline, the general decoders reject with InvalidInput (never
+    NumPy's ValueError for a rank or size it cannot hold)."""
+    from scorewire.grpc._codec import oip_input_to_array
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    needed = math.prod(shape) if all(d >= 0 for d in shape) else -1
+    fp64 = dtype == np.float64
+    for n in {needed, wrong} if 0 <= needed <= 256 else {wrong}:
+        for raw in (True, False):
+            values = np.arange(n, dtype=dtype)
+            tensor = pb.Tensor(dtype=pb.FLOAT64 if fp64 else pb.FLOAT32, shape=shape)
+            request = oip.ModelInferRequest(model_name="m")
+            inp = request.inputs.add(name="input", datatype="FP64" if fp64 else "FP32", shape=shape)
+            if raw:
+                tensor.raw = values.tobytes()
+                request.raw_input_contents.append(values.tobytes())
+            else:
+                (tensor.double_values if fp64 else tensor.float_values).extend(values.tolist())
+                (inp.contents.fp64_contents if fp64 else inp.contents.fp32_contents).extend(values.tolist())
+            _read_alike(decode_tensor(tensor.SerializeToString()), partial(tensor_to_array, tensor, INPUT_RANKS), shape)
+            infer = decode_infer_input(request.SerializeToString())
+            _read_alike(None if infer is None else infer[1], partial(oip_input_to_array, request), shape)
+
+
+def _read_alike(got: np.ndarray | None, general, shape: list[int]) -> None:
+    """A wire decoder's matrix (None: declined) against the general decoder's
+    answer (an array, or a name and an array) for the same input."""
+    if got is None:
+        with pytest.raises(InvalidInput):
+            general()
+        return
+    want = general()
+    want = want[1] if isinstance(want, tuple) else want
+    assert got.ndim == 2 and got.shape == want.shape == tuple(shape)
+    assert got.tobytes() == want.tobytes()
 
 TEXT = st.text(max_size=12)
 
@@ -321,13 +386,16 @@ def test_decode_infer_input_declines_what_the_general_path_handles():
     wrong_field = _infer_request(X, False)
     wrong_field.inputs[0].datatype = "FP32"
     one_d = _infer_request(X.ravel(), True)
-    for request in (two_inputs, both, short, wrong_field):
+    rank_65 = _infer_request(X, True)
+    del rank_65.inputs[0].shape[:]
+    rank_65.inputs[0].shape.extend([1] * 64 + [6])  # NumPy holds at most 64 dims
+    for request in (two_inputs, both, short, wrong_field, one_d, rank_65):
         assert decode_infer_input(request.SerializeToString()) is None
         with pytest.raises(InvalidInput):
             oip_input_to_array(request)
-    for request in (ints, one_d):  # decoded the general way; the service checks dtype and rank
-        assert decode_infer_input(request.SerializeToString()) is None
-        assert oip_input_to_array(request)[1].size == 6
+    # decoded the general way; the service checks the dtype
+    assert decode_infer_input(ints.SerializeToString()) is None
+    assert oip_input_to_array(ints)[1].size == 6
 
 
 @settings(max_examples=200, deadline=None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -45,12 +45,44 @@ _V1_OF_KIND: dict[tuple[str, int], Any] = {
 }
 
 
-def check_shape(shape: list[int] | tuple[int, ...]) -> int:
-    """The element count of a shape; InvalidInput for negative or absurd dims."""
+class Ranks(NamedTuple):
+    """The ranks a tensor may have: its role (for messages) and each rank's layout."""
+
+    what: str
+    layouts: dict[int, str]
+
+
+#: every model scorewire serves takes one input of shape [rows, features]. The one
+#: place this rule lives: each decoder of a request's input (scorewire.v1 and OIP,
+#: raw and typed) checks its shape against it in :func:`check_shape`, before
+#: anything is reshaped or allocated; ``scorewire._wire`` reads only matrices and
+#: leaves any other rank to those decoders
+INPUT_RANKS = Ranks("input", {2: "[rows, features]"})
+#: a FeedbackItem's truth: one label or value per row, [rows] or [rows, targets]
+TRUTH_RANKS = Ranks("truth", {1: "[rows]", 2: "[rows, targets]"})
+#: the most dimensions any decoded tensor may have (NumPy 1.x holds 32; scorewire's
+#: own tensors have 1 or 2): for decoding a tensor whose role sets no rank
+MAX_RANK = 32
+
+
+def check_shape(shape: list[int] | tuple[int, ...], ranks: Ranks | None) -> int:
+    """The element count of a shape; InvalidInput for a rank that ``ranks`` does not
+    allow (None: any rank up to MAX_RANK), a negative dim, or a dim or count over
+    MAX_ELEMENTS. Only looks at the dims: allocates nothing."""
+    rank = len(shape)
+    if ranks is None:
+        if rank > MAX_RANK:
+            raise InvalidInput(f"tensor has rank {rank}, over the limit of {MAX_RANK}")
+    elif rank not in ranks.layouts:
+        layouts = " or ".join(ranks.layouts.values())
+        allowed = " or ".join(str(r) for r in ranks.layouts)
+        raise InvalidInput(f"{ranks.what} must have shape {layouts} (rank {allowed}), got rank {rank}")
     count = 1
     for dim in shape:
         if dim < 0:
             raise InvalidInput("tensor shape has a negative dimension")
+        if dim > MAX_ELEMENTS:  # even beside a 0 dim: NumPy cannot describe it
+            raise InvalidInput("tensor shape is too large")
         count *= dim
         if count > MAX_ELEMENTS:
             raise InvalidInput("tensor shape is too large")
@@ -111,8 +143,10 @@ def _typed_values(msg: Any, field_number: int, dtype: np.dtype[Any], values: Any
     return np.asarray(values, dtype=dtype.newbyteorder("="))
 
 
-def tensor_to_array(t: pb.Tensor) -> np.ndarray:
-    """A scorewire.v1 Tensor → ndarray of its shape (zero-copy for raw bytes)."""
+def tensor_to_array(t: pb.Tensor, ranks: Ranks | None = None) -> np.ndarray:
+    """A scorewire.v1 Tensor → ndarray of its shape (zero-copy for raw bytes);
+    ``ranks``: the ranks its role allows (a request's input: INPUT_RANKS), see
+    :func:`check_shape`."""
     # NOTE: one ListFields() call reads every set field; cheaper than probing each
     code = 0
     shape: tuple[int, ...] = ()
@@ -135,7 +169,7 @@ def tensor_to_array(t: pb.Tensor) -> np.ndarray:
         raise InvalidInput("tensor dtype is missing or unknown (use FLOAT32, FLOAT64, INT32 or INT64)")
     if not shape:
         raise InvalidInput("tensor shape is missing")
-    count = check_shape(shape)
+    count = check_shape(shape, ranks)
     if raw:
         if typed:
             raise InvalidInput("tensor sets both raw bytes and typed values; set one")
@@ -225,7 +259,7 @@ def oip_input_to_array(request: oip.ModelInferRequest) -> tuple[str, np.ndarray]
     shape = tuple(inp.shape)
     if not shape:
         raise InvalidInput("input shape is missing")
-    count = check_shape(shape)
+    count = check_shape(shape, INPUT_RANKS)
     # NOTE: with raw contents (Triton's way) the typed fields are looked at only if
     # the contents message was sent at all
     typed = [f for f in _OIP_ALL_FIELDS if len(getattr(inp.contents, f))] if not n_raw or inp.HasField("contents") else []

@@ -20,7 +20,7 @@ from ..repository import ModelEntry, ModelVersion, State
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse, Signature
 from ._calls import Calls
-from ._codec import check_shape, dtype_to_v1, fill_tensor, tensor_to_array
+from ._codec import INPUT_RANKS, TRUTH_RANKS, check_shape, dtype_to_v1, fill_tensor, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 from ._handlers import raw_request, reader, serve_stream, serve_unary, unary
@@ -54,7 +54,7 @@ def request_to_core(request: Any, deadline: float | None) -> tuple[PredictReques
         return PredictRequest(model, X, version or None, outputs, request_id, deadline), raw
     core = PredictRequest(
         model=request.model,
-        inputs=tensor_to_array(request.input),
+        inputs=tensor_to_array(request.input, INPUT_RANKS),
         version=request.version or None,
         outputs=tuple(request.outputs),
         request_id=request.request_id,
@@ -96,13 +96,14 @@ _OUTCOMES = {
 
 
 def truth_to_array(t: pb.Tensor) -> np.ndarray:
-    """A FeedbackItem's truth: a numeric tensor, or STRING labels."""
+    """A FeedbackItem's truth, [rows] or [rows, targets]: a numeric tensor, or
+    STRING labels."""
     if t.dtype != pb.STRING:
-        return tensor_to_array(t)
+        return tensor_to_array(t, TRUTH_RANKS)
     shape = tuple(t.shape)
     if not shape:
         raise InvalidInput("tensor shape is missing")
-    count = check_shape(shape)
+    count = check_shape(shape, TRUTH_RANKS)
     values = list(t.string_values)
     if len(values) != count:
         raise InvalidInput(f"tensor has {len(values)} values, shape {list(shape)} needs {count}")
