@@ -1,4 +1,4 @@
-"""The compiled kernel against the NumPy reference, over a grid (STYLE.md 13):
+"""The compiled kernel against the NumPy reference, over a grid:
 dtype × order × read-only × n_threads × batch size × link, plus hand-computed values."""
 
 from __future__ import annotations

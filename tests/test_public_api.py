@@ -1,4 +1,4 @@
-"""The public surface is pinned (STYLE.md point 14): a change to it is deliberate."""
+"""The public surface is pinned: a change to it is deliberate."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Paired converters (STYLE.md point 2): each encode/decode pair as a round trip,
+"""Paired converters: each encode/decode pair as a round trip,
 and each malformed tensor rejected with a message that does not echo the data."""
 
 from __future__ import annotations

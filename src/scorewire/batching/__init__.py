@@ -1,4 +1,4 @@
-"""Dynamic batching: a pure merge/split half and an asyncio half (STYLE.md 4)."""
+"""Dynamic batching: a pure merge/split half and an asyncio half."""
 
 from ._batcher import BatchConfig, DynamicBatcher
 from ._merge import merge_inputs, split_outputs
