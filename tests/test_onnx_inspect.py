@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from scorewire._linear import LinearSpec, NativeLinearModel
 from scorewire._onnx_inspect import InspectResult, inspect_onnx
 
-from .parity import assert_labels_equal
+from .parity import assert_labels_equal, exact_ties, first_maximum
 
 F32, F64 = TensorProto.FLOAT, TensorProto.DOUBLE
 TOL = {np.dtype(np.float32): (1e-6, 1e-7), np.dtype(np.float64): (1e-12, 1e-12)}
@@ -105,6 +105,11 @@ def assert_same_as_ort(model: ModelProto, X: np.ndarray, spec: LinearSpec | None
             err = np.abs(have.astype(np.float64) - want)
             allowed = atol + rtol * (np.abs(want.astype(np.float64)) + slack)
             assert np.all(err <= allowed), f"{name}: worst row {np.argmax((err - allowed).max(axis=1))}, err {err.max():.3g}"
+        elif spec.outputs[name] == "label":
+            # the kernel sums in float64, onnxruntime in float32: rows within that
+            # rounding of a tie may get either label (exact ties: see below)
+            z = X.astype(np.float64) @ spec.coef.T + spec.intercept
+            assert_labels_equal(have, want, z, ort_bound(spec, X))
         else:
             np.testing.assert_array_equal(have, want, err_msg=name)
 
@@ -292,11 +297,19 @@ def test_multi_row_linear_classifier(rng, post, link, multi_class):
     assert_same_as_ort(model, X, spec)
 
 
-def test_tied_decisions_give_the_first_class(rng):
-    coef = np.array([[1.0, 0, 0, 0], [1.0, 0, 0, 0], [0, 1.0, 0, 0]])
-    model = linear_classifier(coef, [0.0, 0.0, 0.0], [5, 6, 7], "SOFTMAX")
-    X = np.array([[1, 0, 0, 0], [0, 0, 0, 0], [-1, -1, 0, 0], [0, 2, 0, 0]], np.float32)
-    assert_same_as_ort(model, X)
+@pytest.mark.parametrize(("k", "post"), [(1, "LOGISTIC"), (3, "LOGISTIC"), (3, "SOFTMAX"), (3, "NONE")])
+def test_exact_ties_give_the_first_class(rng, k, post):
+    """Decisions tied exactly (small integers, exact in float32 in any order): onnxruntime
+    and the kernel both give the first of the tied classes in the classifier's order,
+    and with one decision column labels[0] at z == 0 (labels[1] only when z > 0)."""
+    coef, b, X = exact_ties(k, 4, rng)
+    labels = [6, 5] if k == 1 else [7, 5, 6]  # not sorted: first means first in the graph
+    model = linear_classifier(coef, b, labels, post)
+    spec = recognised(model)
+    X32 = X.astype(np.float32)
+    want = np.asarray(labels)[first_maximum(X @ coef.T + b)]
+    np.testing.assert_array_equal(ort_outputs(model, X32)["label"], want)
+    np.testing.assert_array_equal(NativeLinearModel(spec).predict(X32)["label"], want)
 
 
 def ovr_model(data):
