@@ -25,7 +25,13 @@ from scorewire._linear import NativeLinearModel
 from scorewire._pmml import load_pmml, parse_pmml
 from scorewire.errors import Code, ModelLoadError
 
-from .parity import assert_decisions_close, assert_proba_close, decision_scale
+from .parity import (
+    assert_decisions_close,
+    assert_labels_equal,
+    assert_proba_close,
+    decision_bound,
+    decision_scale,
+)
 
 FEATURES = ("age", "income", "debt", "score")
 
@@ -136,8 +142,9 @@ def test_binary_logit(tmp_path, X):
     p_yes = _sigmoid(_y(X, BINARY[0]))
     out = NativeLinearModel(spec).predict(X)
     assert_proba_close(out["probabilities"], np.column_stack([1.0 - p_yes, p_yes]), "float64")
-    assert_decisions_close(out["decision"][:, 0], _y(X, BINARY[0]), decision_scale(X, spec.coef, spec.intercept), "float64")
-    assert out["label"].tolist() == np.where(p_yes > 0.5, "yes", "no").tolist()
+    y, scale = _y(X, BINARY[0]), decision_scale(X, spec.coef, spec.intercept)
+    assert_decisions_close(out["decision"][:, 0], y, scale, "float64")
+    assert_labels_equal(out["label"], np.where(p_yes > 0.5, "yes", "no"), y, decision_bound(y, scale, "float64"))
 
 
 def test_binary_softmax_is_reduced_to_one_logistic_column(tmp_path, X):
@@ -163,7 +170,8 @@ def test_multiclass_softmax(tmp_path, X):
     out = NativeLinearModel(spec).predict(X)
     assert_proba_close(out["probabilities"], e / e.sum(axis=1, keepdims=True), "float64")
     assert out["label"].dtype == np.int64
-    np.testing.assert_array_equal(out["label"], np.array([1, 2, 3])[y.argmax(axis=1)])
+    bound = decision_bound(y, decision_scale(X, spec.coef, spec.intercept), "float64")
+    assert_labels_equal(out["label"], np.array([1, 2, 3])[y.argmax(axis=1)], y, bound)
 
 
 def test_multiclass_logit_pmml42_is_per_class_sigmoid(tmp_path, X):
@@ -173,7 +181,8 @@ def test_multiclass_logit_pmml42_is_per_class_sigmoid(tmp_path, X):
     y = np.column_stack([_y(X, t) for t in MULTI])
     out = NativeLinearModel(spec).predict(X)
     assert_proba_close(out["probabilities"], _sigmoid(y), "float64")
-    np.testing.assert_array_equal(out["label"], np.array([1, 2, 3])[y.argmax(axis=1)])
+    bound = decision_bound(y, decision_scale(X, spec.coef, spec.intercept), "float64")
+    assert_labels_equal(out["label"], np.array([1, 2, 3])[y.argmax(axis=1)], y, bound)
 
 
 def test_multiclass_logit_is_undefined_in_pmml43_and_later(tmp_path):
@@ -192,7 +201,7 @@ def test_classification_none(tmp_path, X):
     out = NativeLinearModel(spec).predict(X)
     scale = np.abs(X) @ np.abs(spec.coef).T + np.abs(spec.intercept) + 1.0
     assert np.all(np.abs(out["probabilities"] - p) <= 1e-12 * scale)
-    np.testing.assert_array_equal(out["label"], np.array([1, 2, 3])[p.argmax(axis=1)])
+    assert_labels_equal(out["label"], np.array([1, 2, 3])[p.argmax(axis=1)], p, 1e-12 * scale)
 
 
 def test_labels_stay_strings_unless_all_are_short_integers(tmp_path):
@@ -237,10 +246,14 @@ def _decimal_slack(X):
     return 0.5e-16 * (1.0 + np.abs(X).sum(axis=1))
 
 
-def _assert_nyoka_decisions(got, want, X, spec):
+def _nyoka_bound(want, X, spec):
+    """How far a decision of the nyoka document may be from scikit-learn's ``want``."""
     scale = decision_scale(X, spec.coef, spec.intercept)
-    bound = 1e-12 * np.maximum(np.abs(want), scale) + _decimal_slack(X)[:, None]
-    assert np.all(np.abs(got.reshape(want.shape) - want) <= bound)
+    return decision_bound(want, scale, "float64") + _decimal_slack(X)[:, None]
+
+
+def _assert_nyoka_decisions(got, want, X, spec):
+    assert np.all(np.abs(got.reshape(want.shape) - want) <= _nyoka_bound(want, X, spec))
 
 
 def test_nyoka_linear_regression(tmp_path):
@@ -272,10 +285,11 @@ def test_nyoka_binary_logistic_regression(tmp_path):
     spec = load_pmml(_nyoka_export(Pipeline([("model", est)]), names, tmp_path / "model.pmml"))
     assert (spec.link, spec.classes) == ("logistic", (0, 1))
     out = NativeLinearModel(spec).predict(X)
-    _assert_nyoka_decisions(out["decision"], est.decision_function(X)[:, None], X, spec)
+    dec = est.decision_function(X)[:, None]
+    _assert_nyoka_decisions(out["decision"], dec, X, spec)
     # |dp| <= |dz| / 4, far inside 1e-12 relative; P(0) = 1 - P(1) in sklearn: 1e-15 absolute
     assert_proba_close(out["probabilities"], est.predict_proba(X), "float64")
-    np.testing.assert_array_equal(out["label"], est.predict(X))
+    assert_labels_equal(out["label"], est.predict(X), dec, _nyoka_bound(dec, X, spec))
 
 
 def test_nyoka_multiclass_logistic_regression_is_a_model_chain(tmp_path):
@@ -331,9 +345,10 @@ def test_nyoka_written_multinomial_softmax(tmp_path):
     spec = load_pmml(path)
     assert (spec.link, spec.classes) == ("softmax", (0, 1, 2))
     out = NativeLinearModel(spec).predict(X)
-    _assert_nyoka_decisions(out["decision"], est.decision_function(X), X, spec)
+    dec = est.decision_function(X)
+    _assert_nyoka_decisions(out["decision"], dec, X, spec)
     assert_proba_close(out["probabilities"], est.predict_proba(X), "float64")
-    np.testing.assert_array_equal(out["label"], est.predict(X))
+    assert_labels_equal(out["label"], est.predict(X), dec, _nyoka_bound(dec, X, spec))
 
 
 # 3. hostile and unsupported documents -----------------------------------------------
