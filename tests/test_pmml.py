@@ -6,6 +6,8 @@
    scikit-learn (tolerance derived from the 16 decimals nyoka writes).
 3. Hostile and unsupported documents: each is a one-line ModelLoadError naming
    the file.
+
+Documents that are scored run on both of the kernel's paths (the ``simd`` fixture).
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ MULTI = [
 
 
 # 1. hand-written documents ------------------------------------------------------
+@pytest.mark.usefixtures("simd")
 def test_regression(tmp_path, X):
     spec = _load(tmp_path, pmml_doc(REGRESSION, function="regression", method="none"))
     assert (spec.task, spec.link, spec.feature_names) == ("regression", "identity", FEATURES)
@@ -135,6 +138,7 @@ def test_every_4x_version_with_or_without_namespace(tmp_path, X, version, namesp
     np.testing.assert_allclose(out["value"], _y(X, REGRESSION[0]), rtol=1e-12)
 
 
+@pytest.mark.usefixtures("simd")
 def test_binary_logit(tmp_path, X):
     # spec: P(first) = 1 / (1 + exp(-y_1)), P(second) = 1 - P(first)
     spec = _load(tmp_path, pmml_doc(BINARY, method="logit", target_values=["no", "yes"]))
@@ -147,6 +151,7 @@ def test_binary_logit(tmp_path, X):
     assert_labels_equal(out["label"], np.where(p_yes > 0.5, "yes", "no"), y, decision_bound(y, scale, "float64"))
 
 
+@pytest.mark.usefixtures("simd")
 def test_binary_softmax_is_reduced_to_one_logistic_column(tmp_path, X):
     # spec: p_j = exp(y_j) / sum_i exp(y_i); neither table is the trivial one
     tables = [("a", 0.2, {"age": 0.03, "score": -0.5}), ("b", -0.1, {"debt": 0.2, "score": 0.4})]
@@ -162,6 +167,7 @@ def test_binary_softmax_is_reduced_to_one_logistic_column(tmp_path, X):
     assert_proba_close(NativeLinearModel(spec).predict(X)["probabilities"][:, 1], p_yes, "float64")
 
 
+@pytest.mark.usefixtures("simd")
 def test_multiclass_softmax(tmp_path, X):
     spec = _load(tmp_path, pmml_doc(MULTI, method="softmax", target_values=["1", "2", "3"]))
     assert (spec.link, spec.classes) == ("softmax", (1, 2, 3))
@@ -174,6 +180,7 @@ def test_multiclass_softmax(tmp_path, X):
     assert_labels_equal(out["label"], np.array([1, 2, 3])[y.argmax(axis=1)], y, bound)
 
 
+@pytest.mark.usefixtures("simd")
 def test_multiclass_logit_pmml42_is_per_class_sigmoid(tmp_path, X):
     # PMML 4.1/4.2: p_j = 1 / (1 + exp(-y_j)) for each category, not normalised
     spec = _load(tmp_path, pmml_doc(MULTI, method="logit", version="4.2"))
@@ -191,6 +198,7 @@ def test_multiclass_logit_is_undefined_in_pmml43_and_later(tmp_path):
             _load(tmp_path, pmml_doc(MULTI, method="logit", version=version))
 
 
+@pytest.mark.usefixtures("simd")
 def test_classification_none(tmp_path, X):
     # spec: p_j = y_j for j < K, p_K = 1 - sum_{j<K} p_j (the last table is not used)
     tables = [*MULTI[:2], ("3", 0.0, {})]
@@ -256,6 +264,7 @@ def _assert_nyoka_decisions(got, want, X, spec):
     assert np.all(np.abs(got.reshape(want.shape) - want) <= _nyoka_bound(want, X, spec))
 
 
+@pytest.mark.usefixtures("simd")
 def test_nyoka_linear_regression(tmp_path):
     X, y = load_diabetes(return_X_y=True)
     names = [f"x{j}" for j in range(X.shape[1])]
@@ -277,6 +286,7 @@ def test_nyoka_scaler_pipeline_is_rejected(tmp_path):
         load_pmml(path)
 
 
+@pytest.mark.usefixtures("simd")
 def test_nyoka_binary_logistic_regression(tmp_path):
     X, y = load_breast_cancer(return_X_y=True)
     X = StandardScaler().fit_transform(X)  # scaled beforehand: see the test above
@@ -303,6 +313,7 @@ def test_nyoka_multiclass_logistic_regression_is_a_model_chain(tmp_path):
         load_pmml(path)
 
 
+@pytest.mark.usefixtures("simd")
 def test_nyoka_written_multinomial_softmax(tmp_path):
     # The softmax RegressionModel nyoka's exporter does not produce, built from nyoka's
     # own PMML 4.4 classes and written by its serializer, with its number format.

@@ -70,6 +70,7 @@ def _as(spec: LinearSpec, dtype: str) -> LinearSpec:
     return LinearSpec(**{**spec.__dict__, "dtype": dtype})
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("key", sorted(CASES))
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_native_equals_sklearn(key, dtype, fitted, rng):
