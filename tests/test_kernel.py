@@ -26,6 +26,8 @@ from .parity import (
     assert_proba_close,
     decision_bound,
     decision_scale,
+    exact_ties,
+    first_maximum,
 )
 
 LINK_CASES = {
@@ -153,6 +155,42 @@ def test_extreme_decisions_are_stable(dtype):
     np.testing.assert_allclose(p[4, 0], 1.0 / (1.0 + math.exp(36.0)), rtol=1e-6 if dtype == "float32" else 1e-14)
     np.testing.assert_allclose(ps.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(po.sum(axis=1), 1.0, rtol=1e-6)
+
+
+#: every kind of native classifier: (link, decision columns, classes); the classes
+#: are not sorted, so "first" means first in ``classes``, not smallest
+TIE_CASES = {
+    "logistic": ("logistic", 1, ("yes", "no")),
+    "binary-scores": ("identity", 1, (1, 0)),
+    "softmax": ("softmax", 4, ("d", "b", "a", "c")),
+    "sigmoid": ("sigmoid", 3, (7, 3, 5)),
+    "ovr": ("ovr", 3, (2, 0, 1)),
+    "scores": ("identity", 3, ("z", "x", "y")),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", sorted(TIE_CASES))
+def test_exact_ties_give_the_first_class(simd, case, dtype, rng):
+    """The label rule (_label_row) on decisions tied exactly: small integers, exact in
+    float64 (and float32) in any summation order, with or without FMA. One decision
+    column: classes[1] only when z > 0, so z == 0 is classes[0]; k columns: the first
+    of the tied classes. As scikit-learn (test_sklearn_parity) and onnxruntime
+    (test_onnx_inspect); the NumPy reference agrees too. In every memory layout (each
+    has its own decision loop) and in a batch large enough for two threads."""
+    link, k, classes = TIE_CASES[case]
+    coef, intercept, X = exact_ties(k, 9, rng)
+    spec = LinearSpec("classification", link, coef, intercept, classes=classes, dtype=dtype)
+    want = np.asarray(classes, dtype=object)[first_maximum(X @ coef.T + intercept)]
+    np.testing.assert_array_equal(reference_scores(spec, X)["label"].astype(object), want)
+    model = NativeLinearModel(spec, n_threads=2)
+    for layout, Xl in _layouts(X.astype(dtype)):
+        got = model.predict(Xl, outputs=["label"])["label"]
+        np.testing.assert_array_equal(got.astype(object), want, err_msg=layout)
+    many = np.tile(X.astype(dtype), (1 + 2 * _kernel.PARALLEL_MIN_WORK // X.size, 1))
+    assert len(many) >= _kernel.PARALLEL_MIN_ROWS
+    got = model.predict(many, outputs=["label"])["label"]
+    np.testing.assert_array_equal(got.astype(object), np.resize(want, len(many)))
 
 
 def test_kernel_reports_openmp():

@@ -27,6 +27,8 @@ from .parity import (
     assert_proba_close,
     decision_bound,
     decision_scale,
+    exact_ties,
+    first_maximum,
 )
 
 
@@ -108,6 +110,34 @@ def _pipeline_scale(est, X):
     for _, step in pre:
         X = step.transform(X)
     return np.abs(X) @ np.abs(np.atleast_2d(final.coef_)).T + np.abs(final.intercept_)
+
+
+TIE_ESTIMATORS = {
+    # name: (estimator, classes, the link scorewire gives it)
+    "logreg-binary": (lambda: LogisticRegression(), ("ant", "bee"), "logistic"),
+    "logreg-multinomial": (lambda: LogisticRegression(), ("ant", "bee", "cat"), "softmax"),
+    "sgd-ovr": (lambda: SGDClassifier(loss="log_loss", random_state=0), ("ant", "bee", "cat"), "ovr"),
+    "hinge-binary": (lambda: SGDClassifier(loss="hinge", random_state=0), (3, 8), "identity"),
+    "hinge-multi": (lambda: SGDClassifier(loss="hinge", random_state=0), (3, 8, 9), "identity"),
+}
+
+
+@pytest.mark.usefixtures("simd")
+@pytest.mark.parametrize("key", sorted(TIE_ESTIMATORS))
+def test_exact_ties_are_decided_as_sklearn(key, rng):
+    """Decisions tied exactly (small integers, exact in float64 in any order): the
+    native labels are scikit-learn's. One decision column: classes[1] only when
+    z > 0; several: the first of the tied classes (LinearClassifierMixin.predict)."""
+    make, classes, link = TIE_ESTIMATORS[key]
+    k = 1 if len(classes) == 2 else len(classes)
+    coef, intercept, X = exact_ties(k, 6, rng)
+    est = make().fit(rng.normal(size=(len(classes) * 4, 6)), np.repeat(classes, 4))
+    est.coef_, est.intercept_ = coef, intercept  # the fitted model, with these weights
+    spec = linear_spec_from_sklearn(est)
+    assert spec is not None and spec.link == link
+    want = est.classes_[first_maximum(X @ coef.T + intercept)]
+    np.testing.assert_array_equal(est.predict(X), want)
+    np.testing.assert_array_equal(NativeLinearModel(spec).predict(X)["label"], want)
 
 
 def test_non_linear_estimators_are_not_linear_specs():
