@@ -272,8 +272,20 @@ cdef inline void _link_row(const double* z, Py_ssize_t k, int link,
 
 
 cdef inline long long _label_row(const double* z, Py_ssize_t k) noexcept nogil:
-    """Index of the predicted class: z > 0 for one decision column, else argmax
-    (the first maximum, as numpy.argmax and scikit-learn)."""
+    """Index of the predicted class of one row of decisions z[0:k].
+
+    This is scorewire's label rule, stated here once (the other places that pick a
+    class refer to it):
+
+    - one decision column: class 1 only when z > 0; z == 0 is class 0;
+    - k columns: the first maximum, so a tie goes to the tied class that comes
+      first in ``classes`` (numpy.argmax does the same).
+
+    Both are scikit-learn's ``LinearClassifierMixin.predict`` (``scores > 0``, else
+    ``scores.argmax(axis=1)``) and onnxruntime's LinearClassifier. The rule reads
+    the float64 decision, never the rounded output or the probabilities (a link can
+    round different decisions to equal probabilities).
+    """
     cdef Py_ssize_t c, best = 0
     if k == 1:
         return 1 if z[0] > 0.0 else 0

@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 import scorewire
 
+from .parity import decided_rows
 from .servers import server_process
 from .test_cli import run
 
@@ -86,6 +87,8 @@ def test_binary_classifier(served):
     assert header.split() == ["0", "1"]
     assert row0.split() == ["0", str(cm[0, 0]), str(cm[0, 1])]
     assert row1.split() == ["1", str(cm[1, 0]), str(cm[1, 1])]
+    # 0 labels differ because no row is within 1e-6 of a tie (rounding is ~1e-13)
+    assert decided_rows(clf.decision_function(X), 1e-6).all()
     m = re.search(r"max \|Δ probabilities\| = (\S+) over 569 rows, 0 label\(s\) differ", parity)
     assert m and float(m.group(1)) < 1e-12, out
 

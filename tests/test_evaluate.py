@@ -18,6 +18,8 @@ import scorewire
 from scorewire import evaluate as ev
 from scorewire.errors import InvalidInput
 
+from .parity import decided_rows
+
 DEMO = scorewire.demo_repository()
 BREAST = scorewire.load_model(DEMO / "breast-cancer" / "1")
 WINE = scorewire.load_model(DEMO / "wine" / "1")
@@ -142,6 +144,8 @@ def test_parity_of_exported_linear_models(tmp_path):
     result = scorewire.export_estimator(clf, tmp_path, "bc")
     out = scorewire.load_model(result.artifact).predict(X)
     parity = ev.reference_parity(clf, X, probabilities=out["probabilities"], labels=out["label"])
+    # 0 labels differ below because no row is within 1e-6 of a tie (rounding is ~1e-13)
+    assert decided_rows(clf.decision_function(X), 1e-6).all()
     assert parity.compared == "probabilities" and parity.rows == len(X)
     assert parity.max_abs_diff < 1e-12 and parity.label_mismatches == 0
     assert "max |Δ probabilities| =" in parity.format() and "0 label(s) differ" in parity.format()

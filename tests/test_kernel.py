@@ -1,5 +1,7 @@
-"""The compiled kernel against the NumPy reference, over a grid:
-dtype × order × read-only × n_threads × batch size × link, plus hand-computed values."""
+"""The compiled kernel against the NumPy reference, over a grid: dtype × order ×
+read-only × n_threads × batch size × link, plus hand-computed values. Every test that
+scores runs on both of the kernel's paths, AVX2+FMA and portable scalar (the ``simd``
+fixture, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,15 @@ from scorewire import _kernel
 from scorewire._linear import LinearSpec, NativeLinearModel
 from scorewire._reference import reference_scores
 
-from .parity import assert_decisions_close, assert_proba_close, decision_scale
+from .parity import (
+    assert_decisions_close,
+    assert_labels_equal,
+    assert_proba_close,
+    decision_bound,
+    decision_scale,
+    exact_ties,
+    first_maximum,
+)
 
 LINK_CASES = {
     # link: (task, k decision columns, classes)
@@ -47,6 +57,15 @@ def make_spec(case: str, d: int, dtype: str, rng: np.random.Generator) -> Linear
     )
 
 
+def label_bound(spec: LinearSpec, X: np.ndarray, ref: dict) -> np.ndarray:
+    """How far the kernel's decisions may be from the reference's where it picks labels.
+
+    NOTE: float64 whatever the output dtype: labels come from the kernel's float64
+    decision (float32 inputs are widened exactly), never from the rounded output.
+    """
+    return decision_bound(ref["decision"], decision_scale(X, spec.coef, spec.intercept), "float64")
+
+
 def _grid():
     """The full grid for small batches; for 100 000 rows (above the parallel
     threshold) every link × dtype × C/F order × threads, writable only."""
@@ -61,6 +80,7 @@ def _grid():
                             yield case, dtype, order, readonly, n_threads, n
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("case, dtype, order, readonly, n_threads, n", list(_grid()))
 def test_kernel_matches_reference(case, dtype, order, readonly, n_threads, n, rng):
     d = 13
@@ -77,7 +97,7 @@ def test_kernel_matches_reference(case, dtype, order, readonly, n_threads, n, rn
     ref = reference_scores(spec, X.astype(np.float64))
     for name, role in spec.outputs.items():
         if role == "label":
-            np.testing.assert_array_equal(got[name], ref["label"])
+            assert_labels_equal(got[name], ref["label"], ref["decision"], label_bound(spec, X, ref))
             continue
         want = ref[role]
         if role == "value" and spec.n_decisions == 1:
@@ -91,6 +111,7 @@ def test_kernel_matches_reference(case, dtype, order, readonly, n_threads, n, rn
             assert_decisions_close(got[name], want, scale, dtype)
 
 
+@pytest.mark.usefixtures("simd")
 def test_zero_rows_give_zero_rows(rng):
     spec = make_spec("softmax", 5, "float64", rng)
     out = NativeLinearModel(spec).predict(np.empty((0, 5)))
@@ -98,6 +119,7 @@ def test_zero_rows_give_zero_rows(rng):
     assert out["label"].shape == (0,)
 
 
+@pytest.mark.usefixtures("simd")
 def test_hand_computed_values():
     # z = 1*2 + 2*(-1) + 0.5 = 0.5 ; sigma(0.5) = 1 / (1 + e^-0.5)
     spec = LinearSpec("classification", "logistic", [[2.0, -1.0]], [0.5], classes=("no", "yes"))
@@ -113,6 +135,7 @@ def test_hand_computed_values():
     assert out["label"].tolist() == [2]
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_extreme_decisions_are_stable(dtype):
     """|z| > 700: no overflow warnings, probabilities exactly 0/1, softmax finite."""
@@ -134,12 +157,49 @@ def test_extreme_decisions_are_stable(dtype):
     np.testing.assert_allclose(po.sum(axis=1), 1.0, rtol=1e-6)
 
 
+#: every kind of native classifier: (link, decision columns, classes); the classes
+#: are not sorted, so "first" means first in ``classes``, not smallest
+TIE_CASES = {
+    "logistic": ("logistic", 1, ("yes", "no")),
+    "binary-scores": ("identity", 1, (1, 0)),
+    "softmax": ("softmax", 4, ("d", "b", "a", "c")),
+    "sigmoid": ("sigmoid", 3, (7, 3, 5)),
+    "ovr": ("ovr", 3, (2, 0, 1)),
+    "scores": ("identity", 3, ("z", "x", "y")),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", sorted(TIE_CASES))
+def test_exact_ties_give_the_first_class(simd, case, dtype, rng):
+    """The label rule (_label_row) on decisions tied exactly: small integers, exact in
+    float64 (and float32) in any summation order, with or without FMA. One decision
+    column: classes[1] only when z > 0, so z == 0 is classes[0]; k columns: the first
+    of the tied classes. As scikit-learn (test_sklearn_parity) and onnxruntime
+    (test_onnx_inspect); the NumPy reference agrees too. In every memory layout (each
+    has its own decision loop) and in a batch large enough for two threads."""
+    link, k, classes = TIE_CASES[case]
+    coef, intercept, X = exact_ties(k, 9, rng)
+    spec = LinearSpec("classification", link, coef, intercept, classes=classes, dtype=dtype)
+    want = np.asarray(classes, dtype=object)[first_maximum(X @ coef.T + intercept)]
+    np.testing.assert_array_equal(reference_scores(spec, X)["label"].astype(object), want)
+    model = NativeLinearModel(spec, n_threads=2)
+    for layout, Xl in _layouts(X.astype(dtype)):
+        got = model.predict(Xl, outputs=["label"])["label"]
+        np.testing.assert_array_equal(got.astype(object), want, err_msg=layout)
+    many = np.tile(X.astype(dtype), (1 + 2 * _kernel.PARALLEL_MIN_WORK // X.size, 1))
+    assert len(many) >= _kernel.PARALLEL_MIN_ROWS
+    got = model.predict(many, outputs=["label"])["label"]
+    np.testing.assert_array_equal(got.astype(object), np.resize(want, len(many)))
+
+
 def test_kernel_reports_openmp():
     assert isinstance(_kernel.openmp_enabled(), bool)
     assert _kernel.max_threads() >= 1
     assert _kernel.PARALLEL_MIN_ROWS > 0
 
 
+@pytest.mark.usefixtures("simd")
 def test_foreign_byte_order_and_odd_strides(rng):
     spec = make_spec("logistic", 4, "float64", rng)
     X = rng.normal(size=(9, 4))
@@ -179,6 +239,7 @@ def test_unknown_output_is_rejected(rng):
     assert set(model.predict(np.zeros((1, 4)), outputs=["label"])) == {"label"}
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, None])
@@ -194,19 +255,6 @@ def test_all_finite(dtype, order, bad, rng):
 # ---------------------------------------------------------------------------
 # the vector (AVX2+FMA) and scalar paths, the fast path, the parallel paths
 # ---------------------------------------------------------------------------
-
-SIMD_MODES = [pytest.param(True, id="simd"), pytest.param(False, id="scalar")]
-
-
-@pytest.fixture
-def simd(request):
-    """Run a test with the AVX2+FMA paths on (where the CPU has them) or forced off."""
-    previous = _kernel._set_simd(request.param)
-    try:
-        yield request.param and _kernel.simd_available()
-    finally:
-        _kernel._set_simd(previous)
-
 
 @pytest.fixture
 def openmp_prange():
@@ -235,7 +283,6 @@ def _layouts(X: np.ndarray):
     yield "readonly", readonly
 
 
-@pytest.mark.parametrize("simd", SIMD_MODES, indirect=True)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("case", ["logistic", "softmax", "identity-multi"])
 def test_vector_and_scalar_paths_match_reference(simd, dtype, case, rng):
@@ -255,10 +302,9 @@ def test_vector_and_scalar_paths_match_reference(simd, dtype, case, rng):
                 if spec.task == "classification":
                     if spec.link != "identity":
                         assert_proba_close(got["probabilities"], ref["probabilities"], dtype)
-                    np.testing.assert_array_equal(got["label"], ref["label"])
+                    assert_labels_equal(got["label"], ref["label"], ref["decision"], label_bound(spec, X, ref))
 
 
-@pytest.mark.parametrize("simd", SIMD_MODES, indirect=True)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_a_row_scores_the_same_in_any_batch(simd, dtype, rng):
     """Bit for bit: a row alone, at any offset of a small batch (rows taken two at a
@@ -285,6 +331,8 @@ def test_vector_logistic_link_equals_scalar(out_dtype):
     """The AVX2 exp against libm over the whole range: z = x exactly (one feature,
     weight 1, intercept 0), including both sides of the -708 cut-off to libm,
     subnormal results, +-inf and NaN."""
+    if not _kernel.simd_available():
+        pytest.skip("no AVX2+FMA on this CPU (or in this build): no vector exp to compare")
     z = np.concatenate([
         np.linspace(-40, 40, 4001),
         np.linspace(-800, 800, 1601),
@@ -313,7 +361,6 @@ def test_vector_logistic_link_equals_scalar(out_dtype):
     assert_proba_close(vec[finite], ref[finite], out_dtype)
 
 
-@pytest.mark.parametrize("simd", SIMD_MODES, indirect=True)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("pool", [True, False], ids=["pool", "openmp"])
 @pytest.mark.parametrize("d", [3, 30, 257])
@@ -339,6 +386,7 @@ def test_parallel_equals_serial_bitwise(simd, dtype, pool, d, rng):
         assert _kernel._pool_threads() >= 1
 
 
+@pytest.mark.usefixtures("simd")
 def test_concurrent_callers_share_the_pool(rng):
     """Callers on several Python threads at once: one owns the helper pool, the others
     score on their own thread rather than wait; every result is right."""
@@ -381,6 +429,7 @@ def test_parallel_scoring_after_fork(rng):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+@pytest.mark.usefixtures("simd")
 def test_fast_path_declines_what_it_cannot_score(rng):
     """try_predict takes plain aligned native float arrays and returns None for the
     rest (the Python checks then raise or convert)."""
@@ -412,6 +461,7 @@ def test_fast_path_declines_what_it_cannot_score(rng):
         reference_scores(spec, X)["probabilities"], rtol=1e-12)
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_output_plans(dtype, rng):
     """Outputs by name: subsets, one role under two names, value (n,) with decision
@@ -440,7 +490,7 @@ def test_output_plans(dtype, rng):
                 got = model.predict(Xn, outputs=outputs)
                 assert set(got) == set(outputs or spec.outputs)
                 if "label" in got:
-                    np.testing.assert_array_equal(got["label"], ref["label"])
+                    assert_labels_equal(got["label"], ref["label"], ref["decision"], label_bound(spec, Xn, ref))
                 if "probabilities" in got:
                     assert_proba_close(got["probabilities"], ref["probabilities"], dtype)
                 if "decision" in got:
@@ -449,6 +499,7 @@ def test_output_plans(dtype, rng):
                                            decision_scale(Xn, spec.coef, spec.intercept), dtype)
 
 
+@pytest.mark.usefixtures("simd")
 def test_score_into_caller_buffers(rng):
     """LinearKernel.score: caller-allocated outputs, any of them None."""
     spec = make_spec("softmax", 5, "float64", rng)
@@ -465,7 +516,6 @@ def test_score_into_caller_buffers(rng):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("simd", SIMD_MODES, indirect=True)
 def test_all_finite_layouts_and_sizes(dtype, simd, rng):
     """Small and large (several blocks of the sum, the GIL released) arrays, in every
     layout; one bad value anywhere, first and last included; foreign byte order and

@@ -3,12 +3,14 @@
 Every recognised graph is run through onnxruntime and through
 ``NativeLinearModel(spec)`` on the same rows (random ones, rows whose decisions are
 ±50 and ±800, and a zero row), and every output is compared: names, shapes, dtypes,
-labels exactly, floats to atol 1e-7 plus rtol 1e-6 (float32; 1e-12 and 1e-12 for
+labels, floats to atol 1e-7 plus rtol 1e-6 (float32; 1e-12 and 1e-12 for
 float64) of the value *or of the dot product's magnitude* ``|x| @ |w| + |b|``:
 onnxruntime sums in float32, so where a decision cancels to near zero its error is
 an ulp of the terms, not of the result (4e-7 on a decision of 0.1 from terms of 4);
 the kernel sums in float64. Probabilities get half that slack (sigmoid and softmax
-have slopes below 1/2).
+have slopes below 1/2). Labels are compared where that slack cannot flip them (exact
+ties have their own test). The native side runs on both of the kernel's paths (the
+``simd`` fixture, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from sklearn.preprocessing import StandardScaler
 
 from scorewire._linear import LinearSpec, NativeLinearModel
 from scorewire._onnx_inspect import InspectResult, inspect_onnx
+
+from .parity import assert_labels_equal, exact_ties, first_maximum
 
 F32, F64 = TensorProto.FLOAT, TensorProto.DOUBLE
 TOL = {np.dtype(np.float32): (1e-6, 1e-7), np.dtype(np.float64): (1e-12, 1e-12)}
@@ -78,6 +82,15 @@ def ort_outputs(model: ModelProto, X: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def ort_bound(spec: LinearSpec, X: np.ndarray) -> np.ndarray:
+    """How far onnxruntime's decisions may be from the exact ones (n, k): the
+    tolerance of the float outputs below, of the row's largest dot product."""
+    rtol, atol = TOL[X.dtype]
+    X64 = X.astype(np.float64)
+    terms = np.abs(X64) @ np.abs(spec.coef).T + np.abs(spec.intercept)
+    return atol + rtol * (np.abs(X64 @ spec.coef.T + spec.intercept) + terms.max(axis=1, keepdims=True))
+
+
 def assert_same_as_ort(model: ModelProto, X: np.ndarray, spec: LinearSpec | None = None) -> None:
     spec = spec or recognised(model)
     expected = ort_outputs(model, X)
@@ -94,6 +107,11 @@ def assert_same_as_ort(model: ModelProto, X: np.ndarray, spec: LinearSpec | None
             err = np.abs(have.astype(np.float64) - want)
             allowed = atol + rtol * (np.abs(want.astype(np.float64)) + slack)
             assert np.all(err <= allowed), f"{name}: worst row {np.argmax((err - allowed).max(axis=1))}, err {err.max():.3g}"
+        elif spec.outputs[name] == "label":
+            # the kernel sums in float64, onnxruntime in float32: rows within that
+            # rounding of a tie may get either label (exact ties: see below)
+            z = X.astype(np.float64) @ spec.coef.T + spec.intercept
+            assert_labels_equal(have, want, z, ort_bound(spec, X))
         else:
             np.testing.assert_array_equal(have, want, err_msg=name)
 
@@ -137,6 +155,7 @@ def data(rng):
 
 
 # ---------------------------------------------------------- skl2onnx exports
+@pytest.mark.usefixtures("simd")
 def test_linear_regression_is_one_2d_value(data, rng):
     X, _, _ = data
     model = to_onnx(LinearRegression().fit(X, X @ [1.0, -2.0, 0.5, 3.0, 0.01] + 4), X[:1])
@@ -146,6 +165,7 @@ def test_linear_regression_is_one_2d_value(data, rng):
     assert_same_as_ort(model, rows(spec, rng), spec)
 
 
+@pytest.mark.usefixtures("simd")
 def test_ridge_with_two_targets(data, rng):
     X, _, _ = data
     Y = np.c_[X @ [1.0, 2.0, 3.0, 4.0, 0.1], X @ [-4.0, 3.0, -2.0, 1.0, 0.0]]
@@ -155,6 +175,7 @@ def test_ridge_with_two_targets(data, rng):
     assert_same_as_ort(model, rows(spec, rng), spec)
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("zipmap", [False, True])
 def test_binary_logistic_regression(data, rng, zipmap):
     X, y2, _ = data
@@ -170,6 +191,7 @@ def test_binary_logistic_regression(data, rng, zipmap):
     np.testing.assert_allclose(proba, clf.predict_proba(X), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("zipmap", [False, True])
 @pytest.mark.parametrize("labels", [np.array([0, 1, 2]), np.array([10, -3, 7]), np.array(["cat", "dog", "émeu"])])
 def test_multinomial_logistic_regression(data, rng, zipmap, labels):
@@ -181,6 +203,7 @@ def test_multinomial_logistic_regression(data, rng, zipmap, labels):
     assert_same_as_ort(model, rows(spec, rng), spec)
 
 
+@pytest.mark.usefixtures("simd")
 def test_raw_scores_are_the_decision(data, rng):
     X, y2, _ = data
     model = to_onnx(LogisticRegression().fit(X, y2), X[:1], options={"zipmap": False, "raw_scores": True})
@@ -189,6 +212,7 @@ def test_raw_scores_are_the_decision(data, rng):
     assert_same_as_ort(model, rows(spec, rng), spec)
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("zipmap", [False, True])
 def test_standard_scaler_is_folded(data, rng, zipmap):
     X, _, y3 = data
@@ -200,6 +224,7 @@ def test_standard_scaler_is_folded(data, rng, zipmap):
     np.testing.assert_allclose(NativeLinearModel(spec).predict(X)[list(spec.outputs)[-1]], pipe.predict_proba(X), atol=1e-6)
 
 
+@pytest.mark.usefixtures("simd")
 def test_float64_regression_exports(data, rng):
     """skl2onnx writes MatMul + Add + Reshape(-1, 1) for a float64 input (and Sub/Div
     for the scaler): scored natively in float64."""
@@ -251,6 +276,7 @@ def test_onnxruntime_binary_linear_classifier_behaviour():
         np.testing.assert_allclose(Z, want, atol=1e-7)
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("labels", [[7, 3], ["no", "yes"]])
 def test_one_row_logistic_classifier_is_the_logistic_link(rng, labels):
     w, b = rng.normal(size=4), [0.3]
@@ -268,6 +294,7 @@ def test_one_row_classifier_without_logistic_is_refused(rng, post):
     refused(linear_classifier(rng.normal(size=4), [0.1], [0, 1], post), "[1 - z, z]")
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize(("post", "link"), [("LOGISTIC", "sigmoid"), ("SOFTMAX", "softmax"), ("NONE", "identity")])
 @pytest.mark.parametrize("multi_class", [0, 1])
 def test_multi_row_linear_classifier(rng, post, link, multi_class):
@@ -281,11 +308,20 @@ def test_multi_row_linear_classifier(rng, post, link, multi_class):
     assert_same_as_ort(model, X, spec)
 
 
-def test_tied_decisions_give_the_first_class(rng):
-    coef = np.array([[1.0, 0, 0, 0], [1.0, 0, 0, 0], [0, 1.0, 0, 0]])
-    model = linear_classifier(coef, [0.0, 0.0, 0.0], [5, 6, 7], "SOFTMAX")
-    X = np.array([[1, 0, 0, 0], [0, 0, 0, 0], [-1, -1, 0, 0], [0, 2, 0, 0]], np.float32)
-    assert_same_as_ort(model, X)
+@pytest.mark.usefixtures("simd")
+@pytest.mark.parametrize(("k", "post"), [(1, "LOGISTIC"), (3, "LOGISTIC"), (3, "SOFTMAX"), (3, "NONE")])
+def test_exact_ties_give_the_first_class(rng, k, post):
+    """Decisions tied exactly (small integers, exact in float32 in any order): onnxruntime
+    and the kernel both give the first of the tied classes in the classifier's order,
+    and with one decision column labels[0] at z == 0 (labels[1] only when z > 0)."""
+    coef, b, X = exact_ties(k, 4, rng)
+    labels = [6, 5] if k == 1 else [7, 5, 6]  # not sorted: first means first in the graph
+    model = linear_classifier(coef, b, labels, post)
+    spec = recognised(model)
+    X32 = X.astype(np.float32)
+    want = np.asarray(labels)[first_maximum(X @ coef.T + b)]
+    np.testing.assert_array_equal(ort_outputs(model, X32)["label"], want)
+    np.testing.assert_array_equal(NativeLinearModel(spec).predict(X32)["label"], want)
 
 
 def ovr_model(data):
@@ -297,6 +333,7 @@ def ovr_model(data):
     return ovr, linear_classifier(coef, b, [0, 1, 2], "LOGISTIC", d=5, normalizer=True)
 
 
+@pytest.mark.usefixtures("simd")
 def test_logistic_then_l1_normalizer_is_one_vs_rest(data, rng):
     X, _, _ = data
     ovr, model = ovr_model(data)
@@ -306,21 +343,28 @@ def test_logistic_then_l1_normalizer_is_one_vs_rest(data, rng):
     np.testing.assert_allclose(NativeLinearModel(spec).predict(X)["probabilities"], ovr.predict_proba(X), atol=1e-6)
 
 
+@pytest.mark.usefixtures("simd")
 def test_one_vs_rest_where_onnxruntime_loses_precision(data):
     """Rows where every class's decision is very negative ("none of them"). onnxruntime's
     float32 sigmoid is 1 - sigmoid(|z|) below 0: absolutely within ~6e-8, but the L1
     normaliser divides that by the small row sum, and below z ~ -17 every sigmoid is 0
-    and so is the row. The kernel gives the exact normalised sigmoid (as scikit-learn)."""
+    and so is the row. The kernel gives the exact normalised sigmoid (as scikit-learn).
+
+    Each row's best decision is at least 0.5 above the next: the labels (argmax z) are
+    decided by the decisions, not by how either side rounds them."""
     _, model = ovr_model(data)
     spec = recognised(model)
-    targets = np.array([[-5.0, -6.0, -7.0], [-10.0, -10.5, -11.0], [-20.0, -21.0, -22.0], [-50.0, -50.0, -60.0]])
+    # NOTE: not (-50, -50, -60): an exact tie before rounding, which float32 (ours
+    # after rounding the row: z0 - z1 = -6e-5; onnxruntime's float32 sums: +1e-5, of
+    # terms ~8e3) breaks either way, so the labels differed by machine
+    targets = np.array([[-5.0, -6.0, -7.0], [-10.0, -10.5, -11.0], [-20.0, -21.0, -22.0], [-50.0, -51.0, -60.0]])
     low = ((targets - spec.intercept) @ np.linalg.pinv(spec.coef).T).astype(np.float32)
     z = low.astype(np.float64) @ spec.coef.T + spec.intercept
     exact = np.exp(-np.logaddexp(0, -z))
     exact /= exact.sum(axis=1, keepdims=True)
     ours, theirs = NativeLinearModel(spec).predict(low), ort_outputs(model, low)
     np.testing.assert_allclose(ours["probabilities"], exact, rtol=1e-6)
-    np.testing.assert_array_equal(ours["label"], theirs["label"])
+    assert_labels_equal(ours["label"], theirs["label"], z, ort_bound(spec, low), min_decided=1.0)
     drift = np.abs(theirs["probabilities"] - exact).max(axis=1)
     assert drift[0] > 5e-7 and drift[1] > 3e-5  # measured: 1.2e-6 and 9.5e-5
     np.testing.assert_array_equal(theirs["probabilities"][2:], 0.0)
@@ -348,6 +392,7 @@ def zipmapped(model: ModelProto, source: str, **labels) -> ModelProto:
     return model
 
 
+@pytest.mark.usefixtures("simd")
 def test_one_row_logistic_with_zipmap(rng):
     model = zipmapped(linear_classifier(rng.normal(size=4), [0.2], [7, 3], "LOGISTIC"), "Z", classlabels_int64s=[7, 3])
     spec = recognised(model)
@@ -370,6 +415,7 @@ def dense(rng, d=4, k=3, dtype=np.float32):
     return rng.normal(size=(k, d)).astype(dtype), rng.normal(size=k).astype(dtype)
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gemm_as_torch_linear(rng, dtype):
     """torch.onnx's nn.Linear: Gemm(X, W, b, transB=1), plus alpha and beta."""
@@ -382,6 +428,7 @@ def test_gemm_as_torch_linear(rng, dtype):
     assert_same_as_ort(model, rows(spec, rng, dtype), spec)
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("C", [np.float32(0.25), np.array([0.25], np.float32), np.ones((1, 3), np.float32)])
 def test_gemm_without_transpose_and_broadcast_bias(rng, C):
     W, _ = dense(rng)
@@ -390,6 +437,7 @@ def test_gemm_without_transpose_and_broadcast_bias(rng, C):
     assert_same_as_ort(model, rows(recognised(model), rng))
 
 
+@pytest.mark.usefixtures("simd")
 def test_gemm_without_bias_at_opset_13(rng):
     W, _ = dense(rng, k=1)
     model = graph([helper.make_node("Gemm", ["X", "W"], ["Y"], transB=1)], [("W", W)], opset=13)
@@ -398,6 +446,7 @@ def test_gemm_without_bias_at_opset_13(rng):
     assert_same_as_ort(model, rows(spec, rng), spec)
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matmul_add_softmax_as_tf2onnx_dense(rng, dtype):
     W, b = dense(rng, dtype=dtype)
@@ -413,6 +462,7 @@ def test_matmul_add_softmax_as_tf2onnx_dense(rng, dtype):
     assert_same_as_ort(model, rows(spec, rng, dtype), spec)
 
 
+@pytest.mark.usefixtures("simd")
 def test_softmax_axis_1_at_opset_11_with_logits_output(rng):
     W, b = dense(rng)
     nodes = [
@@ -425,6 +475,7 @@ def test_softmax_axis_1_at_opset_11_with_logits_output(rng):
     assert_same_as_ort(model, rows(spec, rng), spec)
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sigmoid_of_one_column_stays_n_by_1(rng, dtype):
     W, b = dense(rng, k=1, dtype=dtype)
@@ -437,6 +488,7 @@ def test_sigmoid_of_one_column_stays_n_by_1(rng, dtype):
     assert_same_as_ort(model, rows(spec, rng, dtype), spec)
 
 
+@pytest.mark.usefixtures("simd")
 def test_sigmoid_of_several_columns_is_multi_label(rng):
     W, b = dense(rng, k=3)
     nodes = [
@@ -451,6 +503,7 @@ def test_sigmoid_of_several_columns_is_multi_label(rng):
 
 
 # ------------------------------------------------------------------- folding
+@pytest.mark.usefixtures("simd")
 def test_scaler_then_gemm(rng):
     W, b = dense(rng)
     # attributes are float32
@@ -469,6 +522,7 @@ def test_scaler_then_gemm(rng):
     assert_same_as_ort(model, X, spec)
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sub_div_normaliser_then_matmul_add(rng, dtype):
     """(x - mean) / std per feature, * 2 and + 1 as scalars, then a Dense layer."""
@@ -492,6 +546,7 @@ def test_sub_div_normaliser_then_matmul_add(rng, dtype):
     assert_same_as_ort(model, (rows(spec, rng, dtype) + mean).astype(dtype), spec)
 
 
+@pytest.mark.usefixtures("simd")
 def test_constant_minus_input_and_constant_node(rng):
     W, b = dense(rng)
     nodes = [

@@ -6,6 +6,8 @@
    scikit-learn (tolerance derived from the 16 decimals nyoka writes).
 3. Hostile and unsupported documents: each is a one-line ModelLoadError naming
    the file.
+
+Documents that are scored run on both of the kernel's paths (the ``simd`` fixture).
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from scorewire._linear import NativeLinearModel
 from scorewire._pmml import load_pmml, parse_pmml
 from scorewire.errors import Code, ModelLoadError
 
-from .parity import assert_decisions_close, assert_proba_close, decision_scale
+from .parity import (
+    assert_decisions_close,
+    assert_labels_equal,
+    assert_proba_close,
+    decision_bound,
+    decision_scale,
+)
 
 FEATURES = ("age", "income", "debt", "score")
 
@@ -112,6 +120,7 @@ MULTI = [
 
 
 # 1. hand-written documents ------------------------------------------------------
+@pytest.mark.usefixtures("simd")
 def test_regression(tmp_path, X):
     spec = _load(tmp_path, pmml_doc(REGRESSION, function="regression", method="none"))
     assert (spec.task, spec.link, spec.feature_names) == ("regression", "identity", FEATURES)
@@ -129,6 +138,7 @@ def test_every_4x_version_with_or_without_namespace(tmp_path, X, version, namesp
     np.testing.assert_allclose(out["value"], _y(X, REGRESSION[0]), rtol=1e-12)
 
 
+@pytest.mark.usefixtures("simd")
 def test_binary_logit(tmp_path, X):
     # spec: P(first) = 1 / (1 + exp(-y_1)), P(second) = 1 - P(first)
     spec = _load(tmp_path, pmml_doc(BINARY, method="logit", target_values=["no", "yes"]))
@@ -136,10 +146,12 @@ def test_binary_logit(tmp_path, X):
     p_yes = _sigmoid(_y(X, BINARY[0]))
     out = NativeLinearModel(spec).predict(X)
     assert_proba_close(out["probabilities"], np.column_stack([1.0 - p_yes, p_yes]), "float64")
-    assert_decisions_close(out["decision"][:, 0], _y(X, BINARY[0]), decision_scale(X, spec.coef, spec.intercept), "float64")
-    assert out["label"].tolist() == np.where(p_yes > 0.5, "yes", "no").tolist()
+    y, scale = _y(X, BINARY[0]), decision_scale(X, spec.coef, spec.intercept)
+    assert_decisions_close(out["decision"][:, 0], y, scale, "float64")
+    assert_labels_equal(out["label"], np.where(p_yes > 0.5, "yes", "no"), y, decision_bound(y, scale, "float64"))
 
 
+@pytest.mark.usefixtures("simd")
 def test_binary_softmax_is_reduced_to_one_logistic_column(tmp_path, X):
     # spec: p_j = exp(y_j) / sum_i exp(y_i); neither table is the trivial one
     tables = [("a", 0.2, {"age": 0.03, "score": -0.5}), ("b", -0.1, {"debt": 0.2, "score": 0.4})]
@@ -155,6 +167,7 @@ def test_binary_softmax_is_reduced_to_one_logistic_column(tmp_path, X):
     assert_proba_close(NativeLinearModel(spec).predict(X)["probabilities"][:, 1], p_yes, "float64")
 
 
+@pytest.mark.usefixtures("simd")
 def test_multiclass_softmax(tmp_path, X):
     spec = _load(tmp_path, pmml_doc(MULTI, method="softmax", target_values=["1", "2", "3"]))
     assert (spec.link, spec.classes) == ("softmax", (1, 2, 3))
@@ -163,9 +176,11 @@ def test_multiclass_softmax(tmp_path, X):
     out = NativeLinearModel(spec).predict(X)
     assert_proba_close(out["probabilities"], e / e.sum(axis=1, keepdims=True), "float64")
     assert out["label"].dtype == np.int64
-    np.testing.assert_array_equal(out["label"], np.array([1, 2, 3])[y.argmax(axis=1)])
+    bound = decision_bound(y, decision_scale(X, spec.coef, spec.intercept), "float64")
+    assert_labels_equal(out["label"], np.array([1, 2, 3])[y.argmax(axis=1)], y, bound)
 
 
+@pytest.mark.usefixtures("simd")
 def test_multiclass_logit_pmml42_is_per_class_sigmoid(tmp_path, X):
     # PMML 4.1/4.2: p_j = 1 / (1 + exp(-y_j)) for each category, not normalised
     spec = _load(tmp_path, pmml_doc(MULTI, method="logit", version="4.2"))
@@ -173,7 +188,8 @@ def test_multiclass_logit_pmml42_is_per_class_sigmoid(tmp_path, X):
     y = np.column_stack([_y(X, t) for t in MULTI])
     out = NativeLinearModel(spec).predict(X)
     assert_proba_close(out["probabilities"], _sigmoid(y), "float64")
-    np.testing.assert_array_equal(out["label"], np.array([1, 2, 3])[y.argmax(axis=1)])
+    bound = decision_bound(y, decision_scale(X, spec.coef, spec.intercept), "float64")
+    assert_labels_equal(out["label"], np.array([1, 2, 3])[y.argmax(axis=1)], y, bound)
 
 
 def test_multiclass_logit_is_undefined_in_pmml43_and_later(tmp_path):
@@ -182,6 +198,7 @@ def test_multiclass_logit_is_undefined_in_pmml43_and_later(tmp_path):
             _load(tmp_path, pmml_doc(MULTI, method="logit", version=version))
 
 
+@pytest.mark.usefixtures("simd")
 def test_classification_none(tmp_path, X):
     # spec: p_j = y_j for j < K, p_K = 1 - sum_{j<K} p_j (the last table is not used)
     tables = [*MULTI[:2], ("3", 0.0, {})]
@@ -192,7 +209,7 @@ def test_classification_none(tmp_path, X):
     out = NativeLinearModel(spec).predict(X)
     scale = np.abs(X) @ np.abs(spec.coef).T + np.abs(spec.intercept) + 1.0
     assert np.all(np.abs(out["probabilities"] - p) <= 1e-12 * scale)
-    np.testing.assert_array_equal(out["label"], np.array([1, 2, 3])[p.argmax(axis=1)])
+    assert_labels_equal(out["label"], np.array([1, 2, 3])[p.argmax(axis=1)], p, 1e-12 * scale)
 
 
 def test_labels_stay_strings_unless_all_are_short_integers(tmp_path):
@@ -237,12 +254,17 @@ def _decimal_slack(X):
     return 0.5e-16 * (1.0 + np.abs(X).sum(axis=1))
 
 
-def _assert_nyoka_decisions(got, want, X, spec):
+def _nyoka_bound(want, X, spec):
+    """How far a decision of the nyoka document may be from scikit-learn's ``want``."""
     scale = decision_scale(X, spec.coef, spec.intercept)
-    bound = 1e-12 * np.maximum(np.abs(want), scale) + _decimal_slack(X)[:, None]
-    assert np.all(np.abs(got.reshape(want.shape) - want) <= bound)
+    return decision_bound(want, scale, "float64") + _decimal_slack(X)[:, None]
 
 
+def _assert_nyoka_decisions(got, want, X, spec):
+    assert np.all(np.abs(got.reshape(want.shape) - want) <= _nyoka_bound(want, X, spec))
+
+
+@pytest.mark.usefixtures("simd")
 def test_nyoka_linear_regression(tmp_path):
     X, y = load_diabetes(return_X_y=True)
     names = [f"x{j}" for j in range(X.shape[1])]
@@ -264,6 +286,7 @@ def test_nyoka_scaler_pipeline_is_rejected(tmp_path):
         load_pmml(path)
 
 
+@pytest.mark.usefixtures("simd")
 def test_nyoka_binary_logistic_regression(tmp_path):
     X, y = load_breast_cancer(return_X_y=True)
     X = StandardScaler().fit_transform(X)  # scaled beforehand: see the test above
@@ -272,10 +295,11 @@ def test_nyoka_binary_logistic_regression(tmp_path):
     spec = load_pmml(_nyoka_export(Pipeline([("model", est)]), names, tmp_path / "model.pmml"))
     assert (spec.link, spec.classes) == ("logistic", (0, 1))
     out = NativeLinearModel(spec).predict(X)
-    _assert_nyoka_decisions(out["decision"], est.decision_function(X)[:, None], X, spec)
+    dec = est.decision_function(X)[:, None]
+    _assert_nyoka_decisions(out["decision"], dec, X, spec)
     # |dp| <= |dz| / 4, far inside 1e-12 relative; P(0) = 1 - P(1) in sklearn: 1e-15 absolute
     assert_proba_close(out["probabilities"], est.predict_proba(X), "float64")
-    np.testing.assert_array_equal(out["label"], est.predict(X))
+    assert_labels_equal(out["label"], est.predict(X), dec, _nyoka_bound(dec, X, spec))
 
 
 def test_nyoka_multiclass_logistic_regression_is_a_model_chain(tmp_path):
@@ -289,6 +313,7 @@ def test_nyoka_multiclass_logistic_regression_is_a_model_chain(tmp_path):
         load_pmml(path)
 
 
+@pytest.mark.usefixtures("simd")
 def test_nyoka_written_multinomial_softmax(tmp_path):
     # The softmax RegressionModel nyoka's exporter does not produce, built from nyoka's
     # own PMML 4.4 classes and written by its serializer, with its number format.
@@ -331,9 +356,10 @@ def test_nyoka_written_multinomial_softmax(tmp_path):
     spec = load_pmml(path)
     assert (spec.link, spec.classes) == ("softmax", (0, 1, 2))
     out = NativeLinearModel(spec).predict(X)
-    _assert_nyoka_decisions(out["decision"], est.decision_function(X), X, spec)
+    dec = est.decision_function(X)
+    _assert_nyoka_decisions(out["decision"], dec, X, spec)
     assert_proba_close(out["probabilities"], est.predict_proba(X), "float64")
-    np.testing.assert_array_equal(out["label"], est.predict(X))
+    assert_labels_equal(out["label"], est.predict(X), dec, _nyoka_bound(dec, X, spec))
 
 
 # 3. hostile and unsupported documents -----------------------------------------------

@@ -1,6 +1,7 @@
 """Native scores equal scikit-learn's, on real models trained here.
 
-float64: 1e-12 relative; float32: 1e-6 (see tests/parity.py); labels identical.
+float64: 1e-12 relative; float32: 1e-6 (see tests/parity.py); labels identical
+wherever no rounding within that can change them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
 from scorewire._export import linear_spec_from_sklearn
 from scorewire._linear import LinearSpec, NativeLinearModel
 
-from .parity import assert_decisions_close, assert_proba_close, decision_scale
+from .parity import (
+    assert_decisions_close,
+    assert_labels_equal,
+    assert_proba_close,
+    decision_bound,
+    decision_scale,
+    exact_ties,
+    first_maximum,
+)
 
 
 def _data(name):
@@ -63,6 +72,7 @@ def _as(spec: LinearSpec, dtype: str) -> LinearSpec:
     return LinearSpec(**{**spec.__dict__, "dtype": dtype})
 
 
+@pytest.mark.usefixtures("simd")
 @pytest.mark.parametrize("key", sorted(CASES))
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_native_equals_sklearn(key, dtype, fitted, rng):
@@ -79,10 +89,13 @@ def test_native_equals_sklearn(key, dtype, fitted, rng):
         want = est.predict(X64)
         assert_decisions_close(got["value"], want, scale.reshape(np.shape(want)), dtype)
         return
-    np.testing.assert_array_equal(got["label"], est.predict(X64))
     dec = est.decision_function(X64).reshape(scale.shape)
     # the decision a pipeline computes scales first: compare at its own scale too
-    assert_decisions_close(got["decision"], dec, np.maximum(scale, np.abs(dec) + _pipeline_scale(est, X64)), dtype)
+    scale = np.maximum(scale, np.abs(dec) + _pipeline_scale(est, X64))
+    assert_decisions_close(got["decision"], dec, scale, dtype)
+    # NOTE: labels at float64's bound whatever the dtype: the kernel picks them from
+    # its float64 decision, scikit-learn from its own (X64 is the float32 data widened)
+    assert_labels_equal(got["label"], est.predict(X64), dec, decision_bound(dec, scale, "float64"))
     if hasattr(est, "predict_proba"):
         assert_proba_close(got["probabilities"], est.predict_proba(X64), dtype)
     else:
@@ -97,6 +110,34 @@ def _pipeline_scale(est, X):
     for _, step in pre:
         X = step.transform(X)
     return np.abs(X) @ np.abs(np.atleast_2d(final.coef_)).T + np.abs(final.intercept_)
+
+
+TIE_ESTIMATORS = {
+    # name: (estimator, classes, the link scorewire gives it)
+    "logreg-binary": (lambda: LogisticRegression(), ("ant", "bee"), "logistic"),
+    "logreg-multinomial": (lambda: LogisticRegression(), ("ant", "bee", "cat"), "softmax"),
+    "sgd-ovr": (lambda: SGDClassifier(loss="log_loss", random_state=0), ("ant", "bee", "cat"), "ovr"),
+    "hinge-binary": (lambda: SGDClassifier(loss="hinge", random_state=0), (3, 8), "identity"),
+    "hinge-multi": (lambda: SGDClassifier(loss="hinge", random_state=0), (3, 8, 9), "identity"),
+}
+
+
+@pytest.mark.usefixtures("simd")
+@pytest.mark.parametrize("key", sorted(TIE_ESTIMATORS))
+def test_exact_ties_are_decided_as_sklearn(key, rng):
+    """Decisions tied exactly (small integers, exact in float64 in any order): the
+    native labels are scikit-learn's. One decision column: classes[1] only when
+    z > 0; several: the first of the tied classes (LinearClassifierMixin.predict)."""
+    make, classes, link = TIE_ESTIMATORS[key]
+    k = 1 if len(classes) == 2 else len(classes)
+    coef, intercept, X = exact_ties(k, 6, rng)
+    est = make().fit(rng.normal(size=(len(classes) * 4, 6)), np.repeat(classes, 4))
+    est.coef_, est.intercept_ = coef, intercept  # the fitted model, with these weights
+    spec = linear_spec_from_sklearn(est)
+    assert spec is not None and spec.link == link
+    want = est.classes_[first_maximum(X @ coef.T + intercept)]
+    np.testing.assert_array_equal(est.predict(X), want)
+    np.testing.assert_array_equal(NativeLinearModel(spec).predict(X)["label"], want)
 
 
 def test_non_linear_estimators_are_not_linear_specs():

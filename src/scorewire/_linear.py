@@ -48,7 +48,9 @@ class LinearSpec:
     link : one of LINKS; "logistic" needs k == 1 and two classes
     coef : float64 array (k, d)
     intercept : float64 array (k,)
-    classes : class labels (classification), in decision-column order
+    classes : class labels (classification), in decision-column order; which one a
+        row gets, ties included, is the kernel's label rule (``_label_row`` in
+        ext/_kernel.pyx)
     feature_names : optional names of the d input columns
     dtype : the input dtype the model declares ("float32" or "float64"); float
         outputs have this dtype too

@@ -28,7 +28,8 @@ One graph input X, float32 or float64, of rank 2, then any chain of:
 Outputs get roles: a decision without link is "value" (regression, kept (N, k)) or
 "decision"; a linked tensor "probabilities"; LinearClassifier's Y "label".
 
-onnxruntime's LinearClassifier, as measured (onnxruntime 1.23), z = X @ W.T + b:
+onnxruntime's LinearClassifier, as measured (onnxruntime 1.23), z = X @ W.T + b (its
+labels follow the kernel's rule, ``_label_row`` in ext/_kernel.pyx, ties included):
 
 - k >= 2 rows and k labels: Y = labels[argmax z] (first maximum); Z = z (NONE, role
   "decision"), sigmoid(z) per column (LOGISTIC → "sigmoid"), softmax(z) (SOFTMAX).

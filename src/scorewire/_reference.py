@@ -38,6 +38,7 @@ def reference_scores(spec: LinearSpec, X: np.ndarray) -> dict[str, np.ndarray]:
         raise ValueError(spec.link)
     out = {"decision": z, "value": z, "probabilities": p}
     if spec.task == "classification":
+        # the kernel's label rule (_label_row in ext/_kernel.pyx)
         idx = (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else z.argmax(axis=1)
         out["label"] = _classes_array(spec.classes)[idx]
     return out

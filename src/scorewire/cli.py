@@ -298,6 +298,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if labels is None:
             if p is None:
                 raise ValueError(f"model {args.model!r} has no label or probabilities output to evaluate")
+            # the first maximum, as the kernel's label rule (_label_row in ext/_kernel.pyx)
             labels = np.asarray(classes, dtype=object)[p.argmax(axis=1)]
         if p is not None and p.shape[1] != len(classes):
             print(f"note: {p.shape[1]} probability columns for {len(classes)} classes: no ROC AUC or log-loss",

@@ -145,9 +145,10 @@ def test_feedback_joins_by_request_id_with_outcomes_per_item(server, stubs):
     fb = stats_of(models, "breast-cancer").feedback
     rows = np.vstack([X, BC.data[200:202], BC.data[:1]])
     truths = np.concatenate([y, BC.target[200:202], [0]])
-    proba = scorewire.load_model(DEMO / "breast-cancer" / "1").predict(rows)["probabilities"]
+    out = scorewire.load_model(DEMO / "breast-cancer" / "1").predict(rows)
+    proba = out["probabilities"]
     assert fb.task == "classification" and fb.window_rows == 203
-    assert fb.accuracy == pytest.approx(accuracy_score(truths, proba.argmax(axis=1)), rel=1e-12)
+    assert fb.accuracy == pytest.approx(accuracy_score(truths, out["label"]), rel=1e-12)  # the labels served
     assert fb.log_loss == pytest.approx(log_loss(truths, proba), rel=1e-9)
     assert fb.roc_auc == pytest.approx(roc_auc_score(truths, proba[:, 1]), rel=1e-12)
     assert (fb.matched, fb.matched_rows, fb.unknown, fb.duplicate, fb.invalid) == (202, 203, 1, 1, 1)

@@ -130,8 +130,9 @@ def test_feedback_through_the_service(repo):
     assert [r.outcome for _, r in results[:300]] == [Outcome.MATCHED] * 300
     assert [(v, r.outcome) for v, r in results[300:]] == [(1, Outcome.UNKNOWN), (1, Outcome.DUPLICATE), (1, Outcome.UNKNOWN)]
     fb = asyncio.run(service.model_stats("breast-cancer"))[0].feedback
-    proba = repo.resolve("breast-cancer").model.predict(X)["probabilities"]
-    assert fb.accuracy == pytest.approx(accuracy_score(y, proba.argmax(axis=1)), rel=1e-12)
+    out = repo.resolve("breast-cancer").model.predict(X)
+    proba = out["probabilities"]
+    assert fb.accuracy == pytest.approx(accuracy_score(y, out["label"]), rel=1e-12)  # the labels served
     assert fb.log_loss == pytest.approx(log_loss(y, proba), rel=1e-9)
     assert (fb.matched, fb.unknown, fb.duplicate, fb.pending) == (300, 2, 1, 0)
     # regression

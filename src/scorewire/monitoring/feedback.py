@@ -414,6 +414,7 @@ class FeedbackStore:
         if label is not None:
             correct = [1.0 if index.get(a) == i else 0.0 for a, i in zip(label.tolist(), idx, strict=True)]
         elif rows is not None:
+            # the first maximum, as the kernel's label rule (_label_row in ext/_kernel.pyx)
             correct = [1.0 if r.index(max(r)) == i else 0.0 for r, i in zip(rows, idx, strict=True)]
         else:
             correct = [math.nan] * n
@@ -440,7 +441,7 @@ class FeedbackStore:
         if label is not None:
             correct = (encode_labels(label, self.classes) == idx).astype(np.float64)
         elif p is not None:
-            correct = (p.argmax(axis=1) == idx).astype(np.float64)
+            correct = (p.argmax(axis=1) == idx).astype(np.float64)  # the first maximum, as in _join
         else:
             correct = nan
         chunks = joined.chunks
