@@ -34,3 +34,19 @@ def simd(request: pytest.FixtureRequest) -> Iterator[bool]:
         yield request.param
     finally:
         _kernel._set_simd(previous)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``SCOREWIRE_SIMD=0 make test`` runs the whole suite on the kernel's portable
+    loops: here through the same setting `scorewire serve` reads, and in every
+    server the tests start as a subprocess (they inherit the variable)."""
+    from scorewire._linear import kernel_paths
+    from scorewire.settings import settings_from
+
+    kernel_paths(settings_from().simd)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from scorewire._linear import kernel_paths
+
+    return f"scorewire kernel paths: {kernel_paths()}"

@@ -547,3 +547,18 @@ def test_simd_switch():
         assert _kernel.simd_enabled() == _kernel.simd_available()
     finally:
         _kernel._set_simd(previous)
+
+
+def test_no_simd_setting_turns_the_vector_paths_off():
+    """`scorewire serve --no-simd` (SCOREWIRE_SIMD=0) keeps the kernel on its portable
+    loops for the whole process; the default leaves the kernel's own choice."""
+    from scorewire._linear import kernel_paths
+    from scorewire.settings import settings_from
+
+    previous = _kernel._set_simd(True)
+    try:
+        assert kernel_paths(settings_from(environ={}).simd) == ("avx2+fma" if _kernel.simd_available() else "portable")
+        assert kernel_paths(settings_from(environ={"SCOREWIRE_SIMD": "0"}).simd) == "portable"
+        assert not _kernel.simd_enabled()
+    finally:
+        _kernel._set_simd(previous)

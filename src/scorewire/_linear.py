@@ -170,6 +170,14 @@ def _classes_array(classes: Iterable[object] | None) -> np.ndarray:
     return np.asarray([str(c) for c in values], dtype=object)
 
 
+def kernel_paths(simd: bool = True) -> str:
+    """Let the kernel use its AVX2+FMA paths (when the CPU has them) or not, for the
+    whole process; returns which paths it uses now: "avx2+fma" or "portable"."""
+    if not simd:
+        _kernel._set_simd(False)
+    return "avx2+fma" if _kernel.simd_enabled() else "portable"
+
+
 def default_n_threads() -> int:
     """Threads for large batches: the CPUs this process may run on, capped by
     OpenMP's own limit (OMP_NUM_THREADS), never more."""

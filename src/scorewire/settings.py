@@ -65,6 +65,11 @@ class Settings:
         metadata={"help": "requests with at least this many input values are scored on a worker thread, "
                           "so large batches do not stall the event loop"},
     )  # fmt: skip
+    simd: bool = field(
+        default=True,
+        metadata={"help": "let the kernel use its AVX2+FMA paths when the CPU has them (--no-simd: its "
+                          "portable loops everywhere, e.g. to compare; scores agree to rounding)"},
+    )  # fmt: skip
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"})
     workers: int = field(
         default=1,

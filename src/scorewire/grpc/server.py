@@ -43,7 +43,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from .. import demo_repository
-from .._linear import default_n_threads
+from .._linear import default_n_threads, kernel_paths
 from ..observability import _metrics, _tracing
 from ..observability._exposition import MetricsServer
 from ..repository import ModelEntry, ModelRepository, State
@@ -90,6 +90,7 @@ class Server:
     def __init__(self, settings: Settings, repository: ModelRepository | None = None) -> None:
         self.settings = settings
         n_threads = settings.n_threads or default_n_threads()
+        self.kernel_paths = kernel_paths(settings.simd)
         self.repository = repository or ModelRepository(settings.repo or demo_repository(), n_threads=n_threads)
         self._executor = ThreadPoolExecutor(max_workers=max(2, n_threads), thread_name_prefix="scorewire-score")
         self.service = ScoringService(
@@ -154,7 +155,10 @@ class Server:
             self._metrics_server = MetricsServer(self.settings.host, self.settings.metrics_port)
         await server.start()
         self._server = server
-        log.info("scorewire listening on %s:%d, repository %s", self.settings.host, self.port, self.repository.root)
+        log.info(
+            "scorewire listening on %s:%d, repository %s, kernel paths %s",
+            self.settings.host, self.port, self.repository.root, self.kernel_paths,
+        )  # fmt: skip
         self._loading = asyncio.create_task(self._load_all())
         if self.service.metrics:  # the drift and feedback gauges, recomputed now and then
             self._monitoring = asyncio.create_task(self.service.run_monitoring_export(self.settings.monitor_interval_s))
