@@ -34,12 +34,12 @@ import numpy as np
 
 from . import _kernel
 from .batching import DynamicBatcher
-from .errors import DeadlineExceeded, InvalidInput, NotFound, Overloaded
+from .errors import DeadlineExceeded, InvalidInput, ModelLoadError, NotFound, Overloaded
 from .monitoring import monitor as _monitor
 from .monitoring.feedback import FeedbackItem, ItemResult, route_feedback
 from .observability import _tracing
 from .observability._metrics import version_metrics
-from .repository import ModelRepository, ModelVersion
+from .repository import ModelEntry, ModelRepository, ModelVersion, State
 from .types import PredictRequest, PredictResponse
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class ScoringService:
         #: batchers closing (each answers what it holds, then stops)
         self._closing: set[asyncio.Task[None]] = set()
         repository.on_retire(self._retired)
+        self._on_change: list[Callable[[str], None]] = []
 
     def check_input(self, mv: ModelVersion, X: np.ndarray) -> None:
         """Reject what the model cannot score, naming the problem, never the data."""
@@ -202,6 +203,33 @@ class ScoringService:
             self._background(fn, *args)
             return
         loop.call_soon(_run_logged, fn, args)
+
+    # --------------------------------------------------------- control plane
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(model)`` on the event loop after :meth:`load` or
+        :meth:`unload` changed ``model`` (the server updates its health then)."""
+        self._on_change.append(listener)
+
+    def _changed(self, model: str) -> None:
+        for listener in self._on_change:
+            listener(model)
+
+    async def load(self, model: str) -> ModelEntry:
+        """(Re)load ``model`` from the repository, on a worker thread; its served
+        versions keep answering until their replacements are ready. NotFound for a
+        model the repository does not have, ModelLoadError when none of its versions
+        is ready afterwards."""
+        loop = asyncio.get_running_loop()
+        entry = await loop.run_in_executor(None, self.repository.load, model)
+        self._changed(model)
+        if entry.state is not State.READY:
+            raise ModelLoadError(f"model {model!r} failed to load: {entry.load_error()}")
+        return entry
+
+    def unload(self, model: str) -> None:
+        """Stop serving ``model`` (NotFound when it is not loaded)."""
+        self.repository.unload(model)
+        self._changed(model)
 
     # ------------------------------------------------------------ monitoring
     async def feedback(self, model: str, items: Sequence[FeedbackItem]) -> list[tuple[int | None, ItemResult]]:

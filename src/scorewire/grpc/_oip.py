@@ -7,14 +7,13 @@ does and what tritonclient's ``as_numpy`` reads); inputs may be raw or typed.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from .. import __version__, _wire
-from ..errors import InvalidInput, ModelLoadError, ScorewireError
+from ..errors import InvalidInput, ScorewireError
 from ..observability import _tracing
 from ..repository import State
 from ..service import ScoringService
@@ -94,14 +93,12 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         self,
         service: ScoringService,
         is_ready: Callable[[], bool],
-        on_change: Callable[[str], None],
         calls: Calls | None = None,
     ) -> None:
         self.service = service
         self._calls = calls or Calls()  # the server's: its streams end when it stops
         self.repository = service.repository
         self._is_ready = is_ready
-        self._on_change = on_change
         self._t_infer = RpcTelemetry(SERVICE, "ModelInfer", service)
         self._t_stream = RpcTelemetry(SERVICE, "ModelStreamInfer", service)
 
@@ -128,7 +125,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def ModelMetadata(self, request, context):
-        mv = self.repository.resolve(request.name, _version(request.version))
+        mv = self.service.resolve(request.name, _version(request.version))
         entry = self.repository.entry(request.name)
         assert mv.model is not None
         sig = mv.model.signature
@@ -217,15 +214,10 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
 
     @unary
     async def RepositoryModelLoad(self, request, context):
-        loop = asyncio.get_running_loop()
-        entry = await loop.run_in_executor(None, self.repository.load, request.model_name)
-        self._on_change(request.model_name)
-        if entry.state is not State.READY:
-            raise ModelLoadError(f"model {request.model_name!r} failed to load: {entry.load_error()}")
+        await self.service.load(request.model_name)
         return oip.RepositoryModelLoadResponse()
 
     @unary
     async def RepositoryModelUnload(self, request, context):
-        self.repository.unload(request.model_name)
-        self._on_change(request.model_name)
+        self.service.unload(request.model_name)
         return oip.RepositoryModelUnloadResponse()

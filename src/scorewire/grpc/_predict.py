@@ -3,15 +3,14 @@ see scorewire.monitoring)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
 
 from .. import _wire
-from ..errors import InvalidInput, ModelLoadError
+from ..errors import InvalidInput
 from ..monitoring.drift import PSI_ALERT, PSI_MODERATE
 from ..monitoring.feedback import FeedbackItem, ItemResult, Outcome
 from ..monitoring.monitor import VersionStats
@@ -270,10 +269,9 @@ def stats_to_pb(name: str, stats: list[VersionStats]) -> pb.ModelStats:
 class ModelServicer(pb_grpc.ModelServiceServicer):
     """The control plane: list, describe, load and unload models."""
 
-    def __init__(self, service: ScoringService, on_change: Callable[[str], None]) -> None:
+    def __init__(self, service: ScoringService) -> None:
         self.service = service
         self.repository = service.repository
-        self._on_change = on_change
 
     @unary
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
@@ -286,12 +284,7 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     @unary
     async def LoadModel(self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
-        loop = asyncio.get_running_loop()
-        entry = await loop.run_in_executor(None, self.repository.load, request.name)
-        self._on_change(request.name)
-        if entry.state is not State.READY:
-            raise ModelLoadError(f"model {request.name!r} failed to load: {entry.load_error()}")
-        return entry_to_pb(entry)
+        return entry_to_pb(await self.service.load(request.name))
 
     @unary
     async def GetModelStats(self, request: pb.GetModelStatsRequest, context: grpc.aio.ServicerContext) -> pb.ModelStats:
@@ -300,6 +293,5 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     @unary
     async def UnloadModel(self, request: pb.UnloadModelRequest, context: grpc.aio.ServicerContext) -> pb.UnloadModelResponse:
-        self.repository.unload(request.name)
-        self._on_change(request.name)
+        self.service.unload(request.name)
         return pb.UnloadModelResponse()

@@ -100,6 +100,7 @@ class Server:
             executor=self._executor,
             metrics=settings.metrics_port > 0,
         )
+        self.service.on_change(self._update_model_health)
         self.health = health.aio.HealthServicer()
         #: the calls being served, counted by scorewire (see ``_calls``)
         self.calls = Calls()
@@ -132,10 +133,10 @@ class Server:
         )
         table = MethodTable(self.calls)
         register(pb_grpc.add_PredictServiceServicer_to_server, PredictServicer(self.service, self.calls), table)
-        register(pb_grpc.add_ModelServiceServicer_to_server, ModelServicer(self.service, self._update_model_health), table)
+        register(pb_grpc.add_ModelServiceServicer_to_server, ModelServicer(self.service), table)
         register(
             oip_grpc.add_GRPCInferenceServiceServicer_to_server,
-            InferenceServicer(self.service, self.ready, self._update_model_health, self.calls),
+            InferenceServicer(self.service, self.ready, self.calls),
             table,
         )
         register(health_pb2_grpc.add_HealthServicer_to_server, self.health, table)
