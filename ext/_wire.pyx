@@ -7,7 +7,7 @@ message, or handles the rarer encodings):
 
 - ``decode_predict(blob)`` / ``decode_infer(blob)``: a serialized
   ``scorewire.v1.PredictRequest`` / OIP ``ModelInferRequest``, as grpc received it,
-  into its fields and its input matrix in one pass; protobuf's parse, the Python
+  into a :class:`Request` (its fields and its input matrix) in one pass; protobuf's parse, the Python
   wrappers of each field and a re-serialization of the tensor cost several times
   more.
 - The matrix (FLOAT32 or FLOAT64, as raw bytes or as packed
@@ -50,6 +50,52 @@ DEF DT_INT64 = 4
 
 #: the largest tensor the general path accepts (elements); see _codec.MAX_ELEMENTS
 cdef int64_t MAX_ELEMENTS = 1LL << 34
+
+
+# ---------------------------------------------------------------------------
+# a request, as read
+# ---------------------------------------------------------------------------
+
+cdef class Request:
+    """A scoring request as read from its bytes — a scorewire.v1 ``PredictRequest``
+    or an OIP ``ModelInferRequest`` — whichever path read it: the decoders here (the
+    common encoding) or the protocol's protobuf reader (the rest). One
+    representation, so the code that answers it has one path.
+
+    ``model``; ``version`` (v1: an int, 0 for the newest; OIP: the
+    ``model_version`` text); ``request_id``; ``outputs`` (a tuple of names);
+    ``input_name`` (OIP's; "" for v1); ``X`` (the input matrix, None when it could
+    not be read); ``raw`` (v1: the input came as raw bytes, so the answer does too);
+    ``error`` (what reading the input raised: the request's handler raises it, so it
+    is answered and counted under the request's model).
+    """
+
+    cdef readonly str model
+    cdef readonly object version
+    cdef readonly str request_id
+    cdef readonly tuple outputs
+    cdef readonly str input_name
+    cdef readonly object X
+    cdef readonly bint raw
+    cdef readonly object error
+
+    def __init__(self, str model, version, str request_id, tuple outputs, str input_name, X,
+                 bint raw=False, error=None):
+        self.model, self.version, self.request_id, self.outputs = model, version, request_id, outputs
+        self.input_name, self.X, self.raw, self.error = input_name, X, raw, error
+
+    def __repr__(self):
+        shape = None if self.X is None else self.X.shape
+        return f"Request(model={self.model!r}, version={self.version!r}, shape={shape})"
+
+
+cdef Request _request(str model, object version, str request_id, tuple outputs, str input_name, object X,
+                      bint raw):
+    """A Request without __init__'s argument parsing (the decoders' hot path)."""
+    cdef Request r = Request.__new__(Request)
+    r.model, r.version, r.request_id, r.outputs = model, version, request_id, outputs
+    r.input_name, r.X, r.raw = input_name, X, raw
+    return r
 
 
 # ---------------------------------------------------------------------------
@@ -193,12 +239,11 @@ cdef inline object _utf8(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t length):
 
 
 def decode_predict(bytes blob):
-    """A serialized PredictRequest → (model, version, request_id, outputs, X, raw),
-    or None for anything but the common case: the five known fields, each singular
-    one at most once, with an input that ``_tensor`` reads (anything else,
-    unknown fields included, is left to protobuf). ``outputs`` is a tuple of
-    names; ``raw`` tells whether the input came as raw bytes. A malformed message
-    gives None too: the caller's protobuf parse then names the error."""
+    """A serialized PredictRequest → a :class:`Request`, or None for anything but the
+    common case: the five known fields, each singular one at most once, with an
+    input that ``_tensor`` reads (anything else, unknown fields included, is left to
+    protobuf). A malformed message gives None too: the caller's protobuf parse then
+    names the error."""
     if not _LITTLE:
         return None
     cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
@@ -251,7 +296,7 @@ def decode_predict(bytes blob):
         return None
     if X is None:
         return None
-    return model or "", version, request_id or "", tuple(outputs), X, raw
+    return _request(model or "", version, request_id or "", tuple(outputs), "", X, raw)
 
 
 # ---------------------------------------------------------------------------
@@ -605,11 +650,10 @@ cdef object _infer_input(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t inp_end,
 
 
 def decode_infer(bytes blob):
-    """A serialized ModelInferRequest → (model_name, model_version, id, outputs,
-    input name, ndarray), or None for anything but the common case: no
-    parameters (the request's, an input's or an output's), each singular string
-    at most once, no unknown field, and one input ``_infer_input`` reads.
-    ``outputs`` is a tuple of the requested outputs' names."""
+    """A serialized ModelInferRequest → a :class:`Request` (``version``: the
+    ``model_version`` text), or None for anything but the common case: no
+    parameters (the request's, an input's or an output's), each singular string at
+    most once, no unknown field, and one input ``_infer_input`` reads."""
     if not _LITTLE:
         return None
     cdef const uint8_t* buf = <const uint8_t*>PyBytes_AS_STRING(blob)
@@ -669,4 +713,4 @@ def decode_infer(bytes blob):
         return None
     if decoded is None:
         return None
-    return model or "", version or "", request_id or "", tuple(outputs), decoded[0], decoded[1]
+    return _request(model or "", version or "", request_id or "", tuple(outputs), decoded[0], decoded[1], False)

@@ -1,4 +1,6 @@
 # Type stub for the compiled wire codec (ext/_wire.pyx).
+from typing import Any
+
 import numpy as np
 
 def encode_response(
@@ -8,5 +10,26 @@ def stream_response(request_id: str, body: bytes) -> bytes: ...
 def encode_infer_response(
     model_name: str, model_version: str, request_id: str, outputs: dict[str, np.ndarray]
 ) -> bytes | None: ...
-def decode_predict(blob: bytes) -> tuple[str, int, str, tuple[str, ...], np.ndarray, bool] | None: ...
-def decode_infer(blob: bytes) -> tuple[str, str, str, tuple[str, ...], str, np.ndarray] | None: ...
+class Request:
+    model: str
+    version: Any  # v1: int; OIP: the model_version text
+    request_id: str
+    outputs: tuple[str, ...]
+    input_name: str
+    X: np.ndarray  # None only with ``error`` set
+    raw: bool
+    error: BaseException | None
+    def __init__(
+        self,
+        model: str,
+        version: Any,
+        request_id: str,
+        outputs: tuple[str, ...],
+        input_name: str,
+        X: np.ndarray | None,
+        raw: bool = False,
+        error: BaseException | None = None,
+    ) -> None: ...
+
+def decode_predict(blob: bytes) -> Request | None: ...
+def decode_infer(blob: bytes) -> Request | None: ...

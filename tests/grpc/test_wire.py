@@ -23,6 +23,8 @@ from scorewire.grpc._codec import (
     tensor_to_array,
 )
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
+from scorewire.grpc._oip import OIP
+from scorewire.grpc._predict import V1
 
 
 def _varint(n: int) -> bytes:
@@ -34,17 +36,23 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+def fields(request: _wire.Request) -> tuple:
+    """Everything of a read request but its matrix."""
+    r = request
+    return r.model, r.version, r.request_id, r.outputs, r.input_name, r.raw, r.error
+
+
 def decode_tensor(blob: bytes) -> np.ndarray | None:
     """The tensor decoder, through ``decode_predict``: ``blob`` as the input (field 3)
     of an otherwise empty request."""
-    fields = _wire.decode_predict(b"\x1a" + _varint(len(blob)) + blob)
-    return None if fields is None else fields[4]
+    request = _wire.decode_predict(b"\x1a" + _varint(len(blob)) + blob)
+    return None if request is None else request.X
 
 
 def decode_infer_input(blob: bytes) -> tuple[str, np.ndarray] | None:
     """The OIP input decoder, through ``decode_infer``."""
-    fields = _wire.decode_infer(blob)
-    return None if fields is None else (fields[4], fields[5])
+    request = _wire.decode_infer(blob)
+    return None if request is None else (request.input_name, request.X)
 
 
 FLOATS = st.sampled_from([np.float32, np.float64])
@@ -210,9 +218,9 @@ def test_decode_predict_equals_protobuf(data, dtype, shape, raw, model, request_
     )
     got = _wire.decode_predict(request.SerializeToString())
     assert got is not None
-    assert got[:4] == (model, version, request_id, tuple(outputs)) and got[5] is bool(request.input.raw)
+    assert fields(got) == (model, version, request_id, tuple(outputs), "", bool(request.input.raw), None)
     want = tensor_to_array(request.input)
-    assert got[4].dtype == want.dtype and got[4].shape == want.shape and got[4].tobytes() == want.tobytes()
+    assert got.X.dtype == want.dtype and got.X.shape == want.shape and got.X.tobytes() == want.tobytes()
 
 
 def test_decode_predict_leaves_the_rare_to_protobuf():
@@ -250,9 +258,9 @@ def test_arbitrary_requests_are_declined_or_decoded_as_protobuf_reads_them(blob)
     got = _wire.decode_predict(blob)
     if got is None:
         return
-    request = pb.PredictRequest.FromString(blob)
-    assert got[:4] == (request.model, request.version, request.request_id, tuple(request.outputs))
-    assert got[4].tobytes() == tensor_to_array(request.input).tobytes()
+    want = V1(None).from_message(pb.PredictRequest.FromString(blob))  # protobuf's reading, as served
+    assert fields(got) == fields(want)
+    assert got.X.tobytes() == want.X.tobytes() and got.X.shape == want.X.shape
 
 
 OUTPUT_DTYPES = st.sampled_from([np.float32, np.float64, np.int32, np.int64])
@@ -413,9 +421,9 @@ def test_decode_infer_equals_protobuf(data, dtype, shape, raw, name, model, vers
         request.outputs.add(name=out)
     got = _wire.decode_infer(request.SerializeToString())
     assert got is not None
-    assert got[:5] == (model, version, request_id, tuple(outputs), name)
+    assert fields(got) == (model, version, request_id, tuple(outputs), name, False, None)
     want = oip_input_to_array(request)[1]
-    assert got[5].dtype == want.dtype and got[5].shape == want.shape and got[5].tobytes() == want.tobytes()
+    assert got.X.dtype == want.dtype and got.X.shape == want.shape and got.X.tobytes() == want.tobytes()
 
 
 def test_decode_infer_leaves_the_rare_to_protobuf():
@@ -443,14 +451,11 @@ def test_decode_infer_leaves_the_rare_to_protobuf():
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=120))
 def test_arbitrary_infer_requests_are_declined_or_decoded_as_protobuf_reads_them(blob):
-    from scorewire.grpc._codec import oip_input_to_array
     from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
 
     got = _wire.decode_infer(blob)
     if got is None:
         return
-    request = oip.ModelInferRequest.FromString(blob)
-    outputs = tuple(o.name for o in request.outputs)
-    assert got[:4] == (request.model_name, request.model_version, request.id, outputs)
-    name, want = oip_input_to_array(request)
-    assert got[4] == name and got[5].tobytes() == want.tobytes() and got[5].shape == want.shape
+    want = OIP(None).from_message(oip.ModelInferRequest.FromString(blob))  # protobuf's reading, as served
+    assert fields(got) == fields(want)
+    assert got.X.tobytes() == want.X.tobytes() and got.X.shape == want.X.shape

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ..errors import InvalidInput, ScorewireError, Unavailable
-from ._calls import DRAIN, SHUTTING_DOWN, Calls, abandoned, answer_abandoned, refusal
+from ..errors import ScorewireError
+from ._calls import Calls, answer_abandoned, refusal
 from ._status import INTERNAL_MESSAGE, STATUS
 
 log = logging.getLogger("scorewire.grpc")
@@ -63,11 +63,11 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
 #
 # grpc answers a request it cannot deserialize with UNKNOWN and the exception text.
 # scorewire registers every servicer through `register`. A method marked
-# `raw_request` (the scoring RPCs) gets its requests' bytes and reads them with a
-# `reader`, which gives UNPARSEABLE for what it cannot parse (`parsed` raises
-# InvalidInput for it; `serve_stream` ends the stream). Every other unary method
-# gets a deserializer that returns UNPARSEABLE instead of raising, answered
-# INVALID_ARGUMENT.
+# `raw_request` (the scoring RPCs) gets its requests' bytes and reads them with its
+# protocol's adapter (`_scoring.Adapter.read`), which gives UNPARSEABLE for what it
+# cannot parse (a unary call answers INVALID_ARGUMENT, a stream ends with it). Every
+# other unary method gets a deserializer that returns UNPARSEABLE instead of
+# raising, answered INVALID_ARGUMENT.
 # --------------------------------------------------------------------------
 
 UNPARSEABLE_MESSAGE = "the request message cannot be parsed"
@@ -110,34 +110,10 @@ def _passthrough(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], by
 
 def raw_request(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Mark a servicer method as taking its requests serialized (``bytes``): grpc
-    hands them over unparsed, and the method reads them with a :func:`reader`
-    (through :func:`serve_unary` or :func:`serve_stream`)."""
+    hands them over unparsed, and the method reads them with its protocol's adapter
+    (through ``_scoring.serve_unary`` or ``serve_stream``)."""
     method.raw_request = True  # type: ignore[attr-defined]
     return method
-
-
-def parsed(request: Any) -> Any:
-    """A unary request as :func:`reader`'s ``read`` gave it; InvalidInput when it
-    is UNPARSEABLE."""
-    if request is UNPARSEABLE:
-        raise InvalidInput(UNPARSEABLE_MESSAGE)
-    return request
-
-
-def reader(decode: Callable[[bytes], Any], message_class: Any) -> Callable[[bytes], Any]:
-    """A raw request's reader: ``decode(data)`` (the common message, read by
-    ``scorewire._wire``), else ``message_class`` parsed, else UNPARSEABLE."""
-
-    def read(data: bytes) -> Any:
-        fields = decode(data)
-        if fields is not None:
-            return fields
-        try:
-            return message_class.FromString(data)
-        except Exception:
-            return UNPARSEABLE
-
-    return read
 
 
 def _guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
@@ -247,148 +223,3 @@ def register(add_to_server: Callable[[Any, Any], None], servicer: Any, table: Me
     """``add_XServicer_to_server(servicer, ...)`` into ``table`` (which the server
     serves as one generic handler), each method as :func:`_served` makes it."""
     add_to_server(servicer, _Registrar(table))
-
-
-async def serve_unary(
-    data: bytes,
-    context: grpc.aio.ServicerContext,
-    t: Any,
-    read_message: Callable[[bytes], Any],
-    handle_wire: Callable[[Any, float | None], Awaitable[Any]],
-    handle: Callable[[Any, float | None], Awaitable[Any]],
-    handle_traced: Callable[[Any, float | None, Any], Awaitable[Any]],
-    labels: Callable[[Any], tuple[str, Any]],
-    answered: Callable[[Any], tuple[str, Any]],
-) -> Any:
-    """The one body of Predict and ModelInfer (their methods return this coroutine,
-    so it adds no layer): the request read from ``data`` and answered by
-    ``handle_wire`` (its response may be serialized already) unless the call is
-    observed — metrics on, or tracing samples it — then by ``handle`` /
-    ``handle_traced``, counted and traced. The callables are those of
-    :func:`serve_stream`; an unparseable request is INVALID_ARGUMENT, counted (when
-    observed) under no model."""
-    span = t.server_span(context)  # None unless tracing is on and samples this call
-    if span is None and not t.metrics:  # the default, and 99% of calls at a 1% sampler
-        return await handle_wire(parsed(read_message(data)), deadline_of(context))
-    started = t.begin()
-    request = None
-    try:
-        request = parsed(read_message(data))
-        if span is None:
-            response = await handle(request, deadline_of(context))
-        else:
-            response = await handle_traced(request, deadline_of(context), span)
-    except BaseException as exc:
-        model, version = ("", None) if request is None else labels(request)
-        t.failed(exc, model, version, started, span)
-        raise
-    t.ok(*answered(response), started, span)
-    return response
-
-
-#: messages a stream reads ahead of the one being answered (bounded: backpressure)
-READ_AHEAD = 32
-_END: Any = object()
-
-
-async def serve_stream(
-    context: grpc.aio.ServicerContext,
-    calls: Calls,
-    t: Any,
-    read_message: Callable[[bytes], Any],
-    handle: Callable[[Any, float | None], Awaitable[Any]],
-    handle_traced: Callable[[Any, float | None, Any], Awaitable[Any]],
-    labels: Callable[[Any], tuple[str, Any]],
-    answered: Callable[[Any], tuple[str, Any]],
-    ok_response: Callable[[Any, Any], Any],
-    error_response: Callable[[Any, grpc.StatusCode, str], Any],
-) -> None:
-    """The one loop behind PredictStream and ModelStreamInfer: each message is
-    answered in order, a bad one with an error response while the stream goes on;
-    an unparseable one ends the stream with INVALID_ARGUMENT. ``t`` is the RPC's
-    telemetry (metrics and the stream's span); ``read_message`` turns a message's
-    bytes into what the other callables take (see :func:`reader`);
-    ``labels``/``answered`` give the (model, version) a failed / answered message
-    is counted under.
-
-    A reader task keeps up to READ_AHEAD messages received (``context.read``; the
-    servicer's request iterator is never started) while answers are written
-    (``context.write``), so receiving the next message overlaps scoring and sending
-    this one instead of alternating with them; the servicer method is therefore a
-    coroutine, not an async generator.
-
-    Once the server refuses new calls (``calls``, at shutdown: the drain delay
-    has passed, so what the client sent before the signal has arrived), the stream
-    answers the messages it has received and ends with UNAVAILABLE: its client
-    reconnects elsewhere, knowing (by the answers, in order) which of its messages
-    were answered.
-    """
-    queue: asyncio.Queue[Any] = asyncio.Queue(READ_AHEAD)
-
-    async def read() -> None:
-        try:
-            # context.read() rather than the request iterator: the same messages without
-            # an async generator step around each one (the iterator is never started)
-            while (data := await context.read()) is not grpc.aio.EOF:
-                await queue.put(read_message(data))
-        except asyncio.CancelledError:  # the loop below is done with the stream
-            raise
-        except Exception as exc:  # the client went away, or the stream was aborted:
-            await queue.put(exc)  # the loop below re-raises it, no task keeps it unretrieved
-            return
-        await queue.put(_END)
-
-    reader = asyncio.ensure_future(read())
-    deadline = deadline_of(context)
-    stream = t.server_span(context)
-    calls.streams.add(queue)
-    try:
-        while True:
-            if calls.refusing and queue.empty():  # shutting down, every message received answered
-                t.end_stream(stream, Unavailable(SHUTTING_DOWN))
-                stream = None
-                await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
-            request = await queue.get()
-            if request is _END:
-                break
-            if request is DRAIN:
-                continue
-            if isinstance(request, BaseException):
-                raise request
-            if request is UNPARSEABLE:
-                if t.metrics:
-                    t.failed(InvalidInput(UNPARSEABLE_MESSAGE), "", None, t.begin(), None)
-                t.end_stream(stream, InvalidInput(UNPARSEABLE_MESSAGE))
-                stream = None
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNPARSEABLE_MESSAGE)
-            observed = t.metrics or stream is not None
-            started = t.begin() if observed else 0.0
-            span = None if stream is None else t.message_span(stream)
-            try:
-                if span is None:
-                    response = await handle(request, deadline)
-                else:
-                    response = await handle_traced(request, deadline, span)
-            except Exception as exc:  # one bad message: an error response, the stream goes on
-                code, message = status_of(exc)
-                if observed:
-                    t.failed(exc, *labels(request), started, span)
-                await context.write(error_response(request, code, message))
-            except BaseException as exc:  # cancelled
-                if observed:
-                    t.failed(exc, *labels(request), started, span)
-                raise
-            else:
-                if observed:
-                    t.ok(*answered(response), started, span)
-                await context.write(ok_response(request, response))
-    except BaseException as exc:
-        t.end_stream(stream, exc)
-        if abandoned(exc):  # at shutdown: UNAVAILABLE, not CANCELLED
-            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
-        raise
-    finally:
-        calls.streams.discard(queue)
-        if not reader.done():
-            reader.cancel()
-    t.end_stream(stream)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from .. import __version__, _wire
+from .._wire import Request
 from ..errors import InvalidInput, ScorewireError
-from ..observability import _tracing
 from ..repository import State
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse
@@ -22,11 +22,12 @@ from ._calls import Calls
 from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input_to_array
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
-from ._handlers import raw_request, reader, serve_stream, serve_unary, unary
+from ._handlers import raw_request, unary
+from ._scoring import Adapter, serve_stream, serve_unary
 from ._telemetry import RpcTelemetry, version_of
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span
+    pass
 
 SERVICE = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
@@ -52,38 +53,57 @@ def response_to_oip(request_id: str, result: PredictResponse) -> oip.ModelInferR
     return response
 
 
-#: a ModelInfer or ModelStreamInfer request as read from its bytes: the fields
-#: ``_wire.decode_infer`` reads from the common message (model_name, model_version,
-#: id, outputs, input name, X), else the parsed message, else UNPARSEABLE
-read_request = reader(_wire.decode_infer, oip.ModelInferRequest)
+class OIP(Adapter):
+    """The Open Inference Protocol's ModelInfer and ModelStreamInfer (see
+    ``_scoring``): outputs always as raw_output_contents."""
 
+    def __init__(self, service: ScoringService) -> None:
+        super().__init__(service, _wire.decode_infer, oip.ModelInferRequest)
 
-def labels_of(request: Any) -> tuple[str, int | None]:
-    """The (model, version) a request as read asks for (a label lookup key)."""
-    if request.__class__ is tuple:
-        return request[0], version_of(request[1])
-    return request.model_name, version_of(request.model_version)
+    def from_message(self, message: oip.ModelInferRequest) -> Request:
+        name, X, error = "", None, None
+        try:
+            name, X = oip_input_to_array(message)
+        except InvalidInput as exc:  # raised when the request is answered, under its model
+            error = exc
+        outputs = tuple(o.name for o in message.outputs)
+        return Request(message.model_name, message.model_version, message.id, outputs, name, X, False, error)
 
+    def to_core(self, request: Request, deadline: float | None) -> PredictRequest:
+        """The core's request, once the input's name is the model's."""
+        if request.error is not None:
+            raise request.error
+        mv = self.service.resolve(request.model, _version(request.version))
+        assert mv.model is not None
+        expected = mv.model.signature.input.name
+        if request.input_name != expected:
+            raise InvalidInput(f"model {mv.name!r} has one input, named {expected!r}")
+        return PredictRequest(request.model, request.X, mv.version, request.outputs, request.request_id, deadline)
 
-def answered_by(response: oip.ModelInferResponse) -> tuple[str, str]:
-    """The (model, version) that answered."""
-    return response.model_name, response.model_version
+    def encode(self, request: Request, result: PredictResponse) -> oip.ModelInferResponse:
+        return response_to_oip(request.request_id, result)
 
+    def encode_wire(self, request: Request, result: PredictResponse) -> bytes | None:
+        return _wire.encode_infer_response(result.model, str(result.version), request.request_id, result.outputs)
 
-def id_of(request: Any) -> str:
-    return request[2] if request.__class__ is tuple else request.id
+    def labels(self, request: Request) -> tuple[str, int | None]:
+        return request.model, version_of(request.version)
 
+    def answered(self, response: oip.ModelInferResponse) -> tuple[str, str]:
+        return response.model_name, response.model_version
 
-def stream_ok(request: Any, response: oip.ModelInferResponse | bytes) -> Any:
-    """A ModelStreamInfer answer around a response, serialized or not (its layout,
-    a string then the response as fields 1 and 2, is PredictStreamResponse's)."""
-    if isinstance(response, bytes):
-        return _wire.stream_response("", response)
-    return oip.ModelStreamInferResponse(infer_response=response)
+    def stream_ok(self, request: Request, response: oip.ModelInferResponse | bytes) -> Any:
+        """An answer around a response, serialized or not (ModelStreamInferResponse's
+        layout, a string then the response as fields 1 and 2, is
+        PredictStreamResponse's)."""
+        if isinstance(response, bytes):
+            return _wire.stream_response("", response)
+        return oip.ModelStreamInferResponse(infer_response=response)
 
-
-def stream_error(request: Any, code: grpc.StatusCode, message: str) -> oip.ModelStreamInferResponse:
-    return oip.ModelStreamInferResponse(error_message=message, infer_response=oip.ModelInferResponse(id=id_of(request)))
+    def stream_error(self, request: Request, code: grpc.StatusCode, message: str) -> oip.ModelStreamInferResponse:
+        return oip.ModelStreamInferResponse(
+            error_message=message, infer_response=oip.ModelInferResponse(id=request.request_id)
+        )
 
 
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
@@ -99,6 +119,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         self._calls = calls or Calls()  # the server's: its streams end when it stops
         self.repository = service.repository
         self._is_ready = is_ready
+        self._oip = OIP(service)
         self._t_infer = RpcTelemetry(SERVICE, "ModelInfer", service)
         self._t_stream = RpcTelemetry(SERVICE, "ModelStreamInfer", service)
 
@@ -138,66 +159,14 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             outputs=[T(name=o.name, datatype=oip_datatype(o.dtype), shape=o.shape) for o in sig.outputs],
         )
 
-    async def _infer(self, request: Any, deadline: float | None) -> oip.ModelInferResponse:
-        result = await self.service.predict(self._to_core(request, deadline))
-        return response_to_oip(id_of(request), result)
-
-    async def _infer_wire(self, request: Any, deadline: float | None) -> oip.ModelInferResponse | bytes:
-        """``_infer`` with the response serialized by ``scorewire._wire`` when its
-        outputs are numeric arrays (the untraced, unmetered path)."""
-        core = self._to_core(request, deadline)
-        result = await self.service.predict(core)
-        body = _wire.encode_infer_response(result.model, str(result.version), core.request_id, result.outputs)
-        return response_to_oip(core.request_id, result) if body is None else body
-
-    async def _infer_traced(self, request: Any, deadline: float | None, span: Span) -> oip.ModelInferResponse:
-        """``_infer`` with ``decode`` and ``encode`` spans under the request's ``span``."""
-        with _tracing.child(span, "decode"):
-            core = self._to_core(request, deadline)
-        if core.request_id:
-            span.set_attribute(_tracing.REQUEST_ID, core.request_id)
-        result = await self.service.predict(core, span)
-        with _tracing.child(span, "encode"):
-            return response_to_oip(core.request_id, result)
-
-    def _to_core(self, request: Any, deadline: float | None) -> PredictRequest:
-        """A request as read (see ``read_request``) as the core's, once its input's
-        name is the model's."""
-        if request.__class__ is tuple:
-            model, version, request_id, outputs, input_name, X = request
-        else:
-            input_name, X = oip_input_to_array(request)
-            model, version, request_id = request.model_name, request.model_version, request.id
-            outputs = tuple(o.name for o in request.outputs)
-        mv = self.service.resolve(model, _version(version))
-        assert mv.model is not None
-        expected = mv.model.signature.input.name
-        if input_name != expected:
-            raise InvalidInput(f"model {mv.name!r} has one input, named {expected!r}")
-        return PredictRequest(model, X, mv.version, outputs, request_id, deadline)
-
     @unary
     @raw_request
     def ModelInfer(self, data: bytes, context: grpc.aio.ServicerContext) -> Awaitable[oip.ModelInferResponse | bytes]:
-        return serve_unary(
-            data, context, self._t_infer, read_request,
-            self._infer_wire, self._infer, self._infer_traced, labels_of, answered_by,
-        )  # fmt: skip
+        return serve_unary(data, context, self._t_infer, self._oip)
 
     @raw_request
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
-        await serve_stream(
-            context,
-            self._calls,
-            self._t_stream,
-            read_request,
-            self._infer if self._t_stream.metrics else self._infer_wire,  # metrics read the message
-            self._infer_traced,
-            labels_of,
-            answered_by,
-            stream_ok,
-            stream_error,
-        )
+        await serve_stream(context, self._calls, self._t_stream, self._oip)
 
     @unary
     async def RepositoryIndex(self, request, context):

@@ -4,17 +4,17 @@ see scorewire.monitoring)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
 from .. import _wire
+from .._wire import Request
 from ..errors import InvalidInput
 from ..monitoring.drift import PSI_ALERT, PSI_MODERATE
 from ..monitoring.feedback import FeedbackItem, ItemResult, Outcome
 from ..monitoring.monitor import VersionStats
-from ..observability import _tracing
 from ..repository import ModelEntry, ModelVersion, State
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse, Signature
@@ -22,11 +22,12 @@ from ._calls import Calls
 from ._codec import INPUT_RANKS, TRUTH_RANKS, check_shape, dtype_to_v1, fill_tensor, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
-from ._handlers import raw_request, reader, serve_stream, serve_unary, unary
+from ._handlers import raw_request, unary
+from ._scoring import Adapter, serve_stream, serve_unary
 from ._telemetry import RpcTelemetry
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span
+    pass
 
 SERVICE = pb.DESCRIPTOR.services_by_name["PredictService"].full_name
 
@@ -37,43 +38,6 @@ _STATES = {
     State.FAILED: pb.FAILED,
     State.UNLOADED: pb.UNLOADED,
 }
-
-
-#: a Predict or PredictStream request as read from its bytes: the fields
-#: ``_wire.decode_predict`` reads from the common message (model, version,
-#: request_id, outputs, X, raw), else the parsed message, else UNPARSEABLE
-read_request = reader(_wire.decode_predict, pb.PredictRequest)
-
-
-def request_to_core(request: Any, deadline: float | None) -> tuple[PredictRequest, bool]:
-    """A request as read (see ``read_request``) as the core's, and whether its
-    input came as raw bytes."""
-    if request.__class__ is tuple:
-        model, version, request_id, outputs, X, raw = request
-        return PredictRequest(model, X, version or None, outputs, request_id, deadline), raw
-    core = PredictRequest(
-        model=request.model,
-        inputs=tensor_to_array(request.input, INPUT_RANKS),
-        version=request.version or None,
-        outputs=tuple(request.outputs),
-        request_id=request.request_id,
-        deadline=deadline,
-    )
-    return core, bool(request.input.raw)
-
-
-def labels_of(request: Any) -> tuple[str, int]:
-    """The (model, version) a request as read asks for."""
-    return (request[0], request[1]) if request.__class__ is tuple else (request.model, request.version)
-
-
-def answered_by(response: pb.PredictResponse) -> tuple[str, int]:
-    """The (model, version) that answered."""
-    return response.model, response.version
-
-
-def request_id_of(request: Any) -> str:
-    return request[2] if request.__class__ is tuple else request.request_id
 
 
 def response_to_pb(raw: bool, result: PredictResponse) -> pb.PredictResponse:
@@ -123,57 +87,62 @@ def feedback_to_pb(results: list[tuple[int | None, ItemResult]]) -> pb.FeedbackR
     return response
 
 
-def stream_ok(request: Any, response: pb.PredictResponse | bytes) -> pb.PredictStreamResponse | bytes:
-    """A PredictStream answer around a response, serialized or not."""
-    if isinstance(response, bytes):
-        return _wire.stream_response(request_id_of(request), response)
-    return pb.PredictStreamResponse(request_id=request_id_of(request), response=response)
+class V1(Adapter):
+    """scorewire.v1's Predict and PredictStream (see ``_scoring``)."""
 
+    def __init__(self, service: ScoringService) -> None:
+        super().__init__(service, _wire.decode_predict, pb.PredictRequest)
 
-def stream_error(request: Any, code: grpc.StatusCode, message: str) -> pb.PredictStreamResponse:
-    return pb.PredictStreamResponse(request_id=request_id_of(request), error=pb.Error(code=code.value[0], message=message))
+    def from_message(self, message: pb.PredictRequest) -> Request:
+        X = error = None
+        try:
+            X = tensor_to_array(message.input, INPUT_RANKS)
+        except InvalidInput as exc:  # raised when the request is answered, under its model
+            error = exc
+        return Request(message.model, message.version, message.request_id, tuple(message.outputs), "", X,
+                       bool(message.input.raw), error)  # fmt: skip
+
+    def to_core(self, request: Request, deadline: float | None) -> PredictRequest:
+        if request.error is not None:
+            raise request.error
+        return PredictRequest(request.model, request.X, request.version or None, request.outputs,
+                              request.request_id, deadline)  # fmt: skip
+
+    def encode(self, request: Request, result: PredictResponse) -> pb.PredictResponse:
+        return response_to_pb(request.raw, result)
+
+    def encode_wire(self, request: Request, result: PredictResponse) -> bytes | None:
+        return _wire.encode_response(result.model, result.version, result.request_id, result.outputs, request.raw)
+
+    def labels(self, request: Request) -> tuple[str, int]:
+        return request.model, request.version
+
+    def answered(self, response: pb.PredictResponse) -> tuple[str, int]:
+        return response.model, response.version
+
+    def stream_ok(self, request: Request, response: pb.PredictResponse | bytes) -> pb.PredictStreamResponse | bytes:
+        if isinstance(response, bytes):
+            return _wire.stream_response(request.request_id, response)
+        return pb.PredictStreamResponse(request_id=request.request_id, response=response)
+
+    def stream_error(self, request: Request, code: grpc.StatusCode, message: str) -> pb.PredictStreamResponse:
+        return pb.PredictStreamResponse(request_id=request.request_id, error=pb.Error(code=code.value[0], message=message))
 
 
 class PredictServicer(pb_grpc.PredictServiceServicer):
-    """Converts, calls ScoringService, converts back (and observes, when metrics or
-    tracing are on: see ``_telemetry``)."""
+    """Predict and PredictStream through the V1 adapter; Feedback."""
 
     def __init__(self, service: ScoringService, calls: Calls | None = None) -> None:
         self.service = service
         self._calls = calls or Calls()  # the server's: its streams end when it stops
+        self._v1 = V1(service)
         self._t_predict = RpcTelemetry(SERVICE, "Predict", service)
         self._t_stream = RpcTelemetry(SERVICE, "PredictStream", service)
-
-    async def _predict(self, request: Any, deadline: float | None) -> pb.PredictResponse:
-        core, raw = request_to_core(request, deadline)
-        return response_to_pb(raw, await self.service.predict(core))
-
-    async def _predict_wire(self, request: Any, deadline: float | None) -> pb.PredictResponse | bytes:
-        """``_predict`` for the untraced, unmetered path: the response serialized by
-        ``scorewire._wire`` straight from numeric outputs, a fraction of the cost of
-        building the message."""
-        core, raw = request_to_core(request, deadline)
-        result = await self.service.predict(core)
-        body = _wire.encode_response(result.model, result.version, result.request_id, result.outputs, raw)
-        return response_to_pb(raw, result) if body is None else body
-
-    async def _predict_traced(self, request: Any, deadline: float | None, span: Span) -> pb.PredictResponse:
-        """``_predict`` with ``decode`` and ``encode`` spans under the request's ``span``."""
-        with _tracing.child(span, "decode"):
-            core, raw = request_to_core(request, deadline)
-        if core.request_id:
-            span.set_attribute(_tracing.REQUEST_ID, core.request_id)
-        result = await self.service.predict(core, span)
-        with _tracing.child(span, "encode"):
-            return response_to_pb(raw, result)
 
     @unary
     @raw_request
     def Predict(self, data: bytes, context: grpc.aio.ServicerContext) -> Awaitable[pb.PredictResponse | bytes]:
-        return serve_unary(
-            data, context, self._t_predict, read_request,
-            self._predict_wire, self._predict, self._predict_traced, labels_of, answered_by,
-        )  # fmt: skip
+        return serve_unary(data, context, self._t_predict, self._v1)
 
     @unary
     async def Feedback(self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext) -> pb.FeedbackResponse:
@@ -193,18 +162,7 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
 
     @raw_request
     async def PredictStream(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
-        await serve_stream(
-            context,
-            self._calls,
-            self._t_stream,
-            read_request,
-            self._predict if self._t_stream.metrics else self._predict_wire,  # metrics read the message
-            self._predict_traced,
-            labels_of,
-            answered_by,
-            stream_ok,
-            stream_error,
-        )
+        await serve_stream(context, self._calls, self._t_stream, self._v1)
 
 
 def signature_to_pb(sig: Signature) -> pb.Signature:
