@@ -248,7 +248,7 @@ def test_remembered_ids_are_bounded():
     store.flush()
     assert store.status("r985") == "expired"
     assert store.status("r0") is None  # forgotten long ago: reported as unknown
-    assert len(store._gone) + len(store._gone_old) <= 100
+    assert store.window.remembered <= 100
 
 
 def test_regression_truth_is_checked():
