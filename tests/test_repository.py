@@ -215,3 +215,25 @@ def test_get_model_lists_the_warnings(tmp_path):
     info = entry_to_pb(ModelRepository(tmp_path).load("m"))
     assert [v.version for v in info.versions] == [1]
     assert len(info.warnings) == 1 and "'01' ignored" in info.warnings[0]
+
+
+def test_outputs_declare_their_roles(tmp_path):
+    """Every output says what it carries — native models from their spec, ONNX
+    graphs from their output types — and GetModel sends the roles, so monitoring
+    and clients never guess from names."""
+    from scorewire.grpc._predict import signature_to_pb
+
+    demo = scorewire.demo_repository()
+    roles = {n: {o.name: o.role for o in scorewire.load_model(demo / n / "1").signature.outputs} for n in ("breast-cancer", "diabetes", "iris-forest")}
+    assert roles == {
+        "breast-cancer": {"label": "label", "probabilities": "probabilities", "decision": "decision"},
+        "diabetes": {"value": "value"},
+        "iris-forest": {"label": "label", "probabilities": "probabilities"},
+    }
+    # renamed outputs keep their roles
+    spec = json.loads((demo / "wine" / "1" / "model.json").read_text())
+    spec["outputs"] = {"cls": "label", "p": "probabilities"}
+    (tmp_path / "model.json").write_text(json.dumps(spec))
+    sig = scorewire.load_model(tmp_path / "model.json").signature
+    assert (sig.output_for("label"), sig.output_for("probabilities"), sig.output_for("value")) == ("cls", "p", None)
+    assert [(o.name, o.role) for o in signature_to_pb(sig).outputs] == [("cls", "label"), ("p", "probabilities")]

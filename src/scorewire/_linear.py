@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _kernel
 from .errors import InvalidInput, ModelLoadError
-from .types import FLOAT_DTYPES, Signature, TensorSpec
+from .types import FLOAT_DTYPES, ROLES, Signature, TensorSpec
 
 #: link name -> kernel constant
 LINKS = {
@@ -33,9 +33,6 @@ LINKS = {
     "sigmoid": _kernel.LINK_SIGMOID,
     "ovr": _kernel.LINK_OVR,
 }
-
-#: what an output of a linear model is, whatever it is called
-ROLES = ("value", "decision", "probabilities", "label")
 
 
 @dataclass(frozen=True)
@@ -148,12 +145,12 @@ class LinearSpec:
     def _output_spec(self, name: str, role: str) -> TensorSpec:
         if role == "label":
             dtype = _classes_array(self.classes).dtype
-            return TensorSpec(name, "int64" if dtype.kind == "i" else "object", (-1,))
+            return TensorSpec(name, "int64" if dtype.kind == "i" else "object", (-1,), role)
         if role == "probabilities":
-            return TensorSpec(name, self.dtype, (-1, self.n_link_columns))
+            return TensorSpec(name, self.dtype, (-1, self.n_link_columns), role)
         if role == "value" and self.n_decisions == 1 and not self.value_2d:
-            return TensorSpec(name, self.dtype, (-1,))
-        return TensorSpec(name, self.dtype, (-1, self.n_decisions))
+            return TensorSpec(name, self.dtype, (-1,), role)
+        return TensorSpec(name, self.dtype, (-1, self.n_decisions), role)
 
 
 def default_outputs(task: str) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import numpy as np
@@ -92,6 +93,28 @@ def session_options(n_threads: int) -> ort.SessionOptions:
     return so
 
 
+def with_roles(outputs: list[TensorSpec], task: str) -> tuple[TensorSpec, ...]:
+    """A graph's outputs with their roles, read off their types (a graph states none):
+    the first 1-D integer or string output is the label; a classifier's first 2-D
+    float output the probabilities; a regressor's first float output the value."""
+    taken: set[str] = set()
+    out = []
+    for o in outputs:
+        role = ""
+        if len(o.shape) == 1 and o.dtype in ("int64", "int32", "object"):
+            role = "label"
+        elif o.dtype in ("float32", "float64"):
+            if task == "classification" and len(o.shape) == 2:
+                role = "probabilities"
+            elif task == "regression":
+                role = "value"
+        if role in taken:
+            role = ""
+        taken.add(role)
+        out.append(dataclasses.replace(o, role=role))
+    return tuple(out)
+
+
 class OnnxModel:
     """An ONNX graph with one 2-D float input, scored by onnxruntime."""
 
@@ -134,7 +157,7 @@ class OnnxModel:
         task = "classification" if any(o.dtype in ("int64", "object") for o in outs) else "regression"
         self.signature = Signature(
             input=TensorSpec(inp.name, dtype, (-1, self._d)),
-            outputs=tuple(outs),
+            outputs=with_roles(outs, task),
             task=task,
             classes=class_labels(model) if task == "classification" else None,
         )

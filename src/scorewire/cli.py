@@ -209,24 +209,13 @@ def read_labelled_csv(path: str, target: str) -> tuple[list[str], np.ndarray, li
 
 
 def _output_roles(sig: Any) -> tuple[str | None, str | None, str | None]:
-    """(label, probabilities, value) output names of a served signature.
+    """(label, probabilities, value) output names of a served signature, as its
+    outputs' roles declare them."""
 
-    The wire signature has names and shapes, not roles: a 1-D integer or string
-    output is the label; the probabilities are the 2-D float output whose name
-    says so (else the first one not named "decision"); a regressor's value is its
-    first float output.
-    """
-    from .grpc._gen.scorewire.v1 import scorewire_pb2 as pb
+    def named(role: str) -> str | None:
+        return next((o.name for o in sig.outputs if o.role == role), None)
 
-    floats = [o for o in sig.outputs if o.dtype in (pb.FLOAT32, pb.FLOAT64)]
-    label = next((o.name for o in sig.outputs if len(o.shape) == 1 and o.dtype in (pb.INT64, pb.INT32, pb.STRING)), None)
-    if sig.task != "classification":
-        return None, None, floats[0].name if floats else None
-    two_d = [o for o in floats if len(o.shape) == 2]
-    proba = next((o.name for o in two_d if "prob" in o.name.lower()), None)
-    if proba is None:
-        proba = next((o.name for o in two_d if o.name != "decision"), None)
-    return label, proba, None
+    return named("label"), named("probabilities"), named("value")
 
 
 def _score_file(args: argparse.Namespace, X: np.ndarray, names: list[str]) -> tuple[Any, int, dict[str, np.ndarray], np.ndarray]:

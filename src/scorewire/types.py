@@ -11,20 +11,30 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _DTYPES = {name: np.dtype(name) for name in ("float32", "float64", "int32", "int64", "object", "bool")}
 
 
+#: what an output carries, whatever it is named
+ROLES = ("value", "decision", "probabilities", "label")
+
+
 @dataclass(frozen=True)
 class TensorSpec:
-    """Name, dtype and shape of one input or output; -1 marks a free dimension."""
+    """Name, dtype and shape of one input or output; -1 marks a free dimension.
+    An output's ``role`` (one of ROLES, "" when it has none of them) says what it
+    carries: monitoring and clients read it instead of guessing from names."""
 
     name: str
     dtype: str  # numpy dtype name: "float32", "float64", "int64", "object" (strings)
     shape: tuple[int, ...]
+    role: str = ""
 
     @property
     def np_dtype(self) -> np.dtype:
         return _DTYPES[self.dtype]
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        d: dict[str, object] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        if self.role:
+            d["role"] = self.role
+        return d
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,10 @@ class Signature:
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(o.name for o in self.outputs)
+
+    def output_for(self, role: str) -> str | None:
+        """The name of the first output with ``role``, or None."""
+        return next((o.name for o in self.outputs if o.role == role), None)
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -168,7 +168,7 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
 def signature_to_pb(sig: Signature) -> pb.Signature:
     return pb.Signature(
         input=pb.TensorInfo(name=sig.input.name, dtype=dtype_to_v1(sig.input.dtype), shape=sig.input.shape),
-        outputs=[pb.TensorInfo(name=o.name, dtype=dtype_to_v1(o.dtype), shape=o.shape) for o in sig.outputs],
+        outputs=[pb.TensorInfo(name=o.name, dtype=dtype_to_v1(o.dtype), shape=o.shape, role=o.role) for o in sig.outputs],
         feature_names=list(sig.feature_names or ()),
         task=sig.task,
         classes=[str(c) for c in (sig.classes or ())],

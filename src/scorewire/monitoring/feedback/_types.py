@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,28 +67,9 @@ class OutputRoles:
 
     @classmethod
     def of_model(cls, model: Any) -> OutputRoles:
-        """The roles of a model's outputs: a native model states them; for others
-        they are read off the signature (a 1-D integer or string output is the
-        label, a 2-D float output of a classifier the probabilities, the first
-        float output of a regressor the value)."""
-        spec = getattr(model, "spec", None)
-        named = getattr(spec, "outputs", None)
-        if isinstance(named, Mapping):
-            by_role: dict[str, str] = {}
-            for name, role in named.items():
-                by_role.setdefault(role, name)
-            return cls(by_role.get("label"), by_role.get("probabilities"), by_role.get("value"))
+        """The outputs a model's signature declares for each role."""
         sig = model.signature
-        label = proba = value = None
-        for o in sig.outputs:
-            if len(o.shape) == 1 and o.dtype in ("int64", "int32", "object") and label is None:
-                label = o.name
-            elif o.dtype in ("float32", "float64"):
-                if sig.task == "classification" and len(o.shape) == 2 and proba is None:
-                    proba = o.name
-                elif sig.task == "regression" and value is None:
-                    value = o.name
-        return cls(label, proba, value)
+        return cls(sig.output_for("label"), sig.output_for("probabilities"), sig.output_for("value"))
 
 
 @dataclass(frozen=True)
