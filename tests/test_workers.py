@@ -125,13 +125,16 @@ def test_workers_stop_when_the_supervisor_is_killed():
         wait_for(lambda: all(gone(p) for p in workers), timeout=30)
 
 
-# The supervisor with a 1 s margin instead of 30 s, so the test need not wait long.
-SHORT_MARGIN = [
-    sys.executable,
-    "-c",
-    "import sys, scorewire._workers as w; w.STOP_MARGIN_S = 1.0; "
-    "from scorewire.cli import main; sys.exit(main(sys.argv[1:]))",
-]
+def supervisor_with(**constants: float) -> list[str]:
+    """A launcher of `scorewire` whose supervisor has some of scorewire._workers'
+    constants replaced (the workers it starts are plain `scorewire serve`)."""
+    assignments = "".join(f"w.{name} = {value!r}; " for name, value in constants.items())
+    return [
+        sys.executable,
+        "-c",
+        f"import sys, scorewire._workers as w; {assignments}"
+        "from scorewire.cli import main; sys.exit(main(sys.argv[1:]))",
+    ]
 
 
 def test_a_stuck_worker_is_killed_after_the_grace_period():
@@ -139,7 +142,7 @@ def test_a_stuck_worker_is_killed_after_the_grace_period():
     the supervisor from exiting: past drain delay + grace + margin it is killed and
     the supervisor reports the unclean stop with exit status 1."""
     args = ("--workers", "2", "--shutdown-grace-s", "0.5", "--drain-delay-s", "0")
-    with server_process(*args, launcher=SHORT_MARGIN) as server:
+    with server_process(*args, launcher=supervisor_with(STOP_MARGIN_S=1.0)) as server:
         wait_for(lambda: len(children(server.proc.pid)) == 2)
         workers = children(server.proc.pid)
         for _ in workers:
@@ -154,14 +157,17 @@ def test_a_stuck_worker_is_killed_after_the_grace_period():
 
 def test_a_stop_during_a_restart_pause_starts_no_new_worker():
     """A worker that dies soon after starting is restarted after a pause; SIGTERM
-    within that pause must stop everything, not start a worker nobody signals."""
-    with server_process("--workers", "2", "--shutdown-grace-s", "1") as server:
+    within that pause must stop everything, not start a worker nobody signals.
+    Here any death is 'soon' and the pause is an hour, so the signal is sure to
+    come within it (and the supervisor must not sleep it out either)."""
+    launcher = supervisor_with(CRASH_WINDOW_S=3600.0, RESTART_PAUSE_S=3600.0)
+    with server_process("--workers", "2", "--shutdown-grace-s", "1", launcher=launcher) as server:
         wait_for(lambda: len(children(server.proc.pid)) == 2)
         workers = children(server.proc.pid)
-        os.kill(workers[0], signal.SIGKILL)  # seconds after it started: inside the crash window
+        os.kill(workers[0], signal.SIGKILL)
         wait_for(lambda: any("restarting it" in line for line in server.output))
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=30) == 1  # worker 0's death was not a clean stop
-        started = [line for line in server.output if "started (pid" in line]
-        assert len(started) == 2, started
         assert all(gone(p) for p in workers)
+    started = [line for line in server.output if "started (pid" in line]  # all of it read by now
+    assert len(started) == 2, started
