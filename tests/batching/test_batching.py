@@ -74,37 +74,39 @@ def test_each_caller_gets_exactly_its_rows(model, seed, max_rows):
     assert all(rows <= max_rows or reqs == 1 for reqs, rows in batches)
 
 
-def test_requests_are_really_batched():
-    config = BatchConfig(enabled=True, max_batch_rows=1000, max_delay_us=20_000)
-    _, batches = asyncio.run(_interleaved(WINE, 1, 20, config))
-    assert len(batches) < 20  # at least some requests shared a batch
+async def until(condition, timeout: float = 30.0) -> None:
+    """Let the event loop run until condition() holds (the timeout only turns a
+    hang into a failure)."""
 
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0)
 
-def test_a_full_batch_goes_without_waiting_out_the_delay():
-    async def scenario():
-        batches = []
-        config = BatchConfig(enabled=True, max_batch_rows=4, max_delay_us=60_000_000)  # a minute
-        batcher = DynamicBatcher(WINE.predict, WINE.output_names(None), config, on_batch=lambda n, rows: batches.append(n))
-        first = asyncio.ensure_future(batcher.submit(np.zeros((1, 13)), ()))
-        await asyncio.sleep(0.01)  # the worker now waits for company
-        futures = [first] + [asyncio.ensure_future(batcher.submit(np.zeros((1, 13)), ())) for _ in range(3)]
-        done, _ = await asyncio.wait(futures, timeout=10)
-        assert len(done) == 4 and batches == [4]
-        await batcher.close()
-
-    asyncio.run(scenario())
+    await asyncio.wait_for(poll(), timeout)
 
 
 class Gate:
-    """A model whose predict blocks (on a worker thread) until released."""
+    """A model whose predict blocks (on a worker thread) until the test releases it."""
 
     def __init__(self, inner) -> None:
-        self.inner, self.release, self.calls = inner, threading.Event(), 0
+        self.inner = inner
+        self.entered = threading.Event()  # a batch reached the model
+        self.release = threading.Event()
+        self.batches: list[int] = []  # the rows of each batch, in order
+
+    @property
+    def calls(self) -> int:
+        return len(self.batches)
 
     def predict(self, X, outputs=None):
-        self.calls += 1
-        assert self.release.wait(10)
+        self.batches.append(X.shape[0])
+        self.entered.set()
+        assert self.release.wait(60)
         return self.inner.predict(X, outputs)
+
+    async def holding(self) -> None:
+        """Until a batch is in the model (waited for on a thread: the loop runs on)."""
+        assert await asyncio.to_thread(self.entered.wait, 30), "no batch reached the model"
 
 
 def _gated_batcher(config: BatchConfig):
@@ -116,19 +118,64 @@ def _gated_batcher(config: BatchConfig):
     return gate, batcher
 
 
+def test_requests_queued_behind_a_batch_share_the_next_one():
+    """No delay configured: requests that arrive while the model scores a batch
+    queue up, and the next batch takes them all at once."""
+
+    async def scenario():
+        gate, batcher = _gated_batcher(BatchConfig(enabled=True, max_batch_rows=1000, max_delay_us=0))
+        try:
+            first = asyncio.ensure_future(batcher.submit(np.zeros((1, 13)), ()))
+            await gate.holding()
+            queued = [asyncio.ensure_future(batcher.submit(np.full((1, 13), float(i)), ())) for i in range(19)]
+            await until(lambda: batcher.queued_rows == 19)
+        finally:
+            gate.release.set()
+        results = await asyncio.gather(first, *queued)
+        assert gate.batches == [1, 19]
+        for i, got in enumerate(results[1:]):
+            np.testing.assert_array_equal(got["probabilities"], WINE.predict(np.full((1, 13), float(i)))["probabilities"])
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_full_batch_goes_without_waiting_out_the_delay():
+    """The worker holds a batch open for company; the request that fills it ends
+    the wait. The delay is a day: nothing else can end it during the test."""
+
+    async def scenario():
+        batches = []
+        config = BatchConfig(enabled=True, max_batch_rows=4, max_delay_us=86_400_000_000)
+        batcher = DynamicBatcher(WINE.predict, WINE.output_names(None), config, on_batch=lambda n, rows: batches.append(n))
+        first = asyncio.ensure_future(batcher.submit(np.zeros((1, 13)), ()))
+        await until(lambda: batcher.waiting_for_company)
+        futures = [first] + [asyncio.ensure_future(batcher.submit(np.zeros((1, 13)), ())) for _ in range(3)]
+        await asyncio.wait_for(asyncio.gather(*futures), 30)  # answered before anything else could release it
+        assert batches == [4] and not batcher.waiting_for_company
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
 def test_queue_full_is_refused_at_once():
+    """With the model holding one batch and the queue nearly full, a request that
+    would overflow it is refused while the model still holds the batch: it is not
+    queued behind it."""
+
     async def scenario():
         gate, batcher = _gated_batcher(BatchConfig(enabled=True, max_batch_rows=4, max_delay_us=0, max_queue_rows=10))
         X = np.zeros((4, 13))
-        first = asyncio.ensure_future(batcher.submit(X, ()))  # held in the model
-        await asyncio.sleep(0.05)
-        queued = [asyncio.ensure_future(batcher.submit(X, ())) for _ in range(2)]  # 8 rows queued
-        await asyncio.sleep(0.01)
-        started = time.monotonic()
-        with pytest.raises(Overloaded, match="queue is full"):
-            await batcher.submit(X, ())  # 12 > 10
-        assert time.monotonic() - started < 0.05
-        gate.release.set()
+        try:
+            first = asyncio.ensure_future(batcher.submit(X, ()))  # held in the model
+            await gate.holding()
+            queued = [asyncio.ensure_future(batcher.submit(X, ())) for _ in range(2)]
+            await until(lambda: batcher.queued_rows == 8)
+            with pytest.raises(Overloaded, match="queue is full"):
+                await asyncio.wait_for(batcher.submit(X, ()), 30)  # 12 > 10
+            assert gate.calls == 1 and batcher.queued_rows == 8
+        finally:
+            gate.release.set()
         for f in (first, *queued):
             assert (await f)["probabilities"].shape == (4, 3)
         await batcher.close()
@@ -140,16 +187,22 @@ def test_deadlines_are_checked_before_joining_a_batch():
     async def scenario():
         gate, batcher = _gated_batcher(BatchConfig(enabled=True, max_batch_rows=4, max_delay_us=0))
         X = np.zeros((4, 13))
-        with pytest.raises(DeadlineExceeded):
+        with pytest.raises(DeadlineExceeded, match="before the request was queued"):
             await batcher.submit(X, (), deadline=time.monotonic() - 1)
         assert gate.calls == 0  # the work was not started
-        first = asyncio.ensure_future(batcher.submit(X, ()))
-        await asyncio.sleep(0.05)
-        late = asyncio.ensure_future(batcher.submit(X, (), deadline=time.monotonic() + 0.05))
-        await asyncio.sleep(0.1)  # its deadline passes while it is queued
-        gate.release.set()
+        try:
+            first = asyncio.ensure_future(batcher.submit(X, ()))
+            await gate.holding()
+            # a deadline far enough ahead for the request to be queued first ...
+            deadline = time.monotonic() + 1.0
+            late = asyncio.ensure_future(batcher.submit(X, (), deadline=deadline))
+            await until(lambda: batcher.queued_rows == 4)
+            # ... that passes while it waits behind the batch the model holds
+            await until(lambda: time.monotonic() >= deadline)
+        finally:
+            gate.release.set()
         await first
-        with pytest.raises(DeadlineExceeded, match="queued"):
+        with pytest.raises(DeadlineExceeded, match="while the request was queued"):
             await late
         assert gate.calls == 1
         await batcher.close()

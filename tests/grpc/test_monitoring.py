@@ -103,9 +103,12 @@ def test_drift_low_on_reference_like_traffic_high_on_shifted(server, stubs):
 
     # 3. the gauges on /metrics (recomputed every monitor_interval_s)
     def gauge(model):
-        return value(scrape(server.metrics_port), "scorewire_feature_psi", model=model, version="1", feature="mean radius")
+        """The exported PSI of 'mean radius'; None until it is exported."""
+        labels = tuple(sorted({"model": model, "version": "1", "feature": "mean radius"}.items()))
+        return scrape(server.metrics_port).get(("scorewire_feature_psi", labels))
 
-    assert wait_for(lambda: gauge("bc-shifted") > 0.2, what="the PSI gauge")
+    assert wait_for(lambda: (gauge("bc-shifted") or 0) > 0.2, what="the PSI gauge")
+    wait_for(lambda: gauge("breast-cancer") is not None, what="the reference-like PSI gauge")
     assert gauge("breast-cancer") < 0.1
 
 

@@ -40,21 +40,35 @@ class GatedRepository(ModelRepository):
         return super().load_version(entry, version)
 
 
-class SleepyModel:
-    """Answers after a pause (to keep an RPC in flight)."""
+class GatedModel:
+    """Answers once the test opens its gate: keeps RPCs in flight (on the server's
+    scoring threads) for exactly as long as a test needs."""
 
     backend = "native"
 
-    def __init__(self, inner, seconds: float) -> None:
-        self.inner, self.seconds, self.signature = inner, seconds, inner.signature
-        self.output_names = inner.output_names
+    def __init__(self, inner) -> None:
+        self.inner, self.signature, self.output_names = inner, inner.signature, inner.output_names
+        self.gate = threading.Event()
+        self._entered = threading.Semaphore(0)  # one release per call that reached predict
 
     def predict(self, X, outputs=None):
-        time.sleep(self.seconds)
+        self._entered.release()
+        if not self.gate.wait(60):
+            raise RuntimeError("the test never opened the gate")
         return self.inner.predict(X, outputs)
 
+    def wait_entered(self, calls: int) -> None:
+        """Until ``calls`` more calls are inside predict, held at the gate."""
+        for _ in range(calls):
+            assert self._entered.acquire(timeout=30), "a call never reached the model"
 
-class BrokenModel(SleepyModel):
+
+class BrokenModel:
+    backend = "native"
+
+    def __init__(self, inner) -> None:
+        self.signature, self.output_names = inner.signature, inner.output_names
+
     def predict(self, X, outputs=None):
         raise RuntimeError(f"secret internal detail {SECRET}")
 
@@ -79,15 +93,13 @@ def repo_dir(tmp_path_factory):
 def server(repo_dir):
     GatedRepository.gate.clear()
     repo = GatedRepository(repo_dir, n_threads=1)
-    # offload_min_values=1: every request scores on a worker thread, so the sleepy
-    # model below keeps RPCs in flight without blocking the event loop
-    settings = Settings(port=0, max_message_mb=1, max_concurrent_rpcs=8, offload_min_values=1)
+    # offload_min_values=1: every request scores on a worker thread, so a gated
+    # model keeps an RPC in flight without blocking the event loop
+    settings = Settings(port=0, max_message_mb=1, offload_min_values=1)
     srv = InProcessServer(settings, repo, wait_ready=False)
     for name in ("breast-cancer", "diabetes", "iris-forest", "wine", "nan-ok"):
         wait_serving(srv.addr, f"model/{name}")
-    diabetes = repo.resolve("diabetes").model
-    repo.add_model("sleepy", SleepyModel(diabetes, 1.0))
-    repo.add_model("broken-at-runtime", BrokenModel(diabetes, 0))
+    repo.add_model("broken-at-runtime", BrokenModel(repo.resolve("diabetes").model))
     yield srv
     GatedRepository.gate.set()
     srv.stop()
@@ -210,21 +222,66 @@ def test_message_over_the_size_limit(predict):
     assert code == SC.RESOURCE_EXHAUSTED
 
 
-def test_deadline_exceeded(predict):
-    code, _ = code_of(predict.Predict, req(model="sleepy"), timeout=0.2)
+def test_deadline_exceeded(server, predict):
+    """The model holds the call until after the client's deadline has passed."""
+    stuck = GatedModel(local("diabetes"))
+    server.server.repository.add_model("stuck", stuck)
+    try:
+        code, _ = code_of(predict.Predict, req(model="stuck"), timeout=0.2)
+    finally:
+        stuck.gate.set()
     assert code == SC.DEADLINE_EXCEEDED
 
 
-def test_overload_is_answered_at_once(server, predict):
-    """max_concurrent_rpcs=8: with 8 slow calls in flight the 9th is refused."""
-    futures = [predict.Predict.future(req(model="sleepy")) for _ in range(8)]
-    time.sleep(0.3)
-    started = time.monotonic()
-    code, _ = code_of(predict.Predict, req())
-    assert code == SC.RESOURCE_EXHAUSTED
-    assert time.monotonic() - started < 0.9  # refused, not queued behind the slow calls
-    for f in futures:
-        assert f.result(timeout=10).model == "sleepy"
+def _server_with(tmp_path, settings: Settings, **models) -> InProcessServer:
+    """A server of its own (no other test's calls in flight) serving these models."""
+    repo = ModelRepository(tmp_path, n_threads=1)
+    for name, model in models.items():
+        repo.add_model(name, model)
+    return InProcessServer(settings, repo)
+
+
+def test_overload_is_answered_at_once(tmp_path):
+    """max_concurrent_rpcs=2: with two calls held in the model, a third is refused
+    while they are still held (not queued behind them)."""
+    held = GatedModel(local("diabetes"))
+    srv = _server_with(tmp_path, Settings(port=0, max_concurrent_rpcs=2, offload_min_values=1, n_threads=2), held=held)
+    try:
+        with grpc.insecure_channel(srv.addr) as ch:
+            stub = pb_grpc.PredictServiceStub(ch)
+            futures = [stub.Predict.future(req(model="held"), timeout=60) for _ in range(2)]
+            held.wait_entered(2)  # both calls are in their handlers
+            code, _ = code_of(stub.Predict, req(model="held"), timeout=10)
+            assert code == SC.RESOURCE_EXHAUSTED
+            held.gate.set()
+            assert [f.result(timeout=30).model for f in futures] == ["held", "held"]
+    finally:
+        held.gate.set()
+        srv.stop()
+
+
+def test_big_request_does_not_stall_small_ones(tmp_path):
+    """A request of offload_min_values values or more is scored on a worker thread:
+    while one is held in the model, small requests are answered (scored on the
+    event loop, which the big one does not block)."""
+    settings = Settings(port=0)  # the default offload_min_values, as `scorewire serve` has it
+    held = GatedModel(local("diabetes"))
+    srv = _server_with(tmp_path, settings, held=held, diabetes=local("diabetes"))
+    X = np.full((settings.offload_min_values // 10 + 1, 10), 0.01)
+    try:
+        with grpc.insecure_channel(srv.addr) as ch:
+            stub = pb_grpc.PredictServiceStub(ch)
+            big = stub.Predict.future(req("held", X), timeout=60)
+            held.wait_entered(1)
+            for _ in range(3):
+                assert stub.Predict(req(), timeout=10).model == "diabetes"
+            assert not big.done()  # the small ones were answered while it was held
+            held.gate.set()
+            got = tensor_to_array(big.result(timeout=30).outputs["value"])
+            np.testing.assert_allclose(got, local("diabetes").predict(X)["value"], rtol=1e-15)
+    finally:
+        held.gate.set()
+        srv.stop()
 
 
 # ------------------------------------------------------------ PredictStream
@@ -298,7 +355,7 @@ def test_load_and_unload(server, models, predict, channel, repo_dir):
     assert code == SC.NOT_FOUND
 
 
-def _wait_health(stub, service, status, timeout=5.0):
+def _wait_health(stub, service, status, timeout=30.0):
     deadline = time.monotonic() + timeout
     while stub.Check(health_pb2.HealthCheckRequest(service=service)).status != status:
         assert time.monotonic() < deadline, f"{service} never became {status}"
@@ -388,7 +445,7 @@ def test_slow_model_becomes_ready_when_loaded(server, predict, channel):
     """Last: open the gate; the LOADING model turns READY and SERVING."""
     GatedRepository.gate.set()
     health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while True:
         try:
             assert predict.Predict(req(model="slow")).model == "slow"

@@ -289,9 +289,11 @@ def test_observe_from_many_threads_at_once(rng):
     monitor = DriftMonitor(BC_REF, DriftConfig(min_sample_every=4, max_sample_every=4), seed=7)
     X = BC[rng.integers(0, len(BC), 20_000)]
     errors = []
+    start = threading.Barrier(4)  # all four at once, however the threads get scheduled
 
     def worker(part):
         try:
+            start.wait(30)
             for i in range(0, len(part), 2):
                 monitor.observe(part[i : i + 2])
             monitor.observe(part)

@@ -317,9 +317,11 @@ def test_record_and_feedback_from_many_threads():
     store = FeedbackStore.for_model(BREAST, FeedbackConfig(window_rows=20 * len(X)))
     outputs = [BREAST.predict(X[i : i + 1]) for i in range(len(X))]
     errors = []
+    start = threading.Barrier(4)  # all four at once, however the threads get scheduled
 
     def worker(w: int) -> None:
         try:
+            start.wait(30)
             for rep in range(20):
                 for i in range(w, len(X), 4):
                     store.record(f"{rep}-{i}", outputs[i])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import shutil
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -38,19 +38,27 @@ INFER = "inference.GRPCInferenceService/ModelInfer"
 STREAM_INFER = "inference.GRPCInferenceService/ModelStreamInfer"
 
 
-class SleepyModel:
+class GatedModel:
+    """Answers once the test opens its gate (holds a call as long as a test needs)."""
+
     backend = "native"
 
-    def __init__(self, inner, seconds: float) -> None:
-        self.inner, self.seconds, self.signature = inner, seconds, inner.signature
-        self.output_names = inner.output_names
+    def __init__(self, inner) -> None:
+        self.inner, self.signature, self.output_names = inner, inner.signature, inner.output_names
+        self.gate = threading.Event()
 
     def predict(self, X, outputs=None):
-        time.sleep(self.seconds)
+        if not self.gate.wait(60):
+            raise RuntimeError("the test never opened the gate")
         return self.inner.predict(X, outputs)
 
 
-class BrokenModel(SleepyModel):
+class BrokenModel:
+    backend = "native"
+
+    def __init__(self, inner) -> None:
+        self.signature, self.output_names = inner.signature, inner.output_names
+
     def predict(self, X, outputs=None):
         raise RuntimeError("a bug in the model")
 
@@ -83,16 +91,15 @@ def server(exporter, tmp_path_factory):
     demo = scorewire.demo_repository()
     for name in ("breast-cancer", "iris-forest", "wine"):
         shutil.copytree(demo / name, root / name)
-    # batches of exactly two requests: the first waits (up to 5 s) for the second
+    # batches of exactly two requests: the first waits for the second (for up to a
+    # day: only the second request, or the server's stop, ends the wait)
     shutil.copytree(demo / "iris-forest", root / "iris-pair")
     (root / "iris-pair" / "model.toml").write_text(
-        "[batching]\nenabled = true\nmax_batch_rows = 2\nmax_delay_us = 5000000\n"
+        "[batching]\nenabled = true\nmax_batch_rows = 2\nmax_delay_us = 86400000000\n"
     )
     repo = ModelRepository(root, n_threads=1)
     srv = InProcessServer(Settings(port=0, offload_min_values=1), repo)
-    wine = repo.resolve("wine").model
-    repo.add_model("sleepy", SleepyModel(wine, 1.0))
-    repo.add_model("broken", BrokenModel(wine, 0))
+    repo.add_model("broken", BrokenModel(repo.resolve("wine").model))
     yield srv
     srv.stop()
 
@@ -326,14 +333,21 @@ def test_model_infer_error_inside_decode(exporter, infer):
     assert children(spans, server) == ["decode"]
 
 
-def test_deadline_ends_the_span_with_an_error(exporter, predict):
+def test_deadline_ends_the_span_with_an_error(exporter, server, predict):
+    """The model holds the call past the client's deadline, and until the server
+    has ended the call's span: the deadline, not an answer, ends it."""
+    stuck = GatedModel(server.server.repository.resolve("wine").model)
+    server.server.repository.add_model("stuck", stuck)
     trace_id, _, metadata = client_context()
-    with pytest.raises(grpc.RpcError) as info:
-        predict.Predict(v1_request(model="sleepy", features=13), metadata=metadata, timeout=0.2)
-    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    server = one(spans_of(exporter, trace_id), PREDICT)
-    assert server.status.status_code is StatusCode.ERROR
-    assert dict(server.attributes)["rpc.grpc.status_code"] in (
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            predict.Predict(v1_request(model="stuck", features=13), metadata=metadata, timeout=0.2)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        span = one(spans_of(exporter, trace_id), PREDICT)
+    finally:
+        stuck.gate.set()
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes)["rpc.grpc.status_code"] in (
         grpc.StatusCode.CANCELLED.value[0],
         grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
     )

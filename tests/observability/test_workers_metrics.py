@@ -17,25 +17,21 @@ from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 
 from ..servers import server_process, wait_serving
-from ..test_workers import children, cpu_ticks, replacement_for, serving_on
+from ..test_workers import children, connections, replacement_for, serving_ends
 from .helpers import free_port, scrape, total, value, wait_for
 
 OK = {"model": "breast-cancer", "version": "1", "rpc": "Predict", "code": "OK"}
 READY = {"model": "breast-cancer", "version": "1", "state": "READY"}
 
 
-def send(addr: str, connections: int, calls: int) -> int:
-    """``calls`` requests on each of ``connections`` TCP connections; returns the count."""
+def send(channels: list[grpc.Channel], calls: int) -> int:
+    """``calls`` requests on each channel (its own TCP connection); returns the count."""
     request = pb.PredictRequest(model="breast-cancer", input=array_to_tensor(np.zeros((1, 30)), raw=False))
-    for i in range(connections):
-        # a private subchannel pool: each channel is its own TCP connection
-        options = [("grpc.use_local_subchannel_pool", 1), ("scorewire.test.connection", i)]
-        with grpc.insecure_channel(addr, options=options) as channel:
-            serving_on(channel)
-            stub = pb_grpc.PredictServiceStub(channel)
-            for _ in range(calls):
-                assert stub.Predict(request, timeout=10).model == "breast-cancer"
-    return connections * calls
+    for channel in channels:
+        stub = pb_grpc.PredictServiceStub(channel)
+        for _ in range(calls):
+            assert stub.Predict(request, timeout=10).model == "breast-cancer"
+    return len(channels) * calls
 
 
 def multiproc_dir(pid: int) -> Path:
@@ -64,10 +60,11 @@ def test_two_workers_sum_to_the_requests_sent():
         directory = multiproc_dir(workers[0])
         assert multiproc_dir(workers[1]) == directory and directory.is_dir()
         wait_for(lambda: value(scrape(port), "scorewire_model_state", **READY) == 2, what="both workers ready")
-        # 2. requests spread over both workers (each spends CPU on them)
-        before = {p: cpu_ticks(p) for p in workers}
-        sent = send(server.addr, connections=24, calls=25)
-        assert all(cpu_ticks(p) > before[p] for p in workers)
+        # 2. requests spread over both workers (each accepted some of the connections)
+        with connections(server.addr, 24) as channels:
+            sent = send(channels, calls=25)
+            ends = serving_ends(server.port, workers)
+        assert len(ends) == 24 and set(ends.values()) == set(workers), ends
         # 3. /metrics on the supervisor's port: the sum of both
         m = scrape(port)
         assert value(m, "scorewire_requests_total", **OK) == sent
@@ -84,7 +81,8 @@ def test_two_workers_sum_to_the_requests_sent():
         wait_serving(server.addr)
         assert not (directory / f"gauge_livesum_{workers[0]}.db").exists()  # marked dead
         assert value(scrape(port), "scorewire_model_state", **READY) == 2  # not 3
-        sent += send(server.addr, connections=8, calls=5)
+        with connections(server.addr, 8) as channels:
+            sent += send(channels, calls=5)
         m = scrape(port)
         assert value(m, "scorewire_requests_total", **OK) == sent
         # 5. SIGTERM: the workers stop, the supervisor removes the directory

@@ -119,6 +119,13 @@ class DynamicBatcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
+    @property
+    def waiting_for_company(self) -> bool:
+        """True while the worker holds a batch open for more requests: until it is
+        full, its oldest request has waited ``max_delay_us``, or the batcher closes
+        (lets a test order its requests by this state rather than by sleeping)."""
+        return self._full is not None
+
     async def submit(
         self, X: np.ndarray, outputs: tuple[str, ...], deadline: float | None = None, span: Span | None = None
     ) -> dict[str, np.ndarray]:
