@@ -170,7 +170,7 @@ def test_a_call_still_running_after_the_grace_period_is_answered_unavailable(tmp
     inner = repo.resolve("diabetes").model
 
     class Stuck:
-        backend, signature, output_names = "native", inner.signature, inner.output_names
+        backend, native_reason, signature, output_names = "native", "", inner.signature, inner.output_names
 
         def predict(self, X, outputs=None):
             entered.set()

@@ -189,6 +189,7 @@ class NativeLinearModel:
     """Scores a :class:`LinearSpec` with the compiled kernel."""
 
     backend = "native"
+    native_reason = ""
 
     def __init__(self, spec: LinearSpec, n_threads: int | None = None) -> None:
         self.spec = spec

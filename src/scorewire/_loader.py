@@ -33,8 +33,11 @@ ARTIFACTS = ("model.json", "model.onnx", "model.pmml")
 class Model(Protocol):
     """What every backend offers the service."""
 
+    #: "native" (the kernel) or "onnxruntime"
     backend: str
     signature: Signature
+    #: why an ONNX graph runs on onnxruntime rather than the kernel ("" otherwise)
+    native_reason: str
 
     def output_names(self, requested: Iterable[str] | None) -> tuple[str, ...]: ...
 
@@ -105,7 +108,6 @@ def load_model(
                 return NativeLinearModel(result.spec, n_threads=threads)
             if backend == "native":
                 raise ModelLoadError(f"{p}: backend native, but the graph is not linear ({result.reason})")
-        ort_model = OnnxModel(model, n_threads=threads, source=str(p))
-        ort_model.native_reason = "forced by backend" if backend == "onnxruntime" else result.reason
-        return ort_model
+        reason = "forced by backend" if backend == "onnxruntime" else result.reason
+        return OnnxModel(model, n_threads=threads, source=str(p), native_reason=reason)
     raise ModelLoadError(f"{p}: unknown artifact type (expected one of {', '.join(ARTIFACTS)})")

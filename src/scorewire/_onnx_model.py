@@ -119,10 +119,12 @@ class OnnxModel:
     """An ONNX graph with one 2-D float input, scored by onnxruntime."""
 
     backend = "onnxruntime"
-    #: why the graph inspector did not compile it natively
-    native_reason = ""
 
-    def __init__(self, model: onnx.ModelProto, n_threads: int = 1, source: str = "model.onnx") -> None:
+    def __init__(
+        self, model: onnx.ModelProto, n_threads: int = 1, source: str = "model.onnx", native_reason: str = ""
+    ) -> None:
+        #: why the graph inspector did not compile it natively
+        self.native_reason = native_reason
         model = strip_zipmap(model)
         try:
             self._session = ort.InferenceSession(

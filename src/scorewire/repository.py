@@ -243,7 +243,7 @@ class ModelRepository:
                 entry.name, version, path, State.READY, model=model, loaded_at=time.time(), config=entry.config,
                 monitor=monitor,
             )  # fmt: skip
-            reason = getattr(model, "native_reason", "")
+            reason = model.native_reason
             log.info(
                 "model %s version %d ready: %s backend%s, %.0f ms",
                 entry.name, version, model.backend, f" ({reason})" if reason else "",

@@ -44,7 +44,7 @@ class GatedModel:
     """Answers once the test opens its gate: keeps RPCs in flight (on the server's
     scoring threads) for exactly as long as a test needs."""
 
-    backend = "native"
+    backend, native_reason = "native", ""
 
     def __init__(self, inner) -> None:
         self.inner, self.signature, self.output_names = inner, inner.signature, inner.output_names
@@ -64,7 +64,7 @@ class GatedModel:
 
 
 class BrokenModel:
-    backend = "native"
+    backend, native_reason = "native", ""
 
     def __init__(self, inner) -> None:
         self.signature, self.output_names = inner.signature, inner.output_names

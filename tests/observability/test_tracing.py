@@ -41,7 +41,7 @@ STREAM_INFER = "inference.GRPCInferenceService/ModelStreamInfer"
 class GatedModel:
     """Answers once the test opens its gate (holds a call as long as a test needs)."""
 
-    backend = "native"
+    backend, native_reason = "native", ""
 
     def __init__(self, inner) -> None:
         self.inner, self.signature, self.output_names = inner, inner.signature, inner.output_names
@@ -54,7 +54,7 @@ class GatedModel:
 
 
 class BrokenModel:
-    backend = "native"
+    backend, native_reason = "native", ""
 
     def __init__(self, inner) -> None:
         self.signature, self.output_names = inner.signature, inner.output_names

@@ -179,7 +179,7 @@ def version_to_pb(mv: ModelVersion) -> pb.VersionInfo:
     info = pb.VersionInfo(version=mv.version, state=_STATES[mv.state], error=mv.error)
     if mv.model is not None:
         info.backend = mv.model.backend
-        info.backend_reason = getattr(mv.model, "native_reason", "")
+        info.backend_reason = mv.model.native_reason
         info.signature.CopyFrom(signature_to_pb(mv.model.signature))
     return info
 
