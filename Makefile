@@ -17,6 +17,11 @@ BUILD_DEPS := pyproject.toml setup.py ext/_kernel.pyx ext/_wire.pyx
 PB7_DIR   := $(VENV)/protobuf7
 PB7_STAMP := $(PB7_DIR)/.stamp
 
+# tests/test_make_serve.py runs `make serve` in a fresh clone with pip told to
+# install from here only: the wheels that needs, fetched once (no network in a test)
+WHEELHOUSE  := $(VENV)/wheelhouse
+WHEEL_STAMP := $(WHEELHOUSE)/.stamp
+
 # the TypeScript client test (tests/test_typescript_client.py): node + npm
 TS_DIR   := tests/clients/ts
 TS_STAMP := $(TS_DIR)/node_modules/.stamp-ci
@@ -63,6 +68,10 @@ $(TS_BUILT): $(TS_STAMP) $(TS_SRCS)
 
 ts-client: $(TS_BUILT)
 
+$(WHEEL_STAMP): $(PY) pyproject.toml setup.py
+	$(PIP) download --quiet --dest $(WHEELHOUSE) pip setuptools wheel 'Cython>=3.0.10' 'numpy>=2.0' .
+	touch $@
+
 $(PB7_STAMP): $(PY)
 	$(PIP) install --quiet --no-deps --target $(PB7_DIR) 'protobuf>=7,<8'
 	touch $@
@@ -73,7 +82,7 @@ prometheus:
 	@prometheus --version >/dev/null 2>&1 || { \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }
 
-test: $(TEST_STAMP) $(PB7_STAMP) ts-client prometheus
+test: $(TEST_STAMP) $(PB7_STAMP) $(WHEEL_STAMP) ts-client prometheus
 	$(PY) -m pytest $(ARGS)
 
 bench: $(TEST_STAMP)

@@ -25,15 +25,19 @@ def test_make_serve_from_a_fresh_checkout(tmp_path):
     """
     1. `git clone` this repository's committed HEAD into an empty folder.
     2. `make serve ARGS="--port 0"` there: it creates its own .venv, installs,
-       builds the kernel and serves the bundled demo repository.
+       builds the kernel and serves the bundled demo repository. pip installs from
+       the wheels `make test` fetched beforehand, not from the network.
     3. `scorewire health` answers SERVING and a Predict on a demo model answers.
     Result: SIGTERM stops it with exit code 0.
     """
     if shutil.which("git") is None or shutil.which("make") is None:
         pytest.fail("git and make are needed for this test")
+    wheelhouse = ROOT / ".venv" / "wheelhouse"
+    assert (wheelhouse / ".stamp").is_file(), f"{wheelhouse} is missing: `make test` fetches it"
     checkout = tmp_path / "scorewire"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(checkout)], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(wheelhouse))
     proc = subprocess.Popen(
         ["make", "serve", "ARGS=--port 0"],
         cwd=checkout,
