@@ -106,4 +106,4 @@ demo: $(TEST_STAMP)
 	$(PY) examples/make_demo_repo.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info src/scorewire/_kernel*.so ext/*.c
+	rm -rf $(VENV) build dist src/*.egg-info src/scorewire/backends/_kernel*.so src/scorewire/grpc/_wire*.so ext/*.c

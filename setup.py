@@ -1,4 +1,4 @@
-"""Build scorewire's compiled scoring kernel (ext/ -> scorewire._kernel).
+"""Build scorewire's compiled scoring kernel (ext/ -> scorewire.backends._kernel, scorewire.grpc._wire).
 
 Modelled on scikit-learn's setuptools path:
 
@@ -96,7 +96,7 @@ directives = {
 
 extensions = [
     Extension(
-        "scorewire._kernel",
+        "scorewire.backends._kernel",
         sources=[os.path.join("ext", "_kernel.pyx")],
         depends=[os.path.join("ext", "_simd.h"), os.path.join("ext", "_pool.h")],
         include_dirs=["ext", np.get_include()],
@@ -105,7 +105,7 @@ extensions = [
         extra_link_args=list(openmp),
     ),
     Extension(
-        "scorewire._wire",
+        "scorewire.grpc._wire",
         sources=[os.path.join("ext", "_wire.pyx")],
         include_dirs=["ext", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],

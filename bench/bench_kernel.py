@@ -94,10 +94,10 @@ import sklearn
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from scorewire import _kernel
-from scorewire._export import linear_spec_from_sklearn, onnx_from_sklearn
-from scorewire._linear import NativeLinearModel, default_n_threads
-from scorewire._onnx_model import session_options
+from scorewire.backends import _kernel
+from scorewire.backends.native import NativeLinearModel, default_n_threads
+from scorewire.backends.ort import session_options
+from scorewire.export import linear_spec_from_sklearn, onnx_from_sklearn
 
 FEATURES = (30, 256)
 BATCHES = (1, 8, 64, 1024, 16384, 131072)

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Batch scoring of linear and logistic models: ``scorewire._kernel``.
+"""Batch scoring of linear and logistic models: ``scorewire.backends._kernel``.
 
 Layering, bottom to top (as scikit-learn's ``_loss.pyx``):
 
@@ -22,7 +22,7 @@ Layering, bottom to top (as scikit-learn's ``_loss.pyx``):
 3. ``LinearKernel``: holds one model's weights, link and output dtype. ``predict``
    allocates the outputs (through NumPy's C API: acquiring typed memoryviews costs
    more than a whole batch-1 computation) and returns them by name. It validates
-   nothing: ``scorewire._linear.NativeLinearModel`` checks dtypes, shapes and strides
+   nothing: ``scorewire.backends.native.NativeLinearModel`` checks dtypes, shapes and strides
    once, in Python. The exception is ``try_predict``, the batch-1 fast path: it
    accepts only an input that needs no conversion (a plain, aligned, native-order
    float32/float64 ndarray of shape (n, d)) and returns None for anything else, so

@@ -1,4 +1,4 @@
-/* Vector code for scorewire._kernel (ext/_kernel.pyx), chosen at run time.
+/* Vector code for scorewire.backends._kernel (ext/_kernel.pyx), chosen at run time.
  *
  * The build targets baseline x86-64 (SSE2): no -march flag. The AVX2+FMA functions
  * below are compiled for that instruction set alone with

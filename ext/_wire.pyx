@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The scorewire.v1 wire format for the hot path: ``scorewire._wire``.
+"""The scorewire.v1 wire format for the hot path: ``scorewire.grpc._wire``.
 
 Each function handles the common case only and returns None for anything else,
 so that the caller takes the general path (which raises every error with its

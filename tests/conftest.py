@@ -24,7 +24,7 @@ def simd(request: pytest.FixtureRequest) -> Iterator[bool]:
     run: the kernel would quietly run its scalar loops a second time, and the report
     would show a pass for a path that never ran.
     """
-    from scorewire import _kernel
+    from scorewire.backends import _kernel
 
     if request.param and not _kernel.simd_available():
         pytest.skip("no AVX2+FMA on this CPU (or in this build): the vector path cannot run here")
@@ -40,13 +40,13 @@ def pytest_configure(config: pytest.Config) -> None:
     """``SCOREWIRE_SIMD=0 make test`` runs the whole suite on the kernel's portable
     loops: here through the same setting `scorewire serve` reads, and in every
     server the tests start as a subprocess (they inherit the variable)."""
-    from scorewire._linear import kernel_paths
+    from scorewire.backends.native import kernel_paths
     from scorewire.settings import settings_from
 
     kernel_paths(settings_from().simd)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    from scorewire._linear import kernel_paths
+    from scorewire.backends.native import kernel_paths
 
     return f"scorewire kernel paths: {kernel_paths()}"

@@ -16,9 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from scorewire import _kernel
-from scorewire._linear import LinearSpec, NativeLinearModel
-from scorewire._reference import reference_scores
+from scorewire.backends import _kernel
+from scorewire.backends.native import NativeLinearModel
+from scorewire.formats.linear_spec import LinearSpec
+from tests.reference import reference_scores
 
 from .parity import (
     assert_decisions_close,
@@ -552,7 +553,7 @@ def test_simd_switch():
 def test_no_simd_setting_turns_the_vector_paths_off():
     """`scorewire serve --no-simd` (SCOREWIRE_SIMD=0) keeps the kernel on its portable
     loops for the whole process; the default leaves the kernel's own choice."""
-    from scorewire._linear import kernel_paths
+    from scorewire.backends.native import kernel_paths
     from scorewire.settings import settings_from
 
     previous = _kernel._set_simd(True)

@@ -26,8 +26,9 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from scorewire._linear import LinearSpec, NativeLinearModel
-from scorewire._onnx_inspect import InspectResult, inspect_onnx
+from scorewire.backends.native import NativeLinearModel
+from scorewire.formats.linear_spec import LinearSpec
+from scorewire.formats.onnx_graph import InspectResult, inspect_onnx
 
 from .parity import assert_labels_equal, exact_ties, first_maximum
 

@@ -23,9 +23,9 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from scorewire._linear import NativeLinearModel
-from scorewire._pmml import load_pmml, parse_pmml
+from scorewire.backends.native import NativeLinearModel
 from scorewire.errors import Code, ModelLoadError
+from scorewire.formats.pmml import load_pmml, parse_pmml
 
 from .parity import (
     assert_decisions_close,

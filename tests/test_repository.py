@@ -11,9 +11,9 @@ import pytest
 
 import scorewire
 from scorewire import ModelRepository, State
-from scorewire._config import VersionPolicy, parse_model_config
-from scorewire._jsonformat import dump_linear_json, load_linear_json, parse_linear_json
 from scorewire.errors import ModelLoadError, NotFound, Unavailable
+from scorewire.formats.linear_json import dump_linear_json, load_linear_json, parse_linear_json
+from scorewire.formats.model_toml import VersionPolicy, parse_model_config
 
 from .parity import assert_labels_equal, decision_bound, decision_scale
 
@@ -167,7 +167,7 @@ def test_backend_can_be_forced(tmp_path):
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    from scorewire._export import onnx_from_sklearn
+    from scorewire.export import onnx_from_sklearn
 
     iris = load_iris()
     clf = LogisticRegression(max_iter=2000).fit(iris.data, iris.target)

@@ -18,8 +18,9 @@ from sklearn.linear_model import (
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, StandardScaler
 
-from scorewire._export import linear_spec_from_sklearn
-from scorewire._linear import LinearSpec, NativeLinearModel
+from scorewire.backends.native import NativeLinearModel
+from scorewire.export import linear_spec_from_sklearn
+from scorewire.formats.linear_spec import LinearSpec
 
 from .parity import (
     assert_decisions_close,

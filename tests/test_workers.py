@@ -190,13 +190,13 @@ def test_workers_stop_when_the_supervisor_is_killed():
 
 
 def supervisor_with(**constants: float) -> list[str]:
-    """A launcher of `scorewire` whose supervisor has some of scorewire._workers'
+    """A launcher of `scorewire` whose supervisor has some of scorewire.grpc.workers'
     constants replaced (the workers it starts are plain `scorewire serve`)."""
     assignments = "".join(f"w.{name} = {value!r}; " for name, value in constants.items())
     return [
         sys.executable,
         "-c",
-        f"import sys, scorewire._workers as w; {assignments}"
+        f"import sys, scorewire.grpc.workers as w; {assignments}"
         "from scorewire.cli import main; sys.exit(main(sys.argv[1:]))",
     ]
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 from importlib import resources as _resources
 from pathlib import Path as _Path
 
-from ._export import export_estimator, reference_statistics
-from ._linear import LinearSpec, NativeLinearModel
-from ._loader import Model, load_model
-from ._onnx_model import OnnxModel
+from .backends.loader import Model, load_model
+from .backends.native import NativeLinearModel
+from .backends.ort import OnnxModel
 from .errors import (
     Code,
     DeadlineExceeded,
@@ -32,6 +31,9 @@ from .errors import (
     ScorewireError,
     Unavailable,
 )
+from .export import export_estimator
+from .formats.linear_spec import LinearSpec
+from .formats.reference import reference_statistics
 from .repository import ModelRepository, ModelVersion, State
 from .types import Signature, TensorSpec
 

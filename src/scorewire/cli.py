@@ -48,10 +48,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     _configure_logging(settings.log_level)
     if settings.workers > 1:
-        from ._workers import run_workers
+        from .grpc.workers import run_workers
 
         return run_workers(settings)
-    from ._workers import bind_to_supervisor
+    from .grpc.workers import bind_to_supervisor
 
     bind_to_supervisor()
     return asyncio.run(serve(settings))
@@ -85,7 +85,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ export
 def cmd_export(args: argparse.Namespace) -> int:
-    from ._export import export_file
+    from .export import export_file
 
     result = export_file(args.model, args.repo, args.name, args.version, args.reference_data, args.target)
     print(f"wrote {result.artifact} ({result.backend} backend)")

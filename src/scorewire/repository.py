@@ -4,7 +4,7 @@
 
     models/
       credit/
-        model.toml        optional (see scorewire._config)
+        model.toml        optional (see scorewire.formats.model_toml)
         1/model.json
         2/model.onnx
 
@@ -28,10 +28,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._config import ModelConfig, load_model_config
-from ._linear import default_n_threads
-from ._loader import Model, find_artifact, load_model
+from .backends.loader import Model, find_artifact, load_model
+from .backends.native import default_n_threads
 from .errors import ModelLoadError, NotFound, ScorewireError, Unavailable
+from .formats.model_toml import ModelConfig, load_model_config
 from .monitoring.monitor import VersionMonitor
 
 log = logging.getLogger("scorewire.repository")

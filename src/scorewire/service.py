@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _kernel
+from .backends import _kernel
 from .batching import DynamicBatcher
 from .errors import DeadlineExceeded, InvalidInput, ModelLoadError, NotFound, Overloaded
 from .monitoring import monitor as _monitor
 from .monitoring.feedback import FeedbackItem, ItemResult, route_feedback
-from .observability import _tracing
-from .observability._metrics import version_metrics
+from .observability import tracing as _tracing
+from .observability.metrics import version_metrics
 from .repository import ModelEntry, ModelRepository, ModelVersion, State
 from .types import PredictRequest, PredictResponse
 

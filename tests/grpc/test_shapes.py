@@ -1,6 +1,6 @@
 """Input shapes of any rank and size through a real server: scorewire.v1 Predict
 and PredictStream, OIP ModelInfer and ModelStreamInfer, raw and typed contents,
-each message read by scorewire._wire or, with an unknown field appended, by
+each message read by scorewire.grpc._wire or, with an unknown field appended, by
 protobuf. A bad shape is INVALID_ARGUMENT (never INTERNAL or UNKNOWN) with a
 message that names the problem and echoes neither the data nor a traceback; on a
 stream it is answered in band and the stream goes on; the server scores
@@ -33,7 +33,7 @@ SECRET = 987654.321  # every value sent; never in an error message
 FEATURES = 13  # the wine model's
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
-#: appended to a serialized request, an unknown field: scorewire._wire declines
+#: appended to a serialized request, an unknown field: scorewire.grpc._wire declines
 #: the message and protobuf parses it
 UNKNOWN_FIELD = {"v1": b"\x30\x07", "oip": b"\x42\x00"}  # PredictRequest field 6, ModelInferRequest field 8
 

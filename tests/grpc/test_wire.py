@@ -1,4 +1,4 @@
-"""scorewire._wire against protobuf itself: what it decodes equals what the general
+"""scorewire.grpc._wire against protobuf itself: what it decodes equals what the general
 decoder makes of the same bytes, what it encodes parses back to the message the
 general encoder builds, and whatever it declines is left to the general path."""
 
@@ -13,8 +13,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from scorewire import _wire
 from scorewire.errors import InvalidInput
+from scorewire.grpc import _wire
 from scorewire.grpc._codec import (
     INPUT_RANKS,
     MAX_ELEMENTS,

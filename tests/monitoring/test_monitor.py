@@ -20,7 +20,7 @@ from scorewire import ModelRepository, State
 from scorewire.monitoring.drift import PSI_ALERT, PSI_MODERATE
 from scorewire.monitoring.feedback import FeedbackItem, Outcome
 from scorewire.monitoring.monitor import histogram_quantile, request_summary
-from scorewire.observability._metrics import REQUEST_DURATION, REQUESTS
+from scorewire.observability.metrics import REQUEST_DURATION, REQUESTS
 from scorewire.service import ScoringService
 from scorewire.types import PredictRequest
 

@@ -43,8 +43,8 @@ from scorewire.grpc._codec import array_to_tensor
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
 from scorewire.grpc._predict import SERVICE, PredictServicer
 from scorewire.grpc._telemetry import RpcTelemetry
-from scorewire.observability import _tracing
-from scorewire.observability._metrics import version_metrics
+from scorewire.observability import tracing as _tracing
+from scorewire.observability.metrics import version_metrics
 from scorewire.repository import ModelRepository
 from scorewire.service import ScoringService
 

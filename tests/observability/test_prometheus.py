@@ -23,7 +23,8 @@ from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
 from scorewire.grpc._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
-from scorewire.observability import FEATURE_PSI_METRIC, _metrics
+from scorewire.observability import FEATURE_PSI_METRIC
+from scorewire.observability import metrics as _metrics
 
 from ..servers import server_process
 from .helpers import free_port, wait_for

@@ -25,7 +25,7 @@ from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
 from scorewire.grpc._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
-from scorewire.observability import _tracing
+from scorewire.observability import tracing as _tracing
 from scorewire.repository import ModelRepository
 from scorewire.settings import Settings
 

@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from scorewire.observability import _tracing
+from scorewire.observability import tracing as _tracing
 
 from ..servers import ROOT, SCOREWIRE
 

@@ -7,7 +7,7 @@ most ``max_queue_rows`` rows, beyond which a request is refused at once
 batch (DeadlineExceeded); one whose caller went away is skipped. A batch's failure
 reaches every waiter. Only the monotonic clock (``loop.time()``) is used.
 
-Telemetry: with a :class:`~scorewire.observability._metrics.VersionMetrics`, each
+Telemetry: with a :class:`~scorewire.observability.metrics.VersionMetrics`, each
 request's queue wait, each batch's scoring time and rows, and the queue's depth
 in rows are recorded; a request submitted with its (sampled) span gets ``queue``
 and ``score`` spans and a ``batch`` span linked to every sampled request it served
@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import DeadlineExceeded, Overloaded, ScorewireError
-from ..observability import _tracing
+from ..observability import tracing as _tracing
 from ._merge import merge_inputs, split_outputs
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
-    from ..observability._metrics import VersionMetrics
+    from ..observability.metrics import VersionMetrics
 
 log = logging.getLogger("scorewire.batching")
 

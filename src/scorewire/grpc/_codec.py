@@ -55,7 +55,7 @@ class Ranks(NamedTuple):
 #: every model scorewire serves takes one input of shape [rows, features]. The one
 #: place this rule lives: each decoder of a request's input (scorewire.v1 and OIP,
 #: raw and typed) checks its shape against it in :func:`check_shape`, before
-#: anything is reshaped or allocated; ``scorewire._wire`` reads only matrices and
+#: anything is reshaped or allocated; ``scorewire.grpc._wire`` reads only matrices and
 #: leaves any other rank to those decoders
 INPUT_RANKS = Ranks("input", {2: "[rows, features]"})
 #: a FeedbackItem's truth: one label or value per row, [rows] or [rows, targets]

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from .. import __version__, _wire
-from .._wire import Request
+from .. import __version__
 from ..errors import InvalidInput, ScorewireError
 from ..repository import State
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse
+from . import _wire
 from ._calls import Calls
 from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input_to_array
 from ._gen.inference import grpc_service_pb2 as oip
@@ -25,6 +25,7 @@ from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from ._handlers import raw_request, unary
 from ._scoring import Adapter, serve_stream, serve_unary
 from ._telemetry import RpcTelemetry, version_of
+from ._wire import Request
 
 if TYPE_CHECKING:
     pass

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 
-from .. import _wire
-from .._wire import Request
 from ..errors import InvalidInput
 from ..monitoring.drift import PSI_ALERT, PSI_MODERATE
 from ..monitoring.feedback import FeedbackItem, ItemResult, Outcome
@@ -18,6 +16,7 @@ from ..monitoring.monitor import VersionStats
 from ..repository import ModelEntry, ModelVersion, State
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse, Signature
+from . import _wire
 from ._calls import Calls
 from ._codec import INPUT_RANKS, TRUTH_RANKS, check_shape, dtype_to_v1, fill_tensor, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
@@ -25,6 +24,7 @@ from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 from ._handlers import raw_request, unary
 from ._scoring import Adapter, serve_stream, serve_unary
 from ._telemetry import RpcTelemetry
+from ._wire import Request
 
 if TYPE_CHECKING:
     pass

@@ -3,10 +3,10 @@
 
 What differs between scorewire.v1 and the Open Inference Protocol is one
 :class:`Adapter` each (``_predict.V1``, ``_oip.OIP``): how a request is read from
-its bytes (into a :class:`~scorewire._wire.Request`), turned into the core's
+its bytes (into a :class:`~scorewire.grpc._wire.Request`), turned into the core's
 :class:`~scorewire.types.PredictRequest`, and answered; how a stream's answers and
 in-band errors look. Here is how a request is served: read, answered on the fast
-path (the response serialized by ``scorewire._wire``) unless it is observed —
+path (the response serialized by ``scorewire.grpc._wire``) unless it is observed —
 metrics on, or tracing samples it — then counted and traced.
 """
 
@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from .._wire import Request
 from ..errors import InvalidInput, Unavailable
-from ..observability import _tracing
+from ..observability import tracing as _tracing
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse
 from ._calls import DRAIN, SHUTTING_DOWN, Calls, abandoned
 from ._handlers import UNPARSEABLE, UNPARSEABLE_MESSAGE, deadline_of, status_of
 from ._telemetry import RpcTelemetry
+from ._wire import Request
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -55,7 +55,7 @@ class Adapter:
         raise NotImplementedError
 
     def encode_wire(self, request: Request, result: PredictResponse) -> bytes | None:
-        """The response serialized by ``scorewire._wire``, or None when it cannot."""
+        """The response serialized by ``scorewire.grpc._wire``, or None when it cannot."""
         raise NotImplementedError
 
     def labels(self, request: Request) -> tuple[str, Any]:
@@ -76,7 +76,7 @@ class Adapter:
 
     # ------------------------------------------------------------ written once
     def read(self, data: bytes) -> Request | Any:
-        """A request from its bytes: the common encoding by ``scorewire._wire``, the
+        """A request from its bytes: the common encoding by ``scorewire.grpc._wire``, the
         rest parsed by protobuf; UNPARSEABLE for what protobuf cannot parse."""
         request = self._decode(data)
         if request is not None:
@@ -91,7 +91,7 @@ class Adapter:
         return self.encode(request, await self.service.predict(self.to_core(request, deadline)))
 
     async def answer_wire(self, request: Request, deadline: float | None) -> Any:
-        """:meth:`answer`, serialized by ``scorewire._wire`` when it can (the
+        """:meth:`answer`, serialized by ``scorewire.grpc._wire`` when it can (the
         unobserved path)."""
         result = await self.service.predict(self.to_core(request, deadline))
         body = self.encode_wire(request, result)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ..errors import ScorewireError
-from ..observability import _tracing
-from ..observability._metrics import IN_FLIGHT, REQUEST_DURATION, REQUESTS
+from ..observability import tracing as _tracing
+from ..observability.metrics import IN_FLIGHT, REQUEST_DURATION, REQUESTS
 from ._calls import abandoned
 from ._status import STATUS
 

@@ -43,9 +43,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from .. import demo_repository
-from .._linear import default_n_threads, kernel_paths
-from ..observability import _metrics, _tracing
-from ..observability._exposition import MetricsServer
+from ..backends.native import default_n_threads, kernel_paths
+from ..observability import metrics as _metrics
+from ..observability import tracing as _tracing
+from ..observability.exposition import MetricsServer
 from ..repository import ModelEntry, ModelRepository, State
 from ..service import ScoringService
 from ..settings import Settings

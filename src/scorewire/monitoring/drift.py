@@ -72,7 +72,6 @@ Thread safety
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import threading
@@ -84,11 +83,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ..formats.reference import Reference
 
-#: the ``format`` of a reference.json (written by scorewire._export)
-REFERENCE_FORMAT = "scorewire.reference"
-REFERENCE_FILE = "reference.json"
 #: PSI at or above this: a moderate shift
 PSI_MODERATE = 0.1
 #: PSI at or above this: a significant shift — the alert threshold
@@ -99,8 +95,6 @@ PSI_EPSILON = 1e-4
 _STASH_ROWS = 64
 _FEW_ROWS = 16
 
-_FEATURE_KEYS = {"name", "count", "mean", "std", "min", "max", "bin_edges", "bin_fractions"}
-_TOP_KEYS = {"format", "format_version", "n_rows", "features"}
 
 
 def psi(actual: Sequence[float] | np.ndarray, expected: Sequence[float] | np.ndarray,
@@ -109,114 +103,6 @@ def psi(actual: Sequence[float] | np.ndarray, expected: Sequence[float] | np.nda
     a = np.maximum(np.asarray(actual, dtype=np.float64), eps)
     e = np.maximum(np.asarray(expected, dtype=np.float64), eps)
     return float(np.sum((a - e) * np.log(a / e)))
-
-
-# ---------------------------------------------------------------------------
-# the reference
-# ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FeatureReference:
-    """One feature's reference bins."""
-
-    name: str
-    edges: np.ndarray  # inner bin edges, strictly increasing
-    fractions: np.ndarray  # len(edges) + 1 shares (all zero: the reference had no finite value)
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The per-feature reference bins of one model version."""
-
-    features: tuple[FeatureReference, ...]
-    n_rows: int = 0
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.features)
-
-    @classmethod
-    def from_dict(cls, doc: Any, source: str = REFERENCE_FILE, n_features: int | None = None) -> Reference:
-        """Validate a parsed reference.json; ModelLoadError naming ``source`` if it is malformed."""
-
-        def bad(msg: str) -> ModelLoadError:
-            return ModelLoadError(f"{source}: {msg}")
-
-        if not isinstance(doc, dict):
-            raise bad("expected a JSON object")
-        unknown = set(doc) - _TOP_KEYS
-        if unknown:
-            raise bad(f"unknown field {sorted(unknown)[0]!r}")
-        if doc.get("format") != REFERENCE_FORMAT:
-            raise bad(f"format must be {REFERENCE_FORMAT!r}")
-        if doc.get("format_version") != 1 or isinstance(doc.get("format_version"), bool):
-            raise bad("unsupported format_version (this scorewire reads 1)")
-        n_rows = doc.get("n_rows", 0)
-        if not _is_int(n_rows) or n_rows < 0:
-            raise bad("n_rows must be a non-negative integer")
-        raw = doc.get("features")
-        if not isinstance(raw, list) or not raw:
-            raise bad("features must be a non-empty list")
-        if n_features is not None and len(raw) != n_features:
-            raise bad(f"{len(raw)} features, the model takes {n_features}")
-        features = []
-        for j, f in enumerate(raw):
-            where = f"feature {j}"
-            if not isinstance(f, dict):
-                raise bad(f"{where}: expected an object")
-            unknown = set(f) - _FEATURE_KEYS
-            if unknown:
-                raise bad(f"{where}: unknown field {sorted(unknown)[0]!r}")
-            name = f.get("name", f"f{j}")
-            if not isinstance(name, str):
-                raise bad(f"{where}: name must be a string")
-            for key in ("count", "mean", "std", "min", "max"):
-                if key in f and not _is_number(f[key]):
-                    raise bad(f"{where}: {key} must be a finite number")
-            edges = _number_list(f.get("bin_edges"), bad, f"{where}: bin_edges")
-            fractions = _number_list(f.get("bin_fractions"), bad, f"{where}: bin_fractions")
-            if edges.size and not np.all(np.diff(edges) > 0):
-                raise bad(f"{where}: bin_edges must be strictly increasing")
-            if fractions.size != edges.size + 1:
-                raise bad(f"{where}: {fractions.size} bin_fractions for {edges.size} bin_edges (expected one more)")
-            total = float(fractions.sum())
-            if np.any(fractions < 0) or not (total == 0.0 or abs(total - 1.0) <= 1e-6):
-                raise bad(f"{where}: bin_fractions must be non-negative and sum to 1")
-            features.append(FeatureReference(name, edges, fractions))
-        return cls(tuple(features), int(n_rows))
-
-    @classmethod
-    def load(cls, path: str | Path, n_features: int | None = None) -> Reference | None:
-        """Read ``path`` (a reference.json, or a version directory holding one);
-        None when there is none."""
-        p = Path(path)
-        if p.is_dir():
-            p = p / REFERENCE_FILE
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise ModelLoadError(f"{p}: cannot read ({exc.strerror})") from None
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise ModelLoadError(f"{p}: not valid JSON ({exc})") from None
-        return cls.from_dict(doc, str(p), n_features)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _number_list(v: Any, bad: Callable[[str], ModelLoadError], what: str) -> np.ndarray:
-    if not isinstance(v, list) or not all(_is_number(x) for x in v):
-        raise bad(f"{what} must be a list of finite numbers")
-    return np.asarray(v, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------

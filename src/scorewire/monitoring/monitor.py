@@ -130,7 +130,7 @@ def histogram_quantile(q: float, bounds: list[float], cumulative: list[float]) -
 def request_summary(model: str, version: int) -> RequestSummary | None:
     """This process's requests of one model version, read from the Prometheus
     request counter and latency histogram (all RPCs); None before any request."""
-    from ..observability._metrics import REQUEST_DURATION, REQUESTS
+    from ..observability.metrics import REQUEST_DURATION, REQUESTS
 
     labels = {"model": model, "version": str(version)}
 

@@ -11,10 +11,10 @@ For the rest of scorewire (the edge, the core, the drift monitor):
   its feedback items by outcome and its predictions waiting for feedback.
 
 Everything else (the metric objects, the tracer) is private to the request path:
-``scorewire.observability._metrics`` and ``scorewire.observability._tracing``.
+``scorewire.observability.metrics`` and ``scorewire.observability.tracing``.
 """
 
-from ._metrics import set_feature_psi, set_feedback
+from .metrics import set_feature_psi, set_feedback
 
 FEATURE_PSI_METRIC = "scorewire_feature_psi"
 

@@ -20,13 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ._jsonformat import dump_linear_json
-from ._linear import LinearSpec
 from .errors import InvalidInput
-
-REFERENCE_FORMAT = "scorewire.reference"
-#: quantile bins per feature in reference statistics
-REFERENCE_BINS = 10
+from .formats.linear_json import dump_linear_json
+from .formats.linear_spec import LinearSpec
+from .formats.reference import reference_statistics
 
 
 @dataclass(frozen=True)
@@ -170,36 +167,6 @@ def read_csv_matrix(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray
             except ValueError:
                 raise InvalidInput(f"{os.fspath(path)}:{lineno}: a value is not a number") from None
     return [h.strip() for h in header], np.asarray(rows, dtype=np.float64).reshape(len(rows), len(header))
-
-
-def reference_statistics(X: np.ndarray, feature_names: list[str] | None = None) -> dict[str, Any]:
-    """Per-feature statistics of training-like data: moments and quantile bins.
-
-    ``bin_edges`` are the inner quantile edges (at most REFERENCE_BINS - 1, unique);
-    ``bin_fractions`` the share of rows in each of the len(edges) + 1 bins, where a
-    value v falls in bin ``searchsorted(edges, v, side="right")``.
-    """
-    X = np.asarray(X, dtype=np.float64)
-    features = []
-    for j in range(X.shape[1]):
-        col = X[:, j]
-        col = col[np.isfinite(col)]
-        qs = np.quantile(col, np.linspace(0, 1, REFERENCE_BINS + 1)[1:-1]) if col.size else np.array([])
-        edges = np.unique(qs)
-        counts = np.bincount(np.searchsorted(edges, col, side="right"), minlength=edges.size + 1)
-        features.append(
-            {
-                "name": feature_names[j] if feature_names else f"f{j}",
-                "count": int(col.size),
-                "mean": float(col.mean()) if col.size else 0.0,
-                "std": float(col.std()) if col.size else 0.0,
-                "min": float(col.min()) if col.size else 0.0,
-                "max": float(col.max()) if col.size else 0.0,
-                "bin_edges": edges.tolist(),
-                "bin_fractions": (counts / max(col.size, 1)).tolist(),
-            }
-        )
-    return {"format": REFERENCE_FORMAT, "format_version": 1, "n_rows": int(X.shape[0]), "features": features}
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""A pure-NumPy reference scorer for :class:`~scorewire._linear.LinearSpec`.
+"""A pure-NumPy reference scorer for :class:`~scorewire.formats.linear_spec.LinearSpec`.
 
 Slow and obvious on purpose: the parity tests hold the compiled kernel to it, and
 it documents the arithmetic each link performs.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._linear import LinearSpec, _classes_array
+from scorewire.formats.linear_spec import LinearSpec, classes_array
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -40,5 +40,5 @@ def reference_scores(spec: LinearSpec, X: np.ndarray) -> dict[str, np.ndarray]:
     if spec.task == "classification":
         # the kernel's label rule (_label_row in ext/_kernel.pyx)
         idx = (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else z.argmax(axis=1)
-        out["label"] = _classes_array(spec.classes)[idx]
+        out["label"] = classes_array(spec.classes)[idx]
     return out

@@ -53,8 +53,8 @@ from defusedxml import (
 )
 from defusedxml.ElementTree import fromstring
 
-from ._linear import LinearSpec
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
+from .linear_spec import LinearSpec
 
 __all__ = ["load_pmml", "parse_pmml"]
 

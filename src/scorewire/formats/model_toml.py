@@ -33,8 +33,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .batching._batcher import BatchConfig
-from .errors import ModelLoadError
+from ..batching._batcher import BatchConfig
+from ..errors import ModelLoadError
 
 BACKENDS = ("auto", "native", "onnxruntime")
 

@@ -52,8 +52,8 @@ from typing import Any
 
 import numpy as np
 
-from ._linear import LinearSpec, default_outputs
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
+from .linear_spec import LinearSpec, default_outputs
 
 FORMAT = "scorewire.linear"
 FORMAT_VERSION = 1

@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .errors import InvalidInput, ModelLoadError
-from .types import Signature, TensorSpec
+from ..errors import InvalidInput, ModelLoadError
+from ..types import Signature, TensorSpec
 
 _ONNX_DTYPES = {
     "tensor(float)": "float32",

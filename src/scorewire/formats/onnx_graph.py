@@ -1,7 +1,7 @@
 """Recognise ONNX graphs that compute a linear model, so the native kernel can score them.
 
 :func:`inspect_onnx` reads a graph and returns an :class:`InspectResult`: a
-:class:`~scorewire._linear.LinearSpec` whose ``NativeLinearModel(spec).predict(X)``
+:class:`~scorewire.formats.linear_spec.LinearSpec` whose ``NativeLinearModel(spec).predict(X)``
 gives the outputs onnxruntime gives for the graph (same names, shapes, dtypes and
 labels), or ``spec=None`` and a short reason; the model then runs on onnxruntime.
 
@@ -61,8 +61,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ._linear import LinearSpec
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
+from .linear_spec import LinearSpec
 
 __all__ = ["InspectResult", "inspect_onnx"]
 

@@ -35,10 +35,10 @@ from dataclasses import replace
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from .settings import Settings, to_environ
+from ..settings import Settings, to_environ
 
 if TYPE_CHECKING:
-    from .observability._exposition import MetricsServer
+    from ..observability.exposition import MetricsServer
 
 log = logging.getLogger("scorewire.workers")
 
@@ -118,7 +118,7 @@ class Supervisor:
             self._env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
 
     def _serve_metrics(self) -> None:
-        from .observability._exposition import MetricsServer, multiprocess_registry
+        from ..observability.exposition import MetricsServer, multiprocess_registry
 
         assert self.metrics_dir is not None
         registry = multiprocess_registry(self.metrics_dir, self._live_workers)
@@ -130,7 +130,7 @@ class Supervisor:
     def _mark_dead(self, pid: int) -> None:
         """Drop a dead worker's live gauges (in-flight, queue depth, model state)."""
         if self.metrics_dir is not None:
-            from .observability._exposition import mark_process_dead
+            from ..observability.exposition import mark_process_dead
 
             mark_process_dead(pid, self.metrics_dir)
 

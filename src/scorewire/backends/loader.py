@@ -3,7 +3,7 @@
 =============  ==========================================================
 ``model.json``  scorewire's linear format → native kernel
 ``model.pmml``  PMML RegressionModel → native kernel
-``model.onnx``  linear graph (see ``_onnx_inspect``) → native kernel;
+``model.onnx``  linear graph (see ``scorewire.formats.onnx_graph``) → native kernel;
                 anything else → onnxruntime
 =============  ==========================================================
 
@@ -21,11 +21,11 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
-from ._jsonformat import load_linear_json
-from ._linear import NativeLinearModel, default_n_threads
-from ._onnx_model import OnnxModel
-from .errors import ModelLoadError
-from .types import Signature
+from ..errors import ModelLoadError
+from ..formats.linear_json import load_linear_json
+from ..types import Signature
+from .native import NativeLinearModel, default_n_threads
+from .ort import OnnxModel
 
 ARTIFACTS = ("model.json", "model.onnx", "model.pmml")
 
@@ -94,12 +94,12 @@ def load_model(
         if name.endswith(".json"):
             spec = load_linear_json(p)
         else:
-            from ._pmml import load_pmml
+            from ..formats.pmml import load_pmml
 
             spec = load_pmml(p)
         return NativeLinearModel(spec, n_threads=threads)
     if name.endswith(".onnx"):
-        from ._onnx_inspect import inspect_onnx
+        from ..formats.onnx_graph import inspect_onnx
 
         model = read_onnx(p)
         if backend != "onnxruntime":
