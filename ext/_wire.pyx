@@ -48,8 +48,11 @@ DEF DT_FLOAT64 = 2
 DEF DT_INT32 = 3
 DEF DT_INT64 = 4
 
-#: the largest tensor the general path accepts (elements); see _codec.MAX_ELEMENTS
-cdef int64_t MAX_ELEMENTS = 1LL << 34
+#: the largest tensor a request may describe (elements): it limits allocation from a
+#: hostile shape before any byte-length check. Declared here once; the general
+#: decoders (``_codec``) read ``MAX_ELEMENTS``.
+cdef int64_t _MAX_ELEMENTS = 1LL << 34
+MAX_ELEMENTS = _MAX_ELEMENTS
 
 
 # ---------------------------------------------------------------------------
@@ -149,7 +152,7 @@ cdef int _read_dims(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, int64_t*
     cdef uint64_t value
     while pos < end:
         pos = _read_varint(buf, pos, end, &value)
-        if pos < 0 or ndim == 2 or value > <uint64_t>MAX_ELEMENTS:
+        if pos < 0 or ndim == 2 or value > <uint64_t>_MAX_ELEMENTS:
             return -1
         dims[ndim] = <int64_t>value
         ndim += 1
@@ -159,7 +162,7 @@ cdef int _read_dims(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, int64_t*
 cdef object _matrix(const int64_t* dims, int dtype, const uint8_t* data, Py_ssize_t data_len):
     """A new C-ordered (dims[0], dims[1]) float32/float64 array holding ``data``
     (NULL: no values were sent), or None unless ``data_len`` is its exact size."""
-    if dims[0] != 0 and dims[1] > MAX_ELEMENTS // dims[0]:
+    if dims[0] != 0 and dims[1] > _MAX_ELEMENTS // dims[0]:
         return None
     cdef Py_ssize_t itemsize = 4 if dtype == DT_FLOAT32 else 8
     cdef Py_ssize_t nbytes = <Py_ssize_t>(dims[0] * dims[1]) * itemsize

@@ -138,49 +138,23 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import grpc
-
-    from .grpc._codec import array_to_tensor
-    from .grpc._gen.scorewire.v1 import scorewire_pb2 as pb
-    from .grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
+    from .grpc.client import Client, ClientError, NotReady
 
     X = read_rows(args.file)
-    with grpc.insecure_channel(args.addr) as channel:
-        models = pb_grpc.ModelServiceStub(channel)
-        predict = pb_grpc.PredictServiceStub(channel)
+    with Client(args.addr, args.timeout) as client:
         try:
-            info = models.GetModel(pb.GetModelRequest(name=args.model), timeout=args.timeout)
-            ready = [v for v in info.versions if v.state == pb.READY and args.version in (0, v.version)]
-            if not ready:
-                what = f"version {args.version} of {args.model!r}" if args.version else repr(args.model)
-                print(f"scorewire predict: {what} is not ready", file=sys.stderr)
-                return 1
-            dtype = "float32" if ready[-1].signature.input.dtype == pb.FLOAT32 else "float64"
-            request = pb.PredictRequest(
-                model=args.model,
-                version=args.version or 0,
-                input=array_to_tensor(X.astype(dtype), raw=True),
-                outputs=args.outputs or [],
-            )
-            response = predict.Predict(request, timeout=args.timeout)
-        except grpc.RpcError as err:
-            print(f"scorewire predict: {err.code().name}: {err.details()}", file=sys.stderr)
+            served = client.served(args.model, args.version)
+            _, outputs = client.predict(args.model, X.astype(served.input_dtype), args.version, tuple(args.outputs or ()))
+        except NotReady as exc:
+            print(f"scorewire predict: {exc} is not ready", file=sys.stderr)
             return 1
-    order = [o.name for o in ready[-1].signature.outputs]  # the model's own output order
-    names = sorted(response.outputs, key=lambda n: order.index(n) if n in order else len(order))
-    outputs = {name: tensor_to_array_any(response.outputs[name]) for name in names}
-    _print_outputs(outputs, args.format)
+        except ClientError as err:
+            print(f"scorewire predict: {err}", file=sys.stderr)
+            return 1
+    order = served.outputs  # the model's own output order
+    names = sorted(outputs, key=lambda n: order.index(n) if n in order else len(order))
+    _print_outputs({name: outputs[name] for name in names}, args.format)
     return 0
-
-
-def tensor_to_array_any(t: Any) -> np.ndarray:
-    """Decode any output tensor, strings included."""
-    from .grpc._codec import tensor_to_array
-    from .grpc._gen.scorewire.v1 import scorewire_pb2 as pb
-
-    if t.dtype == pb.STRING:
-        return np.asarray(list(t.string_values), dtype=object).reshape(tuple(t.shape))
-    return tensor_to_array(t)
 
 
 # ---------------------------------------------------------------- evaluate
@@ -208,67 +182,43 @@ def read_labelled_csv(path: str, target: str) -> tuple[list[str], np.ndarray, li
     return names, X, y
 
 
-def _output_roles(sig: Any) -> tuple[str | None, str | None, str | None]:
-    """(label, probabilities, value) output names of a served signature, as its
-    outputs' roles declare them."""
-
-    def named(role: str) -> str | None:
-        return next((o.name for o in sig.outputs if o.role == role), None)
-
-    return named("label"), named("probabilities"), named("value")
-
-
 def _score_file(args: argparse.Namespace, X: np.ndarray, names: list[str]) -> tuple[Any, int, dict[str, np.ndarray], np.ndarray]:
-    """Score X through the server in batches: (signature, version, outputs by name, X in model column order)."""
-    import grpc
+    """Score X through the server in batches: (the served model, the version that
+    answered, outputs by name, X in model column order)."""
+    from .grpc.client import Client, NotReady
 
-    from .grpc._codec import array_to_tensor
-    from .grpc._gen.scorewire.v1 import scorewire_pb2 as pb
-    from .grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
-
-    limit = 256 * 1024 * 1024
-    options = [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
-    with grpc.insecure_channel(args.addr, options=options) as channel:
-        info = pb_grpc.ModelServiceStub(channel).GetModel(pb.GetModelRequest(name=args.model), timeout=args.timeout)
-        ready = [v for v in info.versions if v.state == pb.READY and args.version in (0, v.version)]
-        if not ready:
-            what = f"version {args.version} of {args.model!r}" if args.version else repr(args.model)
-            raise ValueError(f"{what} is not ready")
-        sig = ready[-1].signature
-        n_features = sig.input.shape[1] if len(sig.input.shape) == 2 else X.shape[1]
-        if sig.feature_names and set(sig.feature_names) <= set(names):
-            X = X[:, [names.index(n) for n in sig.feature_names]]  # the model's column order
+    with Client(args.addr, args.timeout, max_message_bytes=256 * 1024 * 1024) as client:
+        try:
+            served = client.served(args.model, args.version)
+        except NotReady as exc:
+            raise ValueError(f"{exc} is not ready") from None
+        n_features = served.n_features or X.shape[1]
+        if served.feature_names and set(served.feature_names) <= set(names):
+            X = X[:, [names.index(n) for n in served.feature_names]]  # the model's column order
         elif X.shape[1] != n_features:
             raise ValueError(f"{args.data} has {X.shape[1]} feature columns, the model takes {n_features}")
-        label, proba, value = _output_roles(sig)
-        wanted = [n for n in (label, proba, value) if n]
-        dtype = "float32" if sig.input.dtype == pb.FLOAT32 else "float64"
-        predict = pb_grpc.PredictServiceStub(channel)
+        wanted = tuple(n for n in (served.roles.get(r) for r in ("label", "probabilities", "value")) if n)
         parts: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
         version = 0
         for start in range(0, max(len(X), 1), args.batch_rows):
-            chunk = np.ascontiguousarray(X[start : start + args.batch_rows], dtype=dtype)
-            request = pb.PredictRequest(model=args.model, version=args.version or 0,
-                                        input=array_to_tensor(chunk, raw=True), outputs=wanted)  # fmt: skip
-            response = predict.Predict(request, timeout=args.timeout)
-            version = response.version
+            chunk = np.ascontiguousarray(X[start : start + args.batch_rows], dtype=served.input_dtype)
+            version, outputs = client.predict(args.model, chunk, args.version or 0, wanted)
             for n in wanted:
-                parts[n].append(tensor_to_array_any(response.outputs[n]))
-    return sig, version, {n: np.concatenate(v) for n, v in parts.items()}, X
+                parts[n].append(outputs[n])
+    return served, version, {n: np.concatenate(v) for n, v in parts.items()}, X
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import grpc
-
     from . import evaluate as ev
+    from .grpc.client import ClientError
 
     names, X, y_text = read_labelled_csv(args.data, args.target)
     try:
         sig, version, outputs, X = _score_file(args, X, names)
-    except grpc.RpcError as err:
-        print(f"scorewire evaluate: {err.code().name}: {err.details()}", file=sys.stderr)
+    except ClientError as err:
+        print(f"scorewire evaluate: {err}", file=sys.stderr)
         return 1
-    label, proba, value = _output_roles(sig)
+    label, proba, value = (sig.roles.get(r) for r in ("label", "probabilities", "value"))
     print(f"model {args.model} version {version}, {len(y_text)} rows of {args.data}")
     report: ev.ClassificationReport | ev.RegressionReport
     if sig.task != "classification":
@@ -318,9 +268,9 @@ def _classes_of(sig: Any, labels: np.ndarray | None, y_text: list[str]) -> tuple
     print("note: the model does not state its classes; assuming the sorted labels are its columns", file=sys.stderr)
     seen = set(labels.tolist()) if labels is not None else set()
     if numeric:
-        from .evaluate import _number
+        from .evaluate import parse_number
 
-        seen |= {v for v in (_number(t) for t in y_text) if isinstance(v, int)}
+        seen |= {v for v in (parse_number(t) for t in y_text) if isinstance(v, int)}
     else:
         seen |= set(y_text)
     return tuple(sorted(seen))
@@ -328,19 +278,16 @@ def _classes_of(sig: Any, labels: np.ndarray | None, y_text: list[str]) -> tuple
 
 # ------------------------------------------------------------------ health
 def cmd_health(args: argparse.Namespace) -> int:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from .grpc.client import Client, ClientError
 
-    with grpc.insecure_channel(args.addr) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+    with Client(args.addr, args.timeout) as client:
         try:
-            response = stub.Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
-        except grpc.RpcError as err:
-            print(f"{err.code().name}: {err.details()}", file=sys.stderr)
+            status = client.health(args.service)
+        except ClientError as err:
+            print(str(err), file=sys.stderr)
             return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(status)
-    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+    return 0 if status == "SERVING" else 1
 
 
 # -------------------------------------------------------------------- main

@@ -63,14 +63,15 @@ def encode_labels(y: Any, classes: Sequence[Any]) -> np.ndarray:
     for i, v in enumerate(y.tolist()):
         j = index.get(v)
         if j is None and isinstance(v, str):
-            j = index.get(_number(v))
+            j = index.get(parse_number(v))
         if j is None:
             raise InvalidInput(f"label {_show(v)} is not one of the model's classes {values[:20]}")
         out[i] = j
     return out
 
 
-def _number(text: str) -> object:
+def parse_number(text: str) -> object:
+    """A label given as text, as the number it spells (int when whole); None if it is not one."""
     try:
         f = float(text)
     except ValueError:

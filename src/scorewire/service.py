@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends import _kernel
+from .backends.native import all_finite
 from .batching import DynamicBatcher
 from .errors import DeadlineExceeded, InvalidInput, ModelLoadError, NotFound, Overloaded
 from .monitoring import monitor as _monitor
@@ -354,7 +354,7 @@ class _Lane:
             raise InvalidInput(f"model {self.name!r} takes {self.n_features} features per row, got {features}")
         if rows > self.row_limit:
             raise Overloaded(f"{rows} rows is over the limit of {self.row_limit} rows per request")
-        if self.check_finite and rows and features and not _kernel.all_finite(X):
+        if self.check_finite and rows and features and not all_finite(X):
             raise InvalidInput("input contains NaN or infinite values (this model's nan_policy is 'reject')")
 
 

@@ -30,6 +30,12 @@ LINKS = {
 }
 
 
+def all_finite(X: np.ndarray) -> bool:
+    """True when no element of the matrix X is NaN or infinite (the kernel's check,
+    without a temporary the size of X)."""
+    return bool(_kernel.all_finite(X))
+
+
 def kernel_paths(simd: bool = True) -> str:
     """Let the kernel use its AVX2+FMA paths (when the CPU has them) or not, for the
     whole process; returns which paths it uses now: "avx2+fma" or "portable"."""

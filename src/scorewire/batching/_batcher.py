@@ -23,11 +23,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import DeadlineExceeded, Overloaded, ScorewireError
+from ..formats.model_toml import BatchConfig
 from ..observability import tracing as _tracing
 from ._merge import merge_inputs, split_outputs
 
@@ -37,39 +38,6 @@ if TYPE_CHECKING:
     from ..observability.metrics import VersionMetrics
 
 log = logging.getLogger("scorewire.batching")
-
-
-@dataclass(frozen=True)
-class BatchConfig:
-    """``[batching]`` in model.toml. ``enabled=None``: the backend's default (off
-    for the native kernel, whose per-call cost is too small to amortise; on for
-    onnxruntime)."""
-
-    enabled: bool | None = None
-    max_batch_rows: int = 4096
-    max_delay_us: int = 500
-    max_queue_rows: int = 65536
-
-    def enabled_for(self, backend: str) -> bool:
-        return self.enabled if self.enabled is not None else backend == "onnxruntime"
-
-    @classmethod
-    def from_toml(cls, section: dict[str, Any], source: str) -> BatchConfig:
-        from ..errors import ModelLoadError
-
-        unknown = set(section) - {"enabled", "max_batch_rows", "max_delay_us", "max_queue_rows"}
-        if unknown:
-            raise ModelLoadError(f"{source}: unknown [batching] key(s) {sorted(unknown)}")
-        values: dict[str, Any] = {"enabled": section.get("enabled")}
-        if values["enabled"] is not None and not isinstance(values["enabled"], bool):
-            raise ModelLoadError(f"{source}: batching.enabled must be true or false")
-        for key in ("max_batch_rows", "max_delay_us", "max_queue_rows"):
-            if key in section:
-                v = section[key]
-                if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "max_delay_us" else 1):
-                    raise ModelLoadError(f"{source}: batching.{key} must be a {'non-negative' if key == 'max_delay_us' else 'positive'} integer")
-                values[key] = v
-        return cls(**values)
 
 
 @dataclass(slots=True)

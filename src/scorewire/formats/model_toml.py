@@ -33,10 +33,40 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from ..batching._batcher import BatchConfig
 from ..errors import ModelLoadError
 
 BACKENDS = ("auto", "native", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """``[batching]`` in model.toml. ``enabled=None``: the backend's default (off
+    for the native kernel, whose per-call cost is too small to amortise; on for
+    onnxruntime)."""
+
+    enabled: bool | None = None
+    max_batch_rows: int = 4096
+    max_delay_us: int = 500
+    max_queue_rows: int = 65536
+
+    def enabled_for(self, backend: str) -> bool:
+        return self.enabled if self.enabled is not None else backend == "onnxruntime"
+
+    @classmethod
+    def from_toml(cls, section: dict[str, Any], source: str) -> BatchConfig:
+        unknown = set(section) - {"enabled", "max_batch_rows", "max_delay_us", "max_queue_rows"}
+        if unknown:
+            raise ModelLoadError(f"{source}: unknown [batching] key(s) {sorted(unknown)}")
+        values: dict[str, Any] = {"enabled": section.get("enabled")}
+        if values["enabled"] is not None and not isinstance(values["enabled"], bool):
+            raise ModelLoadError(f"{source}: batching.enabled must be true or false")
+        for key in ("max_batch_rows", "max_delay_us", "max_queue_rows"):
+            if key in section:
+                v = section[key]
+                if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "max_delay_us" else 1):
+                    raise ModelLoadError(f"{source}: batching.{key} must be a {'non-negative' if key == 'max_delay_us' else 'positive'} integer")
+                values[key] = v
+        return cls(**values)
 
 
 @dataclass(frozen=True)

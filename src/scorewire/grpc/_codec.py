@@ -17,10 +17,7 @@ import numpy as np
 from ..errors import InvalidInput
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
-
-#: the largest tensor a request may describe (elements); limits allocation from a
-#: hostile shape before any byte-length check
-MAX_ELEMENTS = 1 << 34
+from ._wire import MAX_ELEMENTS  # the largest tensor a request may describe (elements)
 
 # --------------------------------------------------------------------------- v1
 _V1_DTYPES: dict[int, np.dtype[Any]] = {

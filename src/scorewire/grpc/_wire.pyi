@@ -3,6 +3,9 @@ from typing import Any
 
 import numpy as np
 
+#: the largest tensor a request may describe (elements)
+MAX_ELEMENTS: int
+
 def encode_response(
     model: str, version: int, request_id: str, outputs: dict[str, np.ndarray], raw: bool
 ) -> bytes | None: ...
