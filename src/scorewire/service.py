@@ -37,7 +37,7 @@ from .batching import DynamicBatcher
 from .errors import DeadlineExceeded, InvalidInput, ModelLoadError, NotFound, Overloaded
 from .monitoring import monitor as _monitor
 from .monitoring.feedback import FeedbackItem, ItemResult, route_feedback
-from .observability import tracing as _tracing
+from .observability import tracing
 from .observability.metrics import version_metrics
 from .repository import ModelEntry, ModelRepository, ModelVersion, State
 from .types import PredictRequest, PredictResponse
@@ -132,7 +132,7 @@ class ScoringService:
         model = lane.model
         outputs = model.output_names(request.outputs)  # unknown names fail here, not in a batch
         if span is not None:
-            _tracing.annotate(span, mv.name, mv.version, model.backend, X.shape[0])
+            tracing.annotate(span, mv.name, mv.version, model.backend, X.shape[0])
         deadline = request.deadline
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded("the deadline passed before scoring started")
@@ -163,7 +163,7 @@ class ScoringService:
         (the unobserved path stays in :meth:`predict`, free of both)."""
         model = mv.model
         assert model is not None
-        score = None if span is None else _tracing.child(span, "score")
+        score = None if span is None else tracing.child(span, "score")
         started = time.perf_counter()
         try:
             if X.size >= self.offload_min_values:
@@ -173,7 +173,7 @@ class ScoringService:
                 result = model.predict(X, outputs)
         except BaseException as exc:
             if score is not None:
-                _tracing.set_error(score, exc)
+                tracing.set_error(score, exc)
             raise
         finally:
             if score is not None:

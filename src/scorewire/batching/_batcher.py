@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import DeadlineExceeded, Overloaded, ScorewireError
 from ..formats.model_toml import BatchConfig
-from ..observability import tracing as _tracing
+from ..observability import tracing
 from ._merge import merge_inputs, split_outputs
 
 if TYPE_CHECKING:
@@ -203,13 +203,13 @@ class DynamicBatcher:
             if not isinstance(exc, ScorewireError):
                 log.exception("batch of %d requests failed", len(batch))
             if traced:
-                _tracing.trace_batch(traced, len(batch), rows, started_ns, time.time_ns(), exc)
+                tracing.trace_batch(traced, len(batch), rows, started_ns, time.time_ns(), exc)
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
         if traced:
-            _tracing.trace_batch(traced, len(batch), rows, started_ns, time.time_ns())
+            tracing.trace_batch(traced, len(batch), rows, started_ns, time.time_ns())
         if self._on_batch is not None:
             self._on_batch(len(batch), X.shape[0])
         for p, part in zip(batch, parts, strict=True):

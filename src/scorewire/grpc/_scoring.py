@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ..errors import InvalidInput, Unavailable
-from ..observability import tracing as _tracing
+from ..observability import tracing
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse
 from ._calls import DRAIN, SHUTTING_DOWN, Calls, abandoned
@@ -99,12 +99,12 @@ class Adapter:
 
     async def answer_traced(self, request: Request, deadline: float | None, span: Span) -> Any:
         """:meth:`answer` with ``decode`` and ``encode`` spans under the request's."""
-        with _tracing.child(span, "decode"):
+        with tracing.child(span, "decode"):
             core = self.to_core(request, deadline)
         if core.request_id:
-            span.set_attribute(_tracing.REQUEST_ID, core.request_id)
+            span.set_attribute(tracing.REQUEST_ID, core.request_id)
         result = await self.service.predict(core, span)
-        with _tracing.child(span, "encode"):
+        with tracing.child(span, "encode"):
             return self.encode(request, result)
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ..errors import ScorewireError
-from ..observability import tracing as _tracing
+from ..observability import tracing
 from ..observability.metrics import IN_FLIGHT, REQUEST_DURATION, REQUESTS
 from ._calls import abandoned
 from ._status import STATUS
@@ -64,7 +64,7 @@ class RpcTelemetry:
     """The instruments of one scoring RPC, made once when the servicer is.
 
     Per request: :meth:`begin`, then :meth:`ok` or :meth:`failed` (each exactly
-    once). With metrics and tracing both off (``metrics`` and ``_tracing.ENABLED``
+    once). With metrics and tracing both off (``metrics`` and ``tracing.ENABLED``
     false) a servicer skips all of it.
     """
 
@@ -81,14 +81,14 @@ class RpcTelemetry:
     # ------------------------------------------------------------- tracing
     def server_span(self, context: grpc.aio.ServicerContext) -> Span | None:
         """The call's SERVER span when tracing is on and it is sampled, else None."""
-        if not _tracing.ENABLED:
+        if not tracing.ENABLED:
             return None
-        return _tracing.server_span(self.span_name, context.invocation_metadata() or (), self._attributes)
+        return tracing.server_span(self.span_name, context.invocation_metadata() or (), self._attributes)
 
     @staticmethod
     def message_span(stream: Span) -> Span:
         """The span of one message of a (sampled) stream."""
-        return _tracing.child(stream, "message")
+        return tracing.child(stream, "message")
 
     @staticmethod
     def end_stream(span: Span | None, exc: BaseException | None = None, code: grpc.StatusCode | None = None) -> None:
@@ -101,7 +101,7 @@ class RpcTelemetry:
             if code is None:
                 code = grpc.StatusCode.CANCELLED if isinstance(exc, GeneratorExit) else code_of(exc)
             span.set_attribute(GRPC_STATUS, code.value[0])
-            _tracing.set_error(span, exc)
+            tracing.set_error(span, exc)
         span.end()
 
     # ------------------------------------------------------------- one request
@@ -130,7 +130,7 @@ class RpcTelemetry:
         code = code_of(exc)
         if span is not None:
             span.set_attribute(GRPC_STATUS, code.value[0])
-            _tracing.set_error(span, exc)
+            tracing.set_error(span, exc)
             if code is grpc.StatusCode.INTERNAL:
                 span.record_exception(exc)
             span.end()

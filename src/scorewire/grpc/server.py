@@ -44,8 +44,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from .. import demo_repository
 from ..backends.native import default_n_threads, kernel_paths
-from ..observability import metrics as _metrics
-from ..observability import tracing as _tracing
+from ..observability import metrics, tracing
 from ..observability.exposition import MetricsServer
 from ..repository import ModelEntry, ModelRepository, State
 from ..service import ScoringService
@@ -209,7 +208,7 @@ class Server:
             versions = self.repository.entry(name).versions
         except Exception:
             versions = {}
-        _metrics.set_model_states(name, {v: mv.state.value for v, mv in versions.items()})
+        metrics.set_model_states(name, {v: mv.state.value for v, mv in versions.items()})
 
     def _update_model_health(self, name: str) -> None:
         if self._stopping is not None:
@@ -287,7 +286,7 @@ class Server:
         await loop.run_in_executor(None, self._executor.shutdown, True)
         if self._metrics_server is not None:
             await loop.run_in_executor(None, self._metrics_server.close)
-        await loop.run_in_executor(None, _tracing.flush)
+        await loop.run_in_executor(None, tracing.flush)
         log.info("scorewire stopped")
         self._stopped.set()
 
@@ -340,7 +339,7 @@ def freeze_heap() -> None:
 
 async def serve(settings: Settings) -> int:
     """Run a server until it is told to stop; returns the process exit code."""
-    _tracing.configure(settings.trace)
+    tracing.configure(settings.trace)
     try:
         server = Server(settings)
         await server.start()
@@ -354,5 +353,5 @@ async def serve(settings: Settings) -> int:
             freeze_heap()
         await server.wait_for_termination()
     finally:
-        await asyncio.get_running_loop().run_in_executor(None, _tracing.shutdown)
+        await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)
     return 0
