@@ -205,6 +205,14 @@ class ScoringService:
         loop.call_soon(_run_logged, fn, args)
 
     # --------------------------------------------------------- control plane
+    def models(self) -> list[ModelEntry]:
+        """Every model the repository knows, by name."""
+        return sorted(self.repository.entries(), key=lambda e: e.name)
+
+    def model(self, name: str) -> ModelEntry:
+        """One model and its versions (NotFound when the repository has none by that name)."""
+        return self.repository.entry(name)
+
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(model)`` on the event loop after :meth:`load` or
         :meth:`unload` changed ``model`` (the server updates its health then)."""

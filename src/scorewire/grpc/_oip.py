@@ -118,7 +118,6 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     ) -> None:
         self.service = service
         self._calls = calls or Calls()  # the server's: its streams end when it stops
-        self.repository = service.repository
         self._is_ready = is_ready
         self._oip = OIP(service)
         self._t_infer = RpcTelemetry(SERVICE, "ModelInfer", service)
@@ -148,7 +147,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     @unary
     async def ModelMetadata(self, request, context):
         mv = self.service.resolve(request.name, _version(request.version))
-        entry = self.repository.entry(request.name)
+        entry = self.service.model(request.name)
         assert mv.model is not None
         sig = mv.model.signature
         T = oip.ModelMetadataResponse.TensorMetadata
@@ -172,7 +171,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     @unary
     async def RepositoryIndex(self, request, context):
         out = oip.RepositoryIndexResponse()
-        for entry in sorted(self.repository.entries(), key=lambda e: e.name):
+        for entry in self.service.models():
             for v in sorted(entry.versions):
                 mv = entry.versions[v]
                 if request.ready and mv.state is not State.READY:

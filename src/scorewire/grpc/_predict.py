@@ -229,16 +229,15 @@ class ModelServicer(pb_grpc.ModelServiceServicer):
 
     def __init__(self, service: ScoringService) -> None:
         self.service = service
-        self.repository = service.repository
 
     @unary
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
-        entries = sorted(self.repository.entries(), key=lambda e: e.name)
+        entries = self.service.models()
         return pb.ListModelsResponse(models=[entry_to_pb(e) for e in entries])
 
     @unary
     async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
-        return entry_to_pb(self.repository.entry(request.name))
+        return entry_to_pb(self.service.model(request.name))
 
     @unary
     async def LoadModel(self, request: pb.LoadModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
