@@ -28,7 +28,12 @@ TS_STAMP := $(TS_DIR)/node_modules/.stamp-ci
 TS_BUILT := $(TS_DIR)/dist/client.js
 TS_SRCS  := $(TS_DIR)/client.ts $(TS_DIR)/tsconfig.json $(TS_DIR)/proto/grpc/health/v1/health.proto proto/scorewire/v1/scorewire.proto
 
-.PHONY: serve test bench lint proto demo build clean help ts-client prometheus
+# tests/deploy/: the KServe SDK (its models load the manifests in deploy/kserve) pins
+# protobuf and more than the test environment can take: a venv of its own
+KSERVE_DIR   := $(VENV)/kserve
+KSERVE_STAMP := $(KSERVE_DIR)/.stamp
+
+.PHONY: serve test bench lint proto demo build clean help ts-client prometheus kserve-sdk
 
 help:
 	@echo "make serve   start the server on the bundled demo model repository"
@@ -82,7 +87,14 @@ prometheus:
 	@prometheus --version >/dev/null 2>&1 || { \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }
 
-test: $(TEST_STAMP) $(PB7_STAMP) $(WHEEL_STAMP) ts-client prometheus
+$(KSERVE_STAMP):
+	$(PYTHON) -m venv $(KSERVE_DIR)
+	$(KSERVE_DIR)/bin/pip install --quiet 'kserve==0.21.0'
+	touch $@
+
+kserve-sdk: $(KSERVE_STAMP)
+
+test: $(TEST_STAMP) $(PB7_STAMP) $(WHEEL_STAMP) $(KSERVE_STAMP) ts-client prometheus
 	$(PY) -m pytest $(ARGS)
 
 bench: $(TEST_STAMP)

@@ -1,5 +1,6 @@
 """The manifests' containers, run here: exactly the command line and environment of
-each overlay's Deployment, read from the rendered objects. Only what a pod provides is replaced: the volumes' mount paths (the model
+each overlay's Deployment and of the KServe ServingRuntime, read from the rendered
+objects. Only what a pod provides is replaced: the volumes' mount paths (the model
 repository by the demo repository, each emptyDir by a fresh directory) and the
 ports (a free one each). Then the probes' own health requests, and a SIGTERM."""
 
@@ -16,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import scorewire
 
 from .manifests import (
+    KSERVE,
     NOT_SERVING,
     OVERLAYS,
     PATIENCE_S,
@@ -24,6 +26,7 @@ from .manifests import (
     check,
     free_port,
     host_environ,
+    kustomize,
     one,
     overlay,
     running,
@@ -32,8 +35,13 @@ from .manifests import (
 )
 from .test_kubernetes import settings_of
 
+#: where KServe's storage initializer puts the InferenceService's storageUri
+KSERVE_MODEL_MOUNT = "/mnt/models"
+
 
 def container_of(which: str) -> Container:
+    if which == "kserve":
+        return Container.of(one(kustomize(KSERVE), "ServingRuntime"))
     return Container.of(one(overlay(which), "Deployment"))
 
 
@@ -52,11 +60,13 @@ def pod_paths(container: Container, which: str, tmp_path: Path) -> dict[str, str
             paths[mount["mountPath"]] = str(scorewire.demo_repository())
         else:
             pytest.fail(f"a volume this test cannot stand in for: {volume}")
+    if which == "kserve":
+        paths[KSERVE_MODEL_MOUNT] = str(scorewire.demo_repository())
     return paths
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", OVERLAYS)
+@pytest.mark.parametrize("which", [*OVERLAYS, "kserve"])
 def test_the_container_serves_and_answers_its_probes(which, tmp_path):
     """
     1. The container's command line and environment, with the pod's paths and ports
