@@ -118,8 +118,9 @@ $(KSERVE_STAMP):
 kserve-sdk: $(KSERVE_STAMP)
 
 # libgomp1: the kernel's OpenMP runtime, which the Containerfile installs only when
-# its base lacks it (a build in the test has no network)
-$(IMAGE_BASE): deploy/container/apt_mirror.py | container-tools
+# its base lacks it (a build in the test has no network). Made once: remove
+# $(IMAGE_DIR) to make it anew.
+$(IMAGE_BASE): | container-tools
 	rm -rf $(IMAGE_DIR)/rootfs && mkdir -p $(IMAGE_DIR)
 	debootstrap --variant=minbase --include=python3,python3-venv,libgomp1 bookworm \
 		$(IMAGE_DIR)/rootfs "$$($(PYTHON) deploy/container/apt_mirror.py bookworm)"
@@ -135,7 +136,7 @@ image: $(RUN_STAMP)
 	$(PODMAN) build $(PODMAN_BUILD_FLAGS) --build-arg BASE=$(IMAGE_FROM) --tag $(IMAGE) \
 		--file deploy/container/Containerfile $(IMAGE_CONTEXT)
 
-test: $(TEST_STAMP) $(PB7_STAMP) $(WHEEL_STAMP) $(KSERVE_STAMP) $(IMAGE_BASE) ts-client prometheus
+test: $(TEST_STAMP) $(PB7_STAMP) $(WHEEL_STAMP) $(KSERVE_STAMP) $(IMAGE_BASE) container-tools ts-client prometheus
 	$(PY) -m pytest $(ARGS)
 
 bench: $(TEST_STAMP)
