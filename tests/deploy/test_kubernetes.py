@@ -95,9 +95,11 @@ def test_the_probes_ask_the_health_entries_that_mean_what_they_probe(name):
     assert container.probe_service("startupProbe") == LIVENESS
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container.spec[probe]["grpc"]["port"] == container.port("grpc") == settings.port, probe
-    # a liveness probe gives a busy server time: several periods, each with a timeout
+    # a liveness probe gives a busy server time: several periods, each with a timeout,
+    # and outlasts the grace period, in which the server refuses new calls, checks too
     liveness = container.spec["livenessProbe"]
     assert liveness.get("failureThreshold", 3) >= 3 and liveness.get("timeoutSeconds", 1) >= 2
+    assert liveness.get("failureThreshold", 3) * liveness.get("periodSeconds", 10) > settings.shutdown_grace_s
     assert settings.host == "0.0.0.0"
 
 
