@@ -235,3 +235,14 @@ def running(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> Iterator[
         reader.join(timeout=10)
         if proc.stdout is not None and not reader.is_alive():
             proc.stdout.close()
+
+
+def watch_serving(channel: grpc.Channel, service: str):
+    """A health Watch of ``service``, read until it says SERVING. Under --workers each
+    connection reaches one worker, which may still be loading when another is ready:
+    the stream to follow is this one."""
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=service), timeout=PATIENCE_S)
+    for r in watch:
+        if r.status == SERVING:
+            return watch
+    raise AssertionError(f"the Watch of {service!r} ended before SERVING")

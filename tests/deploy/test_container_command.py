@@ -12,7 +12,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import scorewire
 
@@ -32,6 +31,7 @@ from .manifests import (
     running,
     substitute,
     wait_status,
+    watch_serving,
 )
 from .test_kubernetes import settings_of
 
@@ -96,10 +96,7 @@ def test_the_container_serves_and_answers_its_probes(which, tmp_path):
         if settings.workers > 1:
             assert list(temporary.glob("scorewire-metrics-*")), "the supervisor's metrics directory is not in TMPDIR"
         with grpc.insecure_channel(server.addr) as channel:
-            watch = health_pb2_grpc.HealthStub(channel).Watch(
-                health_pb2.HealthCheckRequest(service=readiness), timeout=PATIENCE_S
-            )
-            assert next(watch).status == SERVING
+            watch = watch_serving(channel, readiness)
             server.proc.send_signal(signal.SIGTERM)
             assert next(watch).status == NOT_SERVING
             watch.cancel()

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import scorewire
 
@@ -48,6 +47,7 @@ from .manifests import (
     running,
     substitute,
     wait_status,
+    watch_serving,
 )
 from .test_kubernetes import settings_of
 
@@ -252,10 +252,7 @@ def test_the_deployment_container_runs_in_the_image(name, image, tmp_path):
             assert hook.returncode == 0, hook.stderr
             assert check(server.addr, readiness) == SERVING
             with grpc.insecure_channel(server.addr) as channel:
-                watch = health_pb2_grpc.HealthStub(channel).Watch(
-                    health_pb2.HealthCheckRequest(service=readiness), timeout=PATIENCE_S
-                )
-                assert next(watch).status == SERVING
+                watch = watch_serving(channel, readiness)
                 server.proc.send_signal(signal.SIGTERM)
                 assert next(watch).status == NOT_SERVING
                 watch.cancel()
