@@ -5,7 +5,7 @@ the signal is lost and none is answered CANCELLED (the client's own code, which
 no balancer retries):
 
 1. health turns NOT_SERVING for every service and model at once (open Watch
-   streams hear it);
+   streams hear it); only :data:`LIVENESS` stays SERVING;
 2. for ``drain_delay_s`` every call is still served, so load balancers that probe
    health stop routing here, and what clients sent before the signal arrives and
    is answered;
@@ -74,6 +74,29 @@ def health_name(model: str) -> str:
     return f"model/{model}"
 
 
+#: the health entry for a liveness probe: SERVING from the moment the port is bound
+#: until the process stops, whatever the models do and through the drain. Only its
+#: being answered counts (by the event loop): a probe of it restarts a process that
+#: stopped answering, never one that is loading its models or draining.
+LIVENESS = "liveness"
+
+
+class HealthServicer(health.aio.HealthServicer):
+    """grpc's health service, plus :data:`LIVENESS`, which stays SERVING at shutdown."""
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> Any:
+        if request.service == LIVENESS:
+            return health_pb2.HealthCheckResponse(status=SERVING)
+        return await super().Check(request, context)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        if request.service != LIVENESS:
+            return await super().Watch(request, context)
+        await context.write(health_pb2.HealthCheckResponse(status=SERVING))
+        # it never changes: the stream ends when the client leaves or shutdown ends it
+        await asyncio.Event().wait()
+
+
 #: how often shutdown looks whether only calls gRPC never handed over are left
 IDLE_POLL_S = 0.02
 
@@ -101,7 +124,7 @@ class Server:
             metrics=settings.metrics_port > 0,
         )
         self.service.on_change(self._update_model_health)
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         #: the calls being served, counted by scorewire (see ``_calls``)
         self.calls = Calls()
         self._metrics_server: MetricsServer | None = None
