@@ -38,13 +38,18 @@ def _configure_logging(level: str) -> None:
 
 # ------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .grpc.server import serve
+    from .errors import ConfigurationError
+    from .grpc.server import check_configuration, serve
     from .settings import settings_from
 
     try:
         settings = settings_from(args)
+        check_configuration(settings)
     except ValueError as exc:
         print(f"scorewire serve: {exc}", file=sys.stderr)
+        return 2
+    except ConfigurationError as exc:
+        print(f"scorewire serve: {exc.message}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
     if settings.workers > 1:
