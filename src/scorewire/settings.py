@@ -46,7 +46,34 @@ class Settings:
     )
     max_concurrent_rpcs: int = field(
         default=256,
-        metadata={"help": "RPCs in flight at once; above it new calls get RESOURCE_EXHAUSTED at once"},
+        metadata={"help": "calls served at once (from the moment a call's request has arrived); above it "
+                          "new calls get RESOURCE_EXHAUSTED at once. Health checks are not counted"},
+    )  # fmt: skip
+    receive_timeout_s: float = field(
+        default=10.0,
+        metadata={"help": "a call whose request has not arrived this long after the call began is cancelled "
+                          "(clients that send half a request and stall)"},
+    )  # fmt: skip
+    handshake_timeout_s: float = field(
+        default=10.0, metadata={"help": "a connection that has not completed its HTTP/2 handshake by then is closed"}
+    )
+    keepalive_time_s: float = field(
+        default=30.0,
+        metadata={"help": "ping a connection that has been quiet this long, to find peers that are gone"},
+    )
+    keepalive_timeout_s: float = field(
+        default=10.0, metadata={"help": "close a connection whose ping is not answered within this long"}
+    )
+    max_connection_idle_s: float = field(
+        default=0.0, metadata={"help": "close a connection without calls for this long (0: never)"}
+    )
+    max_connection_age_s: float = field(
+        default=0.0,
+        metadata={"help": "ask clients to reconnect after this long, e.g. to spread them over new replicas "
+                          "behind a connection-level balancer (0: never); calls in flight get the grace period"},
+    )  # fmt: skip
+    max_streams_per_connection: int = field(
+        default=100, metadata={"help": "calls one connection may have open at once (HTTP/2 MAX_CONCURRENT_STREAMS)"}
     )
     shutdown_grace_s: float = field(
         default=10.0, metadata={"help": "on SIGTERM: how long in-flight RPCs may take to finish"}
@@ -148,6 +175,12 @@ class Settings:
             problems.append("max_batch_rows must be positive")
         if self.max_concurrent_rpcs < 1:
             problems.append("max_concurrent_rpcs must be positive")
+        if self.max_streams_per_connection < 1:
+            problems.append("max_streams_per_connection must be positive")
+        if min(self.receive_timeout_s, self.handshake_timeout_s, self.keepalive_time_s, self.keepalive_timeout_s) <= 0:
+            problems.append("receive_timeout_s, handshake_timeout_s and the keepalive times must be positive")
+        if self.max_connection_idle_s < 0 or self.max_connection_age_s < 0:
+            problems.append("max_connection_idle_s and max_connection_age_s must not be negative")
         if self.monitor_interval_s <= 0:
             problems.append("monitor_interval_s must be positive")
         if self.shutdown_grace_s < 0 or self.drain_delay_s < 0:

@@ -37,6 +37,12 @@ SHUTTING_DOWN = "the server is shutting down"
 #: the cancellation message of a call abandoned at the end of the grace period
 ABANDONED = "scorewire: abandoned at shutdown"
 
+#: the cancellation message of a call whose request did not arrive in time
+STALLED = "scorewire: the request did not arrive in time"
+
+#: what a call over the limit of calls served at once is told (RESOURCE_EXHAUSTED)
+OVER_LIMIT = "the server is serving as many calls as it may at once (--max-concurrent-rpcs); retry later"
+
 #: calls that never end by themselves (health Watch): not counted as work in flight,
 #: ended last
 STANDING = frozenset({"/grpc.health.v1.Health/Watch"})
@@ -85,9 +91,23 @@ def refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
 
 class Calls:
-    """The calls in flight (their tasks), and whether new ones are refused."""
+    """The calls in flight (their tasks), whether new ones are refused, and how many
+    are being served at once.
 
-    def __init__(self) -> None:
+    A call is *served* from the moment its handler starts — its request has arrived
+    — until the handler ends: at most ``max_served`` at once (:meth:`admit`), beyond
+    which a call is answered RESOURCE_EXHAUSTED. A call still waiting for its request
+    holds no such place, so clients that send half a request and stall cannot keep
+    others out; one that has waited ``receive_timeout_s`` is cancelled
+    (:meth:`expire_stalled`)."""
+
+    def __init__(self, max_served: int | None = None, receive_timeout_s: float = 0.0) -> None:
+        self.max_served = max_served
+        self.receive_timeout_s = receive_timeout_s
+        #: calls whose handler runs now
+        self.served = 0
+        #: calls counted in whose request has not arrived: task → time.monotonic() then
+        self.receiving: dict[asyncio.Future[Any], float] = {}
         #: calls in flight, standing ones aside
         self.in_flight: set[asyncio.Future[Any]] = set()
         #: open health Watch streams
@@ -103,9 +123,41 @@ class Calls:
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - grpc.aio runs every call in a task
             return
-        calls = self.standing if method in STANDING else self.in_flight
-        calls.add(task)
-        task.add_done_callback(calls.discard)
+        if method in STANDING:
+            self.standing.add(task)
+            task.add_done_callback(self.standing.discard)
+            return
+        self.in_flight.add(task)
+        self.receiving[task] = time.monotonic()
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Future[Any]) -> None:
+        self.in_flight.discard(task)
+        self.receiving.pop(task, None)
+
+    def admit(self) -> bool:
+        """The current call's handler starts (its request has arrived): True when it
+        may be served, False when ``max_served`` calls are served already."""
+        self.receiving.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+        if self.max_served is not None and self.served >= self.max_served:
+            return False
+        self.served += 1
+        return True
+
+    def release(self) -> None:
+        """The handler :meth:`admit` let in has ended."""
+        self.served -= 1
+
+    async def expire_stalled(self, poll_s: float = 1.0) -> None:
+        """Until cancelled: every ``poll_s``, cancel the calls whose request has not
+        arrived within ``receive_timeout_s`` (gRPC then resets their streams)."""
+        while True:
+            await asyncio.sleep(poll_s)
+            cutoff = time.monotonic() - self.receive_timeout_s
+            for task, since in list(self.receiving.items()):
+                if since < cutoff:
+                    del self.receiving[task]
+                    task.cancel(STALLED)
 
     def refuse_new_calls(self) -> None:
         """From now on, answer every new call UNAVAILABLE; wake idle streams so

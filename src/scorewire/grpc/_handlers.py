@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 import grpc
 
 from ..errors import ScorewireError
-from ._access import CONTROL, Access, group_of
-from ._calls import Calls, answer_abandoned, answering, refusal
+from ._access import CONTROL, HEALTH_METHODS, Access, group_of
+from ._calls import OVER_LIMIT, Calls, answer_abandoned, answering, refusal
 from ._status import INTERNAL_MESSAGE, STATUS
 
 log = logging.getLogger("scorewire.grpc")
@@ -259,29 +259,66 @@ class _Registrar:
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         for name, h in handlers.items():
-            self._table.add(f"/{service}/{name}", _served(h))
+            method = f"/{service}/{name}"
+            self._table.add(method, _served(h, None if method in HEALTH_METHODS else self._table.calls))
 
 
-def _served(h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def _served(h: grpc.RpcMethodHandler, calls: Calls | None) -> grpc.RpcMethodHandler:
     """A generated method handler as scorewire serves it (made anew with grpc's
     public factories): a ``raw_request`` method gets its requests' bytes and may
     return a serialized response; a stock servicer's unary request is parsed
     without raising (UNPARSEABLE), and its methods answer UNAVAILABLE when
-    abandoned at shutdown."""
+    abandoned at shutdown. With ``calls`` (all but health checks, which probes must
+    always reach) a handler is served only within the limit of calls at once."""
+
+    def admitted(behavior: Callable[..., Any]) -> Callable[..., Any]:
+        return behavior if calls is None else _admitted(behavior, calls)
+
     serialize = h.response_serializer
     if h.unary_unary is not None:
         if getattr(h.unary_unary, "raw_request", False):  # reads its requests itself
-            return grpc.unary_unary_rpc_method_handler(h.unary_unary, None, _passthrough(serialize))
+            return grpc.unary_unary_rpc_method_handler(admitted(h.unary_unary), None, _passthrough(serialize))
         return grpc.unary_unary_rpc_method_handler(
-            _guard(h.unary_unary), _safe(h.request_deserializer), _passthrough(serialize)
+            admitted(_guard(h.unary_unary)), _safe(h.request_deserializer), _passthrough(serialize)
         )
     if h.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(_guard(h.unary_stream), _safe(h.request_deserializer), serialize)
+        return grpc.unary_stream_rpc_method_handler(
+            admitted(_guard(h.unary_stream)), _safe(h.request_deserializer), serialize
+        )
     if h.stream_stream is not None:
         if getattr(h.stream_stream, "raw_request", False):
-            return grpc.stream_stream_rpc_method_handler(h.stream_stream, None, _passthrough(serialize))
-        return grpc.stream_stream_rpc_method_handler(_guard(h.stream_stream), h.request_deserializer, serialize)
-    return grpc.stream_unary_rpc_method_handler(_guard(h.stream_unary), h.request_deserializer, serialize)
+            return grpc.stream_stream_rpc_method_handler(admitted(h.stream_stream), None, _passthrough(serialize))
+        return grpc.stream_stream_rpc_method_handler(admitted(_guard(h.stream_stream)), h.request_deserializer, serialize)
+    return grpc.stream_unary_rpc_method_handler(admitted(_guard(h.stream_unary)), h.request_deserializer, serialize)
+
+
+def _admitted(behavior: Callable[..., Any], calls: Calls) -> Callable[..., Any]:
+    """``behavior`` served only within ``calls``' limit of calls at once; over it,
+    RESOURCE_EXHAUSTED at once."""
+    if inspect.isasyncgenfunction(behavior):
+
+        @wraps(behavior)
+        async def admitted_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if not calls.admit():
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, OVER_LIMIT)
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            finally:
+                calls.release()
+
+        return admitted_stream
+
+    @wraps(behavior)
+    async def admitted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if not calls.admit():
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, OVER_LIMIT)
+        try:
+            return await behavior(request, context)
+        finally:
+            calls.release()
+
+    return admitted
 
 
 def register(add_to_server: Callable[[Any, Any], None], servicer: Any, table: MethodTable) -> None:

@@ -140,7 +140,7 @@ class Server:
         self.service.on_change(self._update_model_health)
         self.health = HealthServicer()
         #: the calls being served, counted by scorewire (see ``_calls``)
-        self.calls = Calls()
+        self.calls = Calls(settings.max_concurrent_rpcs, settings.receive_timeout_s)
         #: TLS certificates read again when they change (None: plaintext); who may call
         #: what. Both are checked here, so a bad file stops the server before it binds
         self._certificates = (
@@ -154,6 +154,7 @@ class Server:
         self._servers: list[grpc.aio.Server] = []
         self._loading: asyncio.Task[None] | None = None
         self._monitoring: asyncio.Task[None] | None = None
+        self._expiring: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._signals = 0
@@ -195,6 +196,7 @@ class Server:
             self.repository.root, self.kernel_paths,
         )  # fmt: skip
         self._loading = asyncio.create_task(self._load_all())
+        self._expiring = asyncio.create_task(self.calls.expire_stalled())
         if self.service.metrics:  # the drift and feedback gauges, recomputed now and then
             self._monitoring = asyncio.create_task(self.service.run_monitoring_export(settings.monitor_interval_s))
 
@@ -203,17 +205,36 @@ class Server:
         unless ``control``), bound to host:port; (server, the bound port)."""
         settings = self.settings
         mb = settings.max_message_mb * 1024 * 1024
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", mb),
-                ("grpc.max_send_message_length", mb),
-                ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
-                # NOTE: grpc core cancels calls above this backlog; keep it above the
-                # concurrency limit so overload is answered with RESOURCE_EXHAUSTED.
-                ("grpc.max_pending_requests", 4 * settings.max_concurrent_rpcs + 1024),
-            ],
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-        )
+        ms = 1000
+        options = [
+            ("grpc.max_receive_message_length", mb),
+            ("grpc.max_send_message_length", mb),
+            ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
+            # NOTE: grpc core cancels calls above this backlog; keep it above the
+            # concurrency limit so overload is answered with RESOURCE_EXHAUSTED.
+            ("grpc.max_pending_requests", 4 * settings.max_concurrent_rpcs + 1024),
+            ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+            ("grpc.server_handshake_timeout_ms", int(settings.handshake_timeout_s * ms)),
+            ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * ms)),
+            ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * ms)),
+            # any ping of the server's (keepalive, or the flow-control probe it sends at
+            # once) unanswered this long closes the connection: a peer that has stopped
+            # reading goes in keepalive_timeout, not grpc's default minute
+            ("grpc.http2.ping_timeout_ms", int(settings.keepalive_timeout_s * ms)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            # clients may ping as often as every 10 s, even between calls, without a GOAWAY
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10 * ms),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+        if settings.max_connection_idle_s:
+            options.append(("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * ms)))
+        if settings.max_connection_age_s:
+            options.append(("grpc.max_connection_age_ms", int(settings.max_connection_age_s * ms)))
+            options.append(("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_s * ms)))
+        # NOTE: no maximum_concurrent_rpcs: grpc counts a call from its first byte, so
+        # clients that send half a request would use up the limit; Calls counts a call
+        # once its request has arrived (see _calls)
+        server = grpc.aio.server(options=options)
         table = MethodTable(self.calls, self._access, control=control)
         register(pb_grpc.add_PredictServiceServicer_to_server, PredictServicer(self.service, self.calls), table)
         register(pb_grpc.add_ModelServiceServicer_to_server, ModelServicer(self.service), table)
@@ -354,6 +375,8 @@ class Server:
             await stopping
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
+        if self._expiring is not None:
+            self._expiring.cancel()
         # 6. drain the batchers and the scoring threads; flush telemetry
         if self._monitoring is not None:
             self._monitoring.cancel()
