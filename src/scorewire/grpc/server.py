@@ -209,6 +209,7 @@ class Server:
         except Exception:
             versions = {}
         metrics.set_model_states(name, {v: mv.state.value for v, mv in versions.items()})
+        self.service.export_drift_series(name)
 
     def _update_model_health(self, name: str) -> None:
         if self._stopping is not None:
