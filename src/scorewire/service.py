@@ -240,14 +240,18 @@ class ScoringService:
         self._changed(model)
 
     # ------------------------------------------------------------ monitoring
-    async def feedback(self, model: str, items: Sequence[FeedbackItem]) -> list[tuple[int | None, ItemResult]]:
+    async def feedback(
+        self, model: str, items: Sequence[FeedbackItem], count_unknown: bool = True
+    ) -> list[tuple[int | None, ItemResult]]:
         """Join ground truth to the recorded predictions of ``model`` (any loaded
         version; see :func:`~scorewire.monitoring.feedback.route_feedback`): one
-        (version, result) per item, in order. NotFound for an unknown model."""
+        (version, result) per item, in order. ``count_unknown=False``: an id this
+        process does not know is answered UNKNOWN without being counted (the edge
+        asks other processes for it first). NotFound for an unknown model."""
         entry = self.repository.entry(model)
         stores = {v: mv.monitor.feedback for v, mv in list(entry.versions.items()) if mv.monitor is not None}
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, route_feedback, stores, items)
+        return await loop.run_in_executor(None, route_feedback, stores, items, count_unknown)
 
     async def model_stats(self, model: str, version: int | None = None) -> list[_monitor.VersionStats]:
         """Requests, drift and feedback of each loaded version of ``model`` (or one)."""
