@@ -31,6 +31,7 @@ import asyncio
 import gc
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -48,7 +49,7 @@ from ..observability import metrics, tracing
 from ..observability.exposition import MetricsServer
 from ..repository import ModelEntry, ModelRepository, State
 from ..service import ScoringService
-from ..settings import Settings
+from ..settings import Settings, parse_peers
 from ._calls import Calls
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
@@ -56,6 +57,7 @@ from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 from ._handlers import MethodTable, register
 from ._oip import InferenceServicer
+from ._peers import Forwarder, Hop
 from ._predict import ModelServicer, PredictServicer
 
 log = logging.getLogger("scorewire.server")
@@ -101,6 +103,14 @@ class Server:
             metrics=settings.metrics_port > 0,
         )
         self.service.on_change(self._update_model_health)
+        #: names this replica to its peers (--workers gives its workers one)
+        self.replica_id = settings.replica_id or secrets.token_hex(8)
+        #: asks the other workers (--sibling-dir) and replicas (--peers) about feedback
+        #: (with neither, nobody; it still answers forwarded calls as this replica)
+        self.forwarder = Forwarder(
+            self.replica_id, parse_peers(settings.peers), settings.sibling_dir, settings.peer_timeout_s,
+            settings.max_message_mb * 1024 * 1024, metrics=settings.metrics_port > 0,
+        )  # fmt: skip
         self.health = health.aio.HealthServicer()
         #: the calls being served, counted by scorewire (see ``_calls``)
         self.calls = Calls()
@@ -132,7 +142,8 @@ class Server:
             maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
         table = MethodTable(self.calls)
-        register(pb_grpc.add_PredictServiceServicer_to_server, PredictServicer(self.service, self.calls), table)
+        predict = PredictServicer(self.service, self.calls, self.forwarder)
+        register(pb_grpc.add_PredictServiceServicer_to_server, predict, table)
         register(pb_grpc.add_ModelServiceServicer_to_server, ModelServicer(self.service), table)
         register(
             oip_grpc.add_GRPCInferenceServiceServicer_to_server,
@@ -150,6 +161,9 @@ class Server:
         self.port = server.add_insecure_port(address)
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")
+        if self.forwarder.own_socket:
+            # the other workers' way in (for forwarded feedback): every service, like the port
+            server.add_insecure_port(self.forwarder.own_socket)
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, NOT_SERVING)
         if self.settings.metrics_port and self.settings.serve_metrics:
@@ -160,6 +174,15 @@ class Server:
             "scorewire listening on %s:%d, repository %s, kernel paths %s",
             self.settings.host, self.port, self.repository.root, self.kernel_paths,
         )  # fmt: skip
+        if self.forwarder.forwards(Hop()):
+            log.info(
+                "feedback this process cannot join is asked of %s (replica %s)",
+                " and ".join(filter(None, (
+                    "the other workers" if self.settings.sibling_dir else "",
+                    f"peers {self.settings.peers}" if self.settings.peers else "",
+                ))),
+                self.replica_id,
+            )  # fmt: skip
         self._loading = asyncio.create_task(self._load_all())
         if self.service.metrics:  # the drift and feedback gauges, recomputed now and then
             self._monitoring = asyncio.create_task(self.service.run_monitoring_export(self.settings.monitor_interval_s))
@@ -282,6 +305,7 @@ class Server:
         # 6. drain the batchers and the scoring threads; flush telemetry
         if self._monitoring is not None:
             self._monitoring.cancel()
+        await self.forwarder.close()
         await self.service.aclose()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._executor.shutdown, True)

@@ -143,6 +143,13 @@ FEEDBACK_PENDING = Gauge(
     multiprocess_mode="livesum",
 )
 FEEDBACK_OUTCOMES = ("matched", "unknown", "expired", "duplicate", "invalid")
+FEEDBACK_FORWARDS = Counter(
+    "scorewire_feedback_forwards",
+    "Feedback calls this process forwarded to another (items it held no prediction for), by hop "
+    "(worker: another worker of --workers; replica: one of --peers) and the call's gRPC status "
+    "code (CANCELLED: no longer awaited, every item having been answered by another).",
+    ("hop", "code"),
+)
 
 
 class VersionMetrics:
