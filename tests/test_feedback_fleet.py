@@ -24,7 +24,7 @@ from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 
 from .observability.helpers import free_port, scrape, value
 from .servers import ServerProcess, server_process, wait_serving
-from .test_workers import children, connections, serving_ends
+from .test_workers import children, connections, listening, serving_ends
 
 X, Y = load_breast_cancer(return_X_y=True)
 MODEL = "breast-cancer"
@@ -58,6 +58,7 @@ def test_workers_join_feedback_that_lands_on_another_worker():
     joined only its own share (about a third)."""
     rng = random.Random(11)
     with server_process("--workers", "3") as server:
+        listening(server, 3)  # every worker takes connections from now on
         sent: list[tuple[str, int]] = []
         with connections(server.addr, 30) as channels:
             for c, channel in enumerate(channels):
@@ -165,6 +166,7 @@ def test_replicas_with_workers_join_feedback_in_two_hops():
             for p, extra in zip(ports, [("--metrics-port", str(metrics)), ()], strict=True)
         ]
         for s in servers:
+            listening(s, 2)
             wait_serving(s.addr)
         sent = []
         with contextlib.ExitStack() as conns:  # 12 connections to each replica, over its workers
