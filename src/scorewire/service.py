@@ -240,14 +240,18 @@ class ScoringService:
         self._changed(model)
 
     # ------------------------------------------------------------ monitoring
-    async def feedback(self, model: str, items: Sequence[FeedbackItem]) -> list[tuple[int | None, ItemResult]]:
+    async def feedback(
+        self, model: str, items: Sequence[FeedbackItem], count_unknown: bool = True
+    ) -> list[tuple[int | None, ItemResult]]:
         """Join ground truth to the recorded predictions of ``model`` (any loaded
         version; see :func:`~scorewire.monitoring.feedback.route_feedback`): one
-        (version, result) per item, in order. NotFound for an unknown model."""
+        (version, result) per item, in order. ``count_unknown=False``: an id this
+        process does not know is answered UNKNOWN without being counted (the edge
+        asks other processes for it first). NotFound for an unknown model."""
         entry = self.repository.entry(model)
         stores = {v: mv.monitor.feedback for v, mv in list(entry.versions.items()) if mv.monitor is not None}
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, route_feedback, stores, items)
+        return await loop.run_in_executor(None, route_feedback, stores, items, count_unknown)
 
     async def model_stats(self, model: str, version: int | None = None) -> list[_monitor.VersionStats]:
         """Requests, drift and feedback of each loaded version of ``model`` (or one)."""
@@ -269,12 +273,30 @@ class ScoringService:
         return stats
 
     def export_monitoring(self) -> None:
-        """Set the drift and feedback gauges of every loaded version (blocking: a
-        few ms per version; call it from a worker thread, now and then)."""
+        """Set the drift and feedback gauges of every loaded version and add to its
+        drift bin counters (blocking: a few ms per version; call it from one
+        worker thread, now and then)."""
         for entry in self.repository.entries():
             for v, mv in list(entry.versions.items()):
-                if mv.monitor is not None:
-                    _monitor.export_gauges(entry.name, v, mv.monitor.stats(v, mv.state.value))
+                monitor = mv.monitor
+                if monitor is not None:
+                    _monitor.export_gauges(entry.name, v, monitor.stats(v, mv.state.value))
+                    if monitor.drift is not None:
+                        _monitor.export_drift_bins(entry.name, v, monitor.drift)
+
+    def export_drift_series(self, model: str) -> None:
+        """Export the drift bin counters of ``model``'s loaded versions now (the
+        rows binned so far, none right after a load): called when a version turns
+        ready, so that its counters exist at 0 before rows arrive; Prometheus'
+        ``rate`` does not count what a counter already held when first scraped."""
+        try:
+            versions = list(self.repository.entry(model).versions.items())
+        except NotFound:
+            return
+        for v, mv in versions:
+            monitor = mv.monitor
+            if mv.state is State.READY and monitor is not None and monitor.drift is not None:
+                _monitor.export_drift_bins(model, v, monitor.drift)
 
     async def run_monitoring_export(self, interval_s: float) -> None:
         """Call :meth:`export_monitoring` every ``interval_s`` seconds, on the

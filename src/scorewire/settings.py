@@ -151,6 +151,30 @@ class Settings:
         metadata={"help": "with --metrics-port: how often the drift (PSI) and feedback gauges are "
                           "recomputed, seconds"},
     )  # fmt: skip
+    peers: str = field(
+        default="",
+        metadata={"help": "other replicas of this server (their own addresses, not a load balancer's) to "
+                          "ask for feedback items this process holds no prediction for: comma-separated "
+                          "host:port; a name that resolves to several addresses (a headless service) "
+                          "stands for each, re-resolved every 30 s; this replica's own address may be "
+                          "among them (it is recognised and skipped). Empty: ask no replica"},
+    )  # fmt: skip
+    peer_timeout_s: float = field(
+        default=1.0,
+        metadata={"help": "longest wait for another replica's or worker's answer to forwarded feedback "
+                          "(never past the Feedback call's own deadline); items it does not answer in "
+                          "time are UNKNOWN_ID"},
+    )  # fmt: skip
+    sibling_dir: str = field(
+        default="",
+        metadata={"help": "directory of the private sockets over which the processes of --workers forward "
+                          "feedback to each other (set for each worker by --workers)"},
+    )  # fmt: skip
+    replica_id: str = field(
+        default="",
+        metadata={"help": "names this replica to its peers, so that feedback forwarded back to it is "
+                          "recognised (empty: random at each start; --workers gives its workers one)"},
+    )  # fmt: skip
     trace: bool = field(
         default=False,
         metadata={"help": "trace requests with OpenTelemetry: exporter, endpoint, service name and "
@@ -201,11 +225,35 @@ class Settings:
             problems.append("admin_port must be 0..65535")
         elif self.admin_port and self.admin_port in (self.port, self.metrics_port):
             problems.append("admin_port must differ from port and metrics_port")
+        if self.peers and (self.tls_cert is not None or self.auth_tokens is not None):
+            problems.append("peers cannot be combined with tls_cert or auth_tokens yet: feedback is forwarded "
+                            "to peers in plaintext and without a credential")  # fmt: skip
+        if not self.peer_timeout_s > 0:
+            problems.append("peer_timeout_s must be positive")
+        try:
+            parse_peers(self.peers)
+        except ValueError as exc:
+            problems.append(str(exc))
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append("log_level must be DEBUG, INFO, WARNING or ERROR")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def parse_peers(text: str) -> list[tuple[str, int]]:
+    """``--peers``: comma-separated ``host:port`` (``[v6 address]:port`` for IPv6) →
+    [(host, port)]; ValueError naming the first entry that is not one."""
+    peers = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        host, sep, port = entry.rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535 or any(c in host for c in "/[] "):
+            raise ValueError(f"peers: {entry[:64]!r} is not host:port")
+        peers.append((host, int(port)))
+    return peers
 
 
 def to_environ(settings: Settings) -> dict[str, str]:

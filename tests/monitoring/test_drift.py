@@ -19,6 +19,7 @@ import scorewire
 from scorewire.errors import ModelLoadError
 from scorewire.monitoring.drift import (
     PSI_ALERT,
+    PSI_EPSILON,
     PSI_MODERATE,
     DriftConfig,
     DriftMonitor,
@@ -333,7 +334,56 @@ def test_reference_dict_is_not_modified():
     assert doc == before
 
 
-def test_the_drift_alert_rule_fires_at_the_alert_threshold():
+def test_the_fleet_drift_rules_use_the_servers_threshold_epsilon_and_minimum():
+    """deploy/prometheus/rules.yml computes PSI as this module does: the same ε,
+    the alert at PSI_ALERT, and only over as many binned rows as a PSI needs."""
     rules = (Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yml").read_text()
-    m = re.search(r"\(scorewire_feature_psi\) >= ([0-9.]+)", rules)
-    assert m and float(m.group(1)) == PSI_ALERT
+    m = re.search(r"scorewire:feature_psi:rate1h >= ([0-9.]+)\s+and on \(model, version\) "
+                  r"scorewire:drift_sampled_rows:increase1h >= ([0-9]+)", rules)  # fmt: skip
+    assert m and float(m.group(1)) == PSI_ALERT and int(m.group(2)) == DriftConfig().min_samples
+    clips = re.findall(r"clamp_min\((?:[^()]|\([^()]*\))*?,\s*([0-9.e-]+)\s*\)", rules)
+    assert len(clips) == 2 and all(float(c) == PSI_EPSILON for c in clips), clips
+
+
+# ---------------------------------------------------------------- counters for a fleet
+
+def test_take_binned_gives_what_was_binned_since_the_last_call(rng):
+    """The counters' increments: every binned row once, weighted as in the window."""
+    monitor = DriftMonitor(BC_REF, EXACT)
+    monitor.observe(BC[:300])
+    first, rows = monitor.take_binned()
+    window, sampled, _ = monitor.histogram()
+    assert rows == sampled == 300 and np.array_equal(first, window)
+    assert first.sum(axis=1)[0] == 300
+    again, rows = monitor.take_binned()
+    assert rows == 0 and not again.any()
+    for i in range(300, 340):  # one row at a time: through the stash, binned when taken
+        monitor.observe(BC[i : i + 1])
+    later, rows = monitor.take_binned()
+    assert rows == 40 and np.array_equal(first + later, monitor.histogram()[0])
+
+
+def test_binned_weights_estimate_the_rows_served(rng):
+    """Sampled (1 row in k, weight k): each feature's bins sum to the estimated rows;
+    1024-row requests are estimated exactly (a stride of k through them)."""
+    monitor = DriftMonitor(BC_REF, seed=3)
+    for _ in range(20):
+        monitor.observe(BC[rng.integers(0, len(BC), 1024)])
+    counts, rows = monitor.take_binned()
+    assert rows == 20 * 64
+    assert np.array_equal(counts.sum(axis=1), np.full(30, 20 * 1024.0))
+    small = DriftMonitor(BC_REF, seed=4)
+    serve_rows(small, BC[rng.integers(0, len(BC), 20_000)], rng)
+    counts, rows = small.take_binned()
+    assert counts.sum(axis=1) == pytest.approx(np.full(30, 20_000), rel=0.15)
+    assert counts.sum() > 0 and np.all(counts.sum(axis=1) == counts.sum(axis=1)[0])
+
+
+def test_reference_bins_skip_features_without_a_reference():
+    doc = _doc()
+    doc["features"][1]["bin_fractions"] = [0.0] * len(doc["features"][1]["bin_fractions"])
+    monitor = DriftMonitor(Reference.from_dict(doc))
+    bins = monitor.reference_bins()
+    assert [j for j, _, _ in bins] == [j for j in range(30) if j != 1]
+    j, name, shares = bins[0]
+    assert (j, name) == (0, "mean radius") and shares.sum() == pytest.approx(1.0)

@@ -312,6 +312,25 @@ def test_route_feedback_to_the_version_that_answered():
     assert [r.outcome for _, r in route_feedback({}, [FeedbackItem("a", [1])])] == [Outcome.UNKNOWN]
 
 
+def test_route_feedback_can_leave_unknown_ids_uncounted():
+    """What a process does not know may be known by another (the edge asks it):
+    such items are UNKNOWN without a version and counted nowhere; what it knows
+    is joined and counted as always."""
+    X = load_breast_cancer().data
+    v1 = FeedbackStore.for_model(BREAST)
+    v1.record("a", BREAST.predict(X[:1]))
+    items = [FeedbackItem("a", [1]), FeedbackItem("elsewhere", [0]), FeedbackItem("", [0]), FeedbackItem("a", [1])]
+    routed = route_feedback({1: v1}, items, count_unknown=False)
+    assert [(v, r.outcome) for v, r in routed] == [
+        (1, Outcome.MATCHED), (None, Outcome.UNKNOWN), (None, Outcome.UNKNOWN), (1, Outcome.DUPLICATE)
+    ]  # fmt: skip
+    m = v1.metrics()
+    assert (m.matched, m.duplicate, m.unknown) == (1, 1, 0)
+    # nobody knew it: counted now, by the caller's second pass
+    assert [r.outcome for _, r in route_feedback({1: v1}, items[1:2])] == [Outcome.UNKNOWN]
+    assert v1.metrics().unknown == 1
+
+
 def test_record_and_feedback_from_many_threads():
     X, y = load_breast_cancer(return_X_y=True)
     store = FeedbackStore.for_model(BREAST, FeedbackConfig(window_rows=20 * len(X)))

@@ -170,6 +170,35 @@ def test_export_sets_the_gauges(repo):
     assert REGISTRY.get_sample_value("scorewire_feedback_pending", labels) == 0
 
 
+def test_export_adds_the_drift_bins_to_counters(repo):
+    """The fleet rule's inputs: per feature and bin, the estimated rows served (what
+    was binned since the last export, added) and the reference share beside them."""
+    service = ScoringService(repo)
+    service.export_drift_series("diabetes")  # as when the version turns ready: every bin at 0
+    labels = {"model": "diabetes", "version": "1", "feature": "age"}
+    ref = repo.resolve("diabetes").monitor.drift.reference.features[0]
+    assert ref.name == "age"
+    for b, share in enumerate(ref.fractions):
+        assert REGISTRY.get_sample_value("scorewire_feature_bin_rows_total", {**labels, "bin": str(b)}) == 0
+        assert REGISTRY.get_sample_value("scorewire_feature_reference_share", {**labels, "bin": str(b)}) == share
+    X = load_diabetes().data
+    _serve(service, [PredictRequest("diabetes", X[:400])] * 10)  # 400 rows ≥ k: a stride, weight k
+    service.close()
+
+    def bins() -> np.ndarray:
+        return np.array([REGISTRY.get_sample_value("scorewire_feature_bin_rows_total", {**labels, "bin": str(b)})
+                         for b in range(ref.fractions.size)])  # fmt: skip
+
+    service.export_monitoring()
+    first = bins()
+    drift = asyncio.run(service.model_stats("diabetes"))[0].drift
+    assert first.sum() == pytest.approx(drift.estimated_rows) and first.sum() == pytest.approx(4000, rel=0.1)
+    sampled = REGISTRY.get_sample_value("scorewire_drift_sampled_rows_total", {"model": "diabetes", "version": "1"})
+    assert sampled == drift.sampled_rows
+    service.export_monitoring()  # nothing new: the counters stay
+    assert np.array_equal(bins(), first)
+
+
 def test_histogram_quantile_as_promql():
     bounds, cumulative = [1.0, 2.0, 4.0], [10.0, 30.0, 40.0, 40.0]
     assert histogram_quantile(0.5, bounds, cumulative) == pytest.approx(1.5)

@@ -165,13 +165,18 @@ def test_model_state_follows_load_and_unload(server, channel):
 
 
 def test_an_unloaded_versions_drift_and_feedback_gauges_go(server, channel):
-    """No alert may keep reading the last PSI or accuracy of a model that is gone."""
+    """No alert may keep reading the last PSI or accuracy of a model that is gone,
+    nor compute a fleet PSI from its drift bins."""
     set_feature_psi("wine", 1, "alcohol", 0.31)
     set_feedback("wine", 1, {"accuracy": 0.9}, {"matched": 3}, 2)
     labels = {"model": "wine", "version": "1"}
     m = scrape(server.metrics_port)
     assert value(m, FEATURE_PSI_METRIC, **labels, feature="alcohol") == pytest.approx(0.31)
     assert value(m, "scorewire_feedback_accuracy", **labels) == pytest.approx(0.9)
+    # the drift bins exist from the load on, at 0 (13 features, 10 bins each)
+    bins = [ls for (name, ls) in m if name == "scorewire_feature_bin_rows_total" and dict(ls)["model"] == "wine"]
+    assert len(bins) == 130 and value(m, "scorewire_feature_bin_rows_total", **labels, feature="alcohol", bin="9") == 0
+    assert value(m, "scorewire_feature_reference_share", **labels, feature="alcohol", bin="9") > 0
     models = pb_grpc.ModelServiceStub(channel)
     models.UnloadModel(pb.UnloadModelRequest(name="wine"))
     try:
@@ -179,9 +184,13 @@ def test_an_unloaded_versions_drift_and_feedback_gauges_go(server, channel):
         series = {name for (name, ls) in m if dict(ls).get("model") == "wine"}
         assert FEATURE_PSI_METRIC not in series
         assert "scorewire_feedback_accuracy" not in series and "scorewire_feedback_pending" not in series
+        assert not series & {"scorewire_feature_bin_rows_total", "scorewire_feature_reference_share",
+                             "scorewire_drift_sampled_rows_total"}  # fmt: skip
         assert value(m, "scorewire_model_state", **labels, state="UNLOADED") == 1
     finally:
         models.LoadModel(pb.LoadModelRequest(name="wine"))
+    m = scrape(server.metrics_port)  # loaded again: its bins are back
+    assert value(m, "scorewire_feature_reference_share", **labels, feature="alcohol", bin="9") > 0
 
 
 def test_types_process_metrics_and_drift_gauge(server):
@@ -191,8 +200,10 @@ def test_types_process_metrics_and_drift_gauge(server):
                  "scorewire_scoring_duration_seconds", "scorewire_batch_rows"):  # fmt: skip
         assert kinds[name] == "histogram"  # not summaries: they aggregate across processes
     assert kinds["scorewire_requests"] == "counter"
-    for name in ("scorewire_requests_in_flight", "scorewire_queue_rows", "scorewire_model_state", FEATURE_PSI_METRIC):
+    for name in ("scorewire_requests_in_flight", "scorewire_queue_rows", "scorewire_model_state", FEATURE_PSI_METRIC,
+                 "scorewire_feature_reference_share"):  # fmt: skip
         assert kinds[name] == "gauge"
+    assert kinds["scorewire_feature_bin_rows"] == kinds["scorewire_drift_sampled_rows"] == "counter"
     assert kinds["process_cpu_seconds"] == "counter" and "process_resident_memory_bytes" in kinds
     m = scrape(server.metrics_port)
     assert value(m, FEATURE_PSI_METRIC, model="wine", version="1", feature="alcohol") == pytest.approx(0.31)

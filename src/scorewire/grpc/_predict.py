@@ -3,13 +3,14 @@ see scorewire.monitoring)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
 
-from ..errors import InvalidInput
+from ..errors import DeadlineExceeded, InvalidInput
 from ..monitoring.drift import PSI_ALERT, PSI_MODERATE
 from ..monitoring.feedback import FeedbackItem, ItemResult, Outcome
 from ..monitoring.monitor import VersionStats
@@ -21,7 +22,8 @@ from ._calls import Calls
 from ._codec import INPUT_RANKS, TRUTH_RANKS, check_shape, dtype_to_v1, fill_tensor, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
-from ._handlers import raw_request, unary
+from ._handlers import deadline_of, raw_request, unary
+from ._peers import ANSWERED_BY, REPLICA, Forwarder, Hop
 from ._scoring import Adapter, serve_stream, serve_unary
 from ._telemetry import RpcTelemetry
 from ._wire import Request
@@ -132,9 +134,11 @@ class V1(Adapter):
 class PredictServicer(pb_grpc.PredictServiceServicer):
     """Predict and PredictStream through the V1 adapter; Feedback."""
 
-    def __init__(self, service: ScoringService, calls: Calls | None = None) -> None:
+    def __init__(self, service: ScoringService, calls: Calls | None = None, peers: Forwarder | None = None) -> None:
         self.service = service
         self._calls = calls or Calls()  # the server's: its streams end when it stops
+        #: asks other workers and replicas about feedback this process cannot join (None: nobody)
+        self._peers = peers
         self._v1 = V1(service)
         self._t_predict = RpcTelemetry(SERVICE, "Predict", service)
         self._t_stream = RpcTelemetry(SERVICE, "PredictStream", service)
@@ -146,16 +150,45 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
 
     @unary
     async def Feedback(self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext) -> pb.FeedbackResponse:
+        """Join what this process can; with a forwarder, ask the other workers and
+        replicas for the rest (see ``_peers``) and count as unknown what nobody knew."""
+        peers = self._peers
+        hop = Hop.of(context.invocation_metadata())
+        if hop.scope is not None:  # forwarded by another process: it counts what nobody knows
+            if peers is not None:
+                await context.send_initial_metadata(((ANSWERED_BY, peers.replica_id),))
+                if hop.scope == REPLICA and hop.origin == peers.replica_id:
+                    return pb.FeedbackResponse()  # back where it came from: it has looked here already
+            if hop.deadline is not None and time.time() >= hop.deadline:
+                raise DeadlineExceeded("the forwarding process no longer waits for this answer")
+        positions: list[int] = []  # of the decodable items, in request.items
         items: list[FeedbackItem] = []
         undecodable: dict[int, str] = {}  # a malformed truth tensor: INVALID for that item only
         for i, item in enumerate(request.items):
             try:
                 items.append(FeedbackItem(item.request_id, truth_to_array(item.truth)))
+                positions.append(i)
             except InvalidInput as exc:
                 undecodable[i] = exc.message
-        routed = iter(await self.service.feedback(request.model, items))
+        forwards = peers is not None and peers.forwards(hop)
+        origin = hop.scope is None
+        routed = await self.service.feedback(request.model, items, count_unknown=origin and not forwards)
+        if forwards:
+            assert peers is not None
+            unknown = [k for k, (_, r) in enumerate(routed) if r.outcome is Outcome.UNKNOWN and r.request_id]
+            if unknown:
+                asked = [request.items[positions[k]] for k in unknown]
+                for j, answer in (await peers.ask(request.model, asked, hop, deadline_of(context))).items():
+                    routed[unknown[j]] = answer
+            if origin:  # what nobody knew is counted here, once (and joined, if it has arrived meanwhile)
+                still = [k for k, (_, r) in enumerate(routed) if r.outcome is Outcome.UNKNOWN]
+                if still:
+                    again = await self.service.feedback(request.model, [items[k] for k in still])
+                    for k, answer in zip(still, again, strict=True):
+                        routed[k] = answer
+        answers = iter(routed)
         results = [
-            (None, ItemResult(item.request_id, Outcome.INVALID, undecodable[i])) if i in undecodable else next(routed)
+            (None, ItemResult(item.request_id, Outcome.INVALID, undecodable[i])) if i in undecodable else next(answers)
             for i, item in enumerate(request.items)
         ]
         return feedback_to_pb(results)

@@ -32,6 +32,7 @@ import gc
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -49,7 +50,7 @@ from ..observability import metrics, tracing
 from ..observability.exposition import MetricsServer
 from ..repository import ModelEntry, ModelRepository, State
 from ..service import ScoringService
-from ..settings import Settings
+from ..settings import Settings, parse_peers
 from ._access import Access, AccessFile
 from ._calls import Calls
 from ._gen.inference import grpc_service_pb2 as oip
@@ -58,6 +59,7 @@ from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 from ._handlers import MethodTable, register
 from ._oip import InferenceServicer
+from ._peers import Forwarder, Hop
 from ._predict import ModelServicer, PredictServicer
 from ._tls import CertificateFiles
 
@@ -138,6 +140,14 @@ class Server:
             metrics=settings.metrics_port > 0,
         )
         self.service.on_change(self._update_model_health)
+        #: names this replica to its peers (--workers gives its workers one)
+        self.replica_id = settings.replica_id or secrets.token_hex(8)
+        #: asks the other workers (--sibling-dir) and replicas (--peers) about feedback
+        #: (with neither, nobody; it still answers forwarded calls as this replica)
+        self.forwarder = Forwarder(
+            self.replica_id, parse_peers(settings.peers), settings.sibling_dir, settings.peer_timeout_s,
+            settings.max_message_mb * 1024 * 1024, metrics=settings.metrics_port > 0,
+        )  # fmt: skip
         self.health = HealthServicer()
         #: the calls being served, counted by scorewire (see ``_calls``)
         self.calls = Calls(settings.max_concurrent_rpcs, settings.receive_timeout_s)
@@ -173,11 +183,14 @@ class Server:
         control_here = settings.admin_port == 0 and (
             settings.control_plane == "on" or (settings.control_plane == "auto" and is_loopback(settings.host))
         )
-        server, self.port = self._grpc_server(settings.host, settings.port, control_here)
+        # IPv6 hosts as "[::]"
+        server, self.port = self._grpc_server(f"{settings.host}:{settings.port}", control_here)
         servers = [server]
         if settings.admin_port:
-            admin, self.admin_port = self._grpc_server(settings.admin_host, settings.admin_port, True)
+            admin, self.admin_port = self._grpc_server(f"{settings.admin_host}:{settings.admin_port}", True)
             servers.append(admin)
+        if self.forwarder.own_socket:  # the other workers' way in, for forwarded feedback
+            servers.append(self._grpc_server(self.forwarder.own_socket, False, outside=False)[0])
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, NOT_SERVING)
         if settings.metrics_port and settings.serve_metrics:
@@ -195,14 +208,25 @@ class Server:
             "" if control_here else "; control plane " + (f"on {settings.admin_host}:{self.admin_port}" if settings.admin_port else "off"),
             self.repository.root, self.kernel_paths,
         )  # fmt: skip
+        if self.forwarder.forwards(Hop()):
+            log.info(
+                "feedback this process cannot join is asked of %s (replica %s)",
+                " and ".join(filter(None, (
+                    "the other workers" if settings.sibling_dir else "",
+                    f"peers {settings.peers}" if settings.peers else "",
+                ))),
+                self.replica_id,
+            )  # fmt: skip
         self._loading = asyncio.create_task(self._load_all())
         self._expiring = asyncio.create_task(self.calls.expire_stalled())
         if self.service.metrics:  # the drift and feedback gauges, recomputed now and then
             self._monitoring = asyncio.create_task(self.service.run_monitoring_export(settings.monitor_interval_s))
 
-    def _grpc_server(self, host: str, port: int, control: bool) -> tuple[grpc.aio.Server, int]:
+    def _grpc_server(self, address: str, control: bool, outside: bool = True) -> tuple[grpc.aio.Server, int]:
         """One gRPC server with every service (the control plane answered PERMISSION_DENIED
-        unless ``control``), bound to host:port; (server, the bound port)."""
+        unless ``control``), bound to ``address``; (server, the bound port). An
+        ``outside`` port has TLS and the access rules when they are configured; the
+        other workers' unix socket (in a directory only this user may enter) has neither."""
         settings = self.settings
         mb = settings.max_message_mb * 1024 * 1024
         ms = 1000
@@ -235,8 +259,8 @@ class Server:
         # clients that send half a request would use up the limit; Calls counts a call
         # once its request has arrived (see _calls)
         server = grpc.aio.server(options=options)
-        table = MethodTable(self.calls, self._access, control=control)
-        register(pb_grpc.add_PredictServiceServicer_to_server, PredictServicer(self.service, self.calls), table)
+        table = MethodTable(self.calls, self._access if outside else None, control=control)
+        register(pb_grpc.add_PredictServiceServicer_to_server, PredictServicer(self.service, self.calls, self.forwarder), table)
         register(pb_grpc.add_ModelServiceServicer_to_server, ModelServicer(self.service), table)
         register(
             oip_grpc.add_GRPCInferenceServiceServicer_to_server,
@@ -250,8 +274,7 @@ class Server:
             servicer = reflection.aio.ReflectionServicer(names)
             register(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, servicer, table)
         server.add_generic_rpc_handlers((table,))
-        address = f"{host}:{port}"  # IPv6 as "[::]"
-        if self._certificates is not None:
+        if outside and self._certificates is not None:
             bound = server.add_secure_port(address, self._certificates.server_credentials())
         else:
             bound = server.add_insecure_port(address)
@@ -304,6 +327,7 @@ class Server:
         except Exception:
             versions = {}
         metrics.set_model_states(name, {v: mv.state.value for v, mv in versions.items()})
+        self.service.export_drift_series(name)
 
     def _update_model_health(self, name: str) -> None:
         if self._stopping is not None:
@@ -380,6 +404,7 @@ class Server:
         # 6. drain the batchers and the scoring threads; flush telemetry
         if self._monitoring is not None:
             self._monitoring.cancel()
+        await self.forwarder.close()
         await self.service.aclose()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._executor.shutdown, True)

@@ -17,13 +17,21 @@ the workers write their values there and do not open the port; the parent serves
 their sum on it, with each worker's process metrics, marks a dead worker's live
 gauges dead, and removes the directory when it exits.
 
+Feedback (see ``_peers``): the parent makes a private directory (mode 0700) and
+names it in each worker's ``--sibling-dir``, with one ``--replica-id`` for all of
+them; each worker also listens on a unix socket there, named by its pid, over
+which the others forward feedback items it may hold the predictions of. The
+parent removes a dead worker's socket, and the directory when it exits.
+
 The parent imports neither grpc nor the models: it only supervises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -73,6 +81,27 @@ def bind_to_supervisor() -> None:
         raise SystemExit(1)
 
 
+#: the longest unix socket path (sun_path holds 108 bytes with the final NUL)
+MAX_SOCKET_PATH = 107
+
+
+def socket_path(directory: str, pid: int | None = None) -> str:
+    """The private socket of the worker ``pid`` (this process by default) in ``--sibling-dir``."""
+    return os.path.join(directory, f"{os.getpid() if pid is None else pid}.sock")
+
+
+def sibling_directory() -> str:
+    """A fresh private directory for the workers' sockets; "" (and a warning) when
+    its socket paths would be too long for unix sockets (a long TMPDIR)."""
+    directory = tempfile.mkdtemp(prefix="scorewire-workers-")
+    if len(socket_path(directory, 4194304)) > MAX_SOCKET_PATH:  # the largest pid Linux gives
+        os.rmdir(directory)
+        log.warning("the temporary directory's path is too long for unix sockets: "
+                    "workers will not forward feedback to each other")  # fmt: skip
+        return ""
+    return directory
+
+
 def reserve_port(host: str, port: int) -> socket.socket:
     """Bind (without listening) a SO_REUSEPORT socket; keep it open while workers run."""
     bare = host.strip("[]")
@@ -100,9 +129,10 @@ class Supervisor:
         self.settings = settings
         self._sock = reserve_port(settings.host, settings.port)
         self.port = self._sock.getsockname()[1]
+        self.sibling_dir = sibling_directory()
         worker = replace(
             settings, port=self.port, workers=1, reuse_port=True, n_threads=_n_threads_each(settings),
-            serve_metrics=False,
+            serve_metrics=False, sibling_dir=self.sibling_dir, replica_id=settings.replica_id or secrets.token_hex(8),
         )  # fmt: skip
         self._env = {**os.environ, **to_environ(worker), SUPERVISOR_ENV: str(os.getpid())}
         self._procs: list[subprocess.Popen[bytes] | None] = [None] * settings.workers
@@ -128,17 +158,24 @@ class Supervisor:
         return [(str(i), p.pid) for i, p in enumerate(self._procs) if p is not None and p.returncode is None]
 
     def _mark_dead(self, pid: int) -> None:
-        """Drop a dead worker's live gauges (in-flight, queue depth, model state)."""
+        """Drop a dead worker's live gauges (in-flight, queue depth, model state) and
+        its private socket (the others stop asking it about feedback)."""
+        if self.sibling_dir:
+            with contextlib.suppress(OSError):
+                os.unlink(socket_path(self.sibling_dir, pid))
         if self.metrics_dir is not None:
             from ..observability.exposition import mark_process_dead
 
             mark_process_dead(pid, self.metrics_dir)
 
-    def _close_metrics(self) -> None:
+    def _clean_up(self) -> None:
+        """Stop serving metrics; remove the multiprocess and socket directories."""
         if self._metrics_server is not None:
             self._metrics_server.close()
         if self.metrics_dir is not None:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        if self.sibling_dir:
+            shutil.rmtree(self.sibling_dir, ignore_errors=True)
 
     def _spawn(self, i: int) -> None:
         self._procs[i] = subprocess.Popen([sys.executable, "-m", "scorewire.cli", "serve"], env=self._env)
@@ -211,7 +248,7 @@ class Supervisor:
                 time.sleep(0.1)
         finally:
             self._sock.close()
-            self._close_metrics()
+            self._clean_up()
         # a worker signalled before it installed its handlers (still starting, so
         # nothing in flight) ends by the signal itself: that is a clean stop too
         clean = (0, -signal.SIGTERM, -signal.SIGINT)

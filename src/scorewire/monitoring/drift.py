@@ -62,6 +62,15 @@ PSI
     on a small sample PSI is biased upwards (about (bins − 1) / rows on
     identically distributed data).
 
+Counters for a fleet
+    PSI does not add up across processes, but histograms do. Besides its rolling
+    window the monitor keeps the weighted counts binned since the last
+    :meth:`DriftMonitor.take_binned` call; the monitoring export adds them to
+    Prometheus counters per feature and bin (estimated served rows: sums of
+    Horvitz–Thompson weights), with the reference shares beside them, so that a
+    recording rule can compute the fleet's PSI over any window from the sum of
+    every replica's counters (deploy/prometheus/rules.yml).
+
 Thread safety
     ``observe`` may be called from the event loop and from worker threads at
     once. The skip decision reads shared state without a lock (a stale k only
@@ -219,6 +228,9 @@ class DriftMonitor:
         # the ring of time buckets; a row of counts per bucket, with the trash slot at the end
         n = config.n_buckets
         self._counts = np.zeros((n, d * nb + 1))
+        #: weighted counts and binned rows not yet taken by take_binned (for counters)
+        self._unexported = np.zeros(d * nb + 1)
+        self._unexported_rows = 0
         self._sampled = np.zeros(n, dtype=np.int64)
         self._weight = np.zeros(n)
         self._bucket_id = np.full(n, -(1 << 62), dtype=np.int64)
@@ -332,6 +344,8 @@ class DriftMonitor:
             slot = self._rotate()
             self._counts[slot] += delta
             self._sampled[slot] += m
+            self._unexported += delta
+            self._unexported_rows += m
             self._weight[slot] += total
             self._maybe_slow_down(slot)
 
@@ -382,6 +396,28 @@ class DriftMonitor:
             weight = float(self._weight[live].sum())
         return counts[: self._trash].reshape(self._d, self._nb), sampled, weight
 
+    def take_binned(self) -> tuple[np.ndarray, int]:
+        """(weighted counts (features × bins), binned rows) since the last call, and
+        start counting afresh: what a monitoring export adds to counters that only
+        go up. Stashed rows are binned first. Calls from several threads each take
+        a disjoint part."""
+        with self._lock:
+            rows, weights = self._take_stash()
+        self._add_many(rows, weights)
+        with self._lock:
+            counts, self._unexported = self._unexported, np.zeros_like(self._unexported)
+            binned, self._unexported_rows = self._unexported_rows, 0
+        return counts[: self._trash].reshape(self._d, self._nb), binned
+
+    def reference_bins(self) -> list[tuple[int, str, np.ndarray]]:
+        """(feature index, name, reference shares of its bins) of every feature
+        that has a reference (one with no finite reference value has no PSI)."""
+        return [
+            (j, f.name, f.fractions)
+            for j, f in enumerate(self.reference.features)
+            if self._has_reference[j]
+        ]
+
     def psi(self) -> np.ndarray:
         """Per-feature PSI over the window (NaN: not enough data; see the module docstring)."""
         return np.asarray(self.snapshot().psi)
@@ -412,6 +448,8 @@ class DriftMonitor:
         with self._lock:
             self._counts[:] = 0.0
             self._sampled[:] = 0
+            self._unexported[:] = 0.0
+            self._unexported_rows = 0
             self._weight[:] = 0.0
             self._bucket_id[:] = -(1 << 62)
             self._current = -(1 << 62)

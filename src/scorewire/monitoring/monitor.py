@@ -186,3 +186,15 @@ def export_gauges(model: str, version: int, stats: VersionStats) -> None:
         outcomes = {"matched": fb.matched, "unknown": fb.unknown, "expired": fb.expired,
                     "duplicate": fb.duplicate, "invalid": fb.invalid}  # fmt: skip
         set_feedback(model, version, quality, outcomes, fb.pending)
+
+
+def export_drift_bins(model: str, version: int, drift: DriftMonitor) -> None:
+    """Add what one version's drift monitor binned since the last export to the
+    per-bin counters (and set the reference shares beside them): the fleet PSI
+    rule's inputs (any thread: each call adds what no call took before it)."""
+    from ..observability import add_feature_bins
+
+    counts, binned = drift.take_binned()
+    features = [(name, shares.tolist(), counts[j, : shares.size].tolist())
+                for j, name, shares in drift.reference_bins()]  # fmt: skip
+    add_feature_bins(model, version, features, binned)

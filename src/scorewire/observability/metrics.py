@@ -13,7 +13,7 @@ workers' values combine (``multiprocess_mode``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -86,6 +86,30 @@ FEATURE_PSI = Gauge(
     ("model", "version", "feature"),
     multiprocess_mode="livemax",
 )
+#: drift that adds up across processes and replicas: the served histogram as
+#: counters, the reference beside it; deploy/prometheus/rules.yml computes the
+#: fleet's PSI from them. Series per model version: Σ over features of their bins
+#: (10 for a reference scorewire export wrote), each for both metrics.
+FEATURE_BIN_ROWS = Counter(
+    "scorewire_feature_bin_rows",
+    "Estimated rows served whose value of one input feature fell in one reference bin (bin: its "
+    "index, 0 = below the first edge): the drift monitor's sampled rows times their sampling "
+    "weights, so not always whole numbers. Summed over replicas and divided by the feature's "
+    "total, the served share of each bin.",
+    ("model", "version", "feature", "bin"),
+)
+FEATURE_REFERENCE_SHARE = Gauge(
+    "scorewire_feature_reference_share",
+    "Share of the reference rows (reference.json) in one bin of one input feature.",
+    ("model", "version", "feature", "bin"),
+    multiprocess_mode="livemax",
+)
+DRIFT_SAMPLED_ROWS = Counter(
+    "scorewire_drift_sampled_rows",
+    "Rows the drift monitor binned (its sample, unweighted): the fleet PSI rule's measure of how "
+    "much data a PSI rests on.",
+    ("model", "version"),
+)
 
 
 # ------------------------------------------------------ feedback (scorewire.monitoring)
@@ -119,6 +143,13 @@ FEEDBACK_PENDING = Gauge(
     multiprocess_mode="livesum",
 )
 FEEDBACK_OUTCOMES = ("matched", "unknown", "expired", "duplicate", "invalid")
+FEEDBACK_FORWARDS = Counter(
+    "scorewire_feedback_forwards",
+    "Feedback calls this process forwarded to another (items it held no prediction for), by hop "
+    "(worker: another worker of --workers; replica: one of --peers) and the call's gRPC status "
+    "code (CANCELLED: no longer awaited, every item having been answered by another).",
+    ("hop", "code"),
+)
 
 
 class VersionMetrics:
@@ -171,28 +202,63 @@ def set_model_states(model: str, states: Mapping[int, str]) -> None:
 def set_feature_psi(model: str, version: int, feature: str, psi: float) -> None:
     """Export the drift of one feature: ``scorewire_feature_psi{model,version,feature}``.
 
-    For the drift monitor; the ``ScorewireFeatureDrift`` alert in
-    deploy/prometheus/rules.yml reads this gauge. Call it when the value changes
-    (not per request).
+    For the drift monitor: this process's PSI (the ``ScorewireFeatureDrift`` alert
+    in deploy/prometheus/rules.yml reads the fleet's, from :func:`add_feature_bins`).
+    Call it when the value changes (not per request).
     """
     FEATURE_PSI.labels(model, str(version), feature).set(psi)
     _psi_features.setdefault((model, version), set()).add(feature)
 
 
+def add_feature_bins(
+    model: str,
+    version: int,
+    features: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+    sampled_rows: int,
+) -> None:
+    """Export one version's drift histogram for the fleet rule: for each feature
+    (name, reference shares of its bins, estimated rows binned since the last call
+    in each bin) add the rows to ``scorewire_feature_bin_rows_total`` and set
+    ``scorewire_feature_reference_share``; add the rows binned to
+    ``scorewire_drift_sampled_rows_total``. Every bin's counter exists from the
+    first call on (at 0 when no row fell in it), so the rule sees empty bins.
+    For the monitoring export, now and then (not per request)."""
+    v = str(version)
+    exported = _bin_series.setdefault((model, version), set())
+    for feature, shares, rows in features:
+        for i, (share, n) in enumerate(zip(shares, rows, strict=True)):
+            b = str(i)
+            FEATURE_REFERENCE_SHARE.labels(model, v, feature, b).set(share)
+            FEATURE_BIN_ROWS.labels(model, v, feature, b).inc(n)
+            exported.add((feature, b))
+    DRIFT_SAMPLED_ROWS.labels(model, v).inc(sampled_rows)
+
+
 #: the features whose PSI each (model, version) has exported
 _psi_features: dict[tuple[str, int], set[str]] = {}
+#: the (feature, bin) series each (model, version) has exported
+_bin_series: dict[tuple[str, int], set[tuple[str, str]]] = {}
 #: the (model, version)s whose feedback gauges have been exported
 _feedback_exported: dict[tuple[str, int], set[str]] = {}
 
 
 def _forget_monitoring(model: str, version: int) -> None:
-    """Drop an unloaded version's drift and feedback gauges, so that no alert keeps
+    """Drop an unloaded version's drift and feedback series, so that no alert keeps
     reading its last values. (Under --workers a removed series' last value stays
-    in the worker's file: it is set to NaN first, which no alert fires on.)"""
+    in the worker's file: a gauge is set to NaN first, which no alert fires on; a
+    counter keeps its last value, so its rate falls to 0, and without a reference
+    share the fleet PSI of the version is NaN.)"""
     v = str(version)
     for feature in _psi_features.pop((model, version), set()):
         FEATURE_PSI.labels(model, v, feature).set(math.nan)
         FEATURE_PSI.remove(model, v, feature)
+    bins = _bin_series.pop((model, version), None)
+    if bins is not None:
+        for feature, b in bins:
+            FEATURE_REFERENCE_SHARE.labels(model, v, feature, b).set(math.nan)
+            FEATURE_REFERENCE_SHARE.remove(model, v, feature, b)
+            FEATURE_BIN_ROWS.remove(model, v, feature, b)
+        DRIFT_SAMPLED_ROWS.remove(model, v)
     names = _feedback_exported.pop((model, version), None)
     if names is not None:
         for name in names:
