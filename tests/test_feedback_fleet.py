@@ -30,15 +30,18 @@ X, Y = load_breast_cancer(return_X_y=True)
 MODEL = "breast-cancer"
 
 
-def predict(channel: grpc.Channel, request_id: str, i: int) -> None:
+def predict(channel: grpc.Channel, request_id: str, i: int, metadata=()) -> None:
     pb_grpc.PredictServiceStub(channel).Predict(
-        pb.PredictRequest(model=MODEL, request_id=request_id, input=array_to_tensor(X[i : i + 1], raw=True)), timeout=10
-    )
+        pb.PredictRequest(model=MODEL, request_id=request_id, input=array_to_tensor(X[i : i + 1], raw=True)),
+        timeout=10, metadata=metadata,
+    )  # fmt: skip
 
 
-def feedback(channel: grpc.Channel, batch: list[tuple[str, int]], timeout: float = 10) -> pb.FeedbackResponse:
+def feedback(channel: grpc.Channel, batch: list[tuple[str, int]], timeout: float = 10, metadata=()) -> pb.FeedbackResponse:
     items = [pb.FeedbackItem(request_id=rid, truth=array_to_tensor(np.array([Y[i]]), raw=False)) for rid, i in batch]
-    return pb_grpc.PredictServiceStub(channel).Feedback(pb.FeedbackRequest(model=MODEL, items=items), timeout=timeout)
+    return pb_grpc.PredictServiceStub(channel).Feedback(
+        pb.FeedbackRequest(model=MODEL, items=items), timeout=timeout, metadata=metadata
+    )
 
 
 def outcomes(response: pb.FeedbackResponse) -> dict[str, str]:
@@ -78,6 +81,35 @@ def test_workers_join_feedback_that_lands_on_another_worker():
         rate = matched / len(sent)
         print(f"--workers 3: {matched} of {len(sent)} feedback items MATCHED ({rate:.1%})")
         assert rate >= 0.99
+
+
+def test_workers_join_feedback_with_an_access_file(tmp_path):
+    """--workers 2 with --auth-tokens: a client's Feedback call needs its token, the
+    workers' own forwarding over their private sockets needs none, and the items are
+    joined wherever they land."""
+    token = "fleet-token-0123456789abcdef"
+    access = tmp_path / "access.toml"
+    access.write_text(f'[[token]]\nname = "app"\ntoken = "{token}"\ngroups = ["data"]\n')
+    md = (("authorization", f"Bearer {token}"),)
+    rng = random.Random(12)
+    with server_process("--workers", "2", "--auth-tokens", str(access)) as server:
+        listening(server, 2)
+        sent: list[tuple[str, int]] = []
+        with connections(server.addr, 16) as channels:
+            for c, channel in enumerate(channels):
+                for k in range(10):
+                    i = rng.randrange(len(X))
+                    predict(channel, f"a{c}-{k}", i, md)
+                    sent.append((f"a{c}-{k}", i))
+        rng.shuffle(sent)
+        matched = 0
+        with connections(server.addr, 8) as channels:
+            with pytest.raises(grpc.RpcError) as refused:
+                feedback(channels[0], sent[:1])
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            for c, channel in enumerate(channels):
+                matched += feedback(channel, sent[c * 20 : (c + 1) * 20], metadata=md).matched
+        assert matched / len(sent) >= 0.99, (matched, len(sent))
 
 
 @pytest.fixture(scope="module")
