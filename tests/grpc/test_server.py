@@ -260,6 +260,42 @@ def test_overload_is_answered_at_once(tmp_path):
         srv.stop()
 
 
+def test_health_checks_are_never_refused_for_load(tmp_path):
+    """max_concurrent_rpcs=2, two calls held in the model: a third scoring call is
+    refused RESOURCE_EXHAUSTED, but health checks of both protocols (grpc.health.v1
+    Check and Watch, OIP ServerLive, ServerReady, ModelReady) are answered, and say
+    the server is up. A balancer or Kubernetes probe must see a busy server as
+    healthy: one that saw it refused would take it out and move its load onto the
+    others."""
+    held = GatedModel(local("diabetes"))
+    srv = _server_with(tmp_path, Settings(port=0, max_concurrent_rpcs=2, offload_min_values=1, n_threads=2), held=held)
+    try:
+        with grpc.insecure_channel(srv.addr) as ch:
+            stub = pb_grpc.PredictServiceStub(ch)
+            futures = [stub.Predict.future(req(model="held"), timeout=60) for _ in range(2)]
+            held.wait_entered(2)
+            code, details = code_of(stub.Predict, req(model="held"), timeout=10)
+            assert code == SC.RESOURCE_EXHAUSTED and "max-concurrent-rpcs" in details
+            health = health_pb2_grpc.HealthStub(ch)
+            watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=60) for _ in range(3)]
+            assert [next(w).status for w in watches] == [health_pb2.HealthCheckResponse.SERVING] * 3
+            for _ in range(3):  # more health checks than the limit, with it full
+                assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+            infer = oip_grpc.GRPCInferenceServiceStub(ch)
+            assert infer.ServerLive(oip.ServerLiveRequest(), timeout=10).live
+            assert infer.ServerReady(oip.ServerReadyRequest(), timeout=10).ready
+            assert infer.ModelReady(oip.ModelReadyRequest(name="held"), timeout=10).ready
+            # the open Watch streams do not count towards the limit either
+            held.gate.set()
+            assert [f.result(timeout=30).model for f in futures] == ["held", "held"]
+            assert [stub.Predict(req(model="held"), timeout=10).model for _ in range(2)] == ["held", "held"]
+            for w in watches:
+                w.cancel()
+    finally:
+        held.gate.set()
+        srv.stop()
+
+
 def test_big_request_does_not_stall_small_ones(tmp_path):
     """A request of offload_min_values values or more is scored on a worker thread:
     while one is held in the model, small requests are answered (scored on the

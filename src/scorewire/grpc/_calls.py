@@ -20,6 +20,12 @@ Shutdown (see ``server.py``) uses it to stop without losing a request:
 - :meth:`Calls.abandon`: what is still running when the grace period ends is
   cancelled with :data:`ABANDONED` as the reason, and the handler answers
   UNAVAILABLE instead of CANCELLED (see :func:`answer_abandoned`).
+
+It is also where ``--max-concurrent-rpcs`` is applied (:meth:`Calls.admit`), rather
+than by grpc's own limit, which would refuse health checks too: a busy server would
+look unhealthy to Envoy's health checks and Kubernetes' probes, which would take it
+out and move its load onto the others. Health checks (:data:`UNLIMITED`) are never
+refused for load, and do not count towards the limit.
 """
 
 from __future__ import annotations
@@ -40,6 +46,20 @@ ABANDONED = "scorewire: abandoned at shutdown"
 #: calls that never end by themselves (health Watch): not counted as work in flight,
 #: ended last
 STANDING = frozenset({"/grpc.health.v1.Health/Watch"})
+
+#: health checks of both protocols: never refused for load, not counted towards
+#: ``--max-concurrent-rpcs`` (a balancer that saw them refused would eject a replica
+#: that is only busy)
+UNLIMITED = frozenset({
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+    "/inference.GRPCInferenceService/ModelReady",
+})
+
+#: what a call over ``--max-concurrent-rpcs`` is told (with RESOURCE_EXHAUSTED)
+OVERLOADED = "too many calls in flight (the server's --max-concurrent-rpcs)"
 
 #: shutdown waits for this long without a new call before gRPC core stops
 QUIET_S = 0.1
@@ -63,28 +83,36 @@ async def answer_abandoned(context: grpc.aio.ServicerContext, exc: BaseException
         await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
 
 
-async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-    await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+def refusal(
+    handler: grpc.RpcMethodHandler,
+    code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
+    details: str = SHUTTING_DOWN,
+) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that answers ``code`` at once (its
+    request is never parsed)."""
 
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, details)
 
-def refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``handler`` that answers UNAVAILABLE at once
-    (its request is never parsed)."""
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(_refuse)
+        return grpc.stream_stream_rpc_method_handler(refuse)
     if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(_refuse)
+        return grpc.stream_unary_rpc_method_handler(refuse)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(_refuse)
-    return grpc.unary_unary_rpc_method_handler(_refuse)
+        return grpc.unary_stream_rpc_method_handler(refuse)
+    return grpc.unary_unary_rpc_method_handler(refuse)
 
 
 class Calls:
-    """The calls in flight (their tasks), and whether new ones are refused."""
+    """The calls in flight (their tasks), and whether new ones are refused.
+    ``limit``: the most calls admitted at once (health checks aside), or None."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
         #: calls in flight, standing ones aside
         self.in_flight: set[asyncio.Future[Any]] = set()
+        #: calls admitted under ``limit`` and still in flight
+        self.admitted: set[asyncio.Future[Any]] = set()
         #: open health Watch streams
         self.standing: set[asyncio.Future[Any]] = set()
         #: the read-ahead queues of open scoring streams
@@ -101,6 +129,20 @@ class Calls:
         calls = self.standing if method in STANDING else self.in_flight
         calls.add(task)
         task.add_done_callback(calls.discard)
+
+    def admit(self, method: str) -> bool:
+        """Whether the current call (of ``method``) may run: False when ``limit``
+        calls are already in flight (health checks are always admitted, and not
+        counted). An admitted call counts until its task ends."""
+        if self.limit is None or method in UNLIMITED:
+            return True
+        if len(self.admitted) >= self.limit:
+            return False
+        task = asyncio.current_task()
+        if task is not None:
+            self.admitted.add(task)
+            task.add_done_callback(self.admitted.discard)
+        return True
 
     def refuse_new_calls(self) -> None:
         """From now on, answer every new call UNAVAILABLE; wake idle streams so

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import grpc
 
 from ..errors import ScorewireError
-from ._calls import Calls, answer_abandoned, refusal
+from ._calls import OVERLOADED, Calls, answer_abandoned, refusal
 from ._status import INTERNAL_MESSAGE, STATUS
 
 log = logging.getLogger("scorewire.grpc")
@@ -149,8 +149,9 @@ def _guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
 
 class MethodTable(grpc.GenericRpcHandler):
     """Every scorewire method, by full name, in one generic handler; and where each
-    call is counted in (see :mod:`._calls`) and, once the server stops taking calls,
-    refused.
+    call is counted in (see :mod:`._calls`) and refused: once the server stops taking
+    calls (UNAVAILABLE), or over the concurrency limit (RESOURCE_EXHAUSTED; health
+    checks never).
 
     The generated ``add_*_to_server`` functions register each method with grpc as a
     "registered method"; grpc.aio's serving loop then keeps one pending request per
@@ -163,11 +164,13 @@ class MethodTable(grpc.GenericRpcHandler):
     def __init__(self, calls: Calls | None = None) -> None:
         self.handlers: dict[str, grpc.RpcMethodHandler] = {}
         self.refusals: dict[str, grpc.RpcMethodHandler] = {}
+        self.overloads: dict[str, grpc.RpcMethodHandler] = {}
         self.calls = calls or Calls()
 
     def add(self, method: str, handler: grpc.RpcMethodHandler) -> None:
         self.handlers[method] = handler
         self.refusals[method] = refusal(handler)
+        self.overloads[method] = refusal(handler, grpc.StatusCode.RESOURCE_EXHAUSTED, OVERLOADED)
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
@@ -179,6 +182,8 @@ class MethodTable(grpc.GenericRpcHandler):
         if calls.refusing:
             calls.last_refused = time.monotonic()
             return self.refusals[method]
+        if not calls.admit(method):  # over --max-concurrent-rpcs: RESOURCE_EXHAUSTED at once
+            return self.overloads[method]
         return handler
 
 

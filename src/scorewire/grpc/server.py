@@ -102,8 +102,8 @@ class Server:
         )
         self.service.on_change(self._update_model_health)
         self.health = health.aio.HealthServicer()
-        #: the calls being served, counted by scorewire (see ``_calls``)
-        self.calls = Calls()
+        #: the calls being served, counted (and limited) by scorewire (see ``_calls``)
+        self.calls = Calls(limit=settings.max_concurrent_rpcs)
         self._metrics_server: MetricsServer | None = None
         self._server: grpc.aio.Server | None = None
         self._loading: asyncio.Task[None] | None = None
@@ -129,7 +129,8 @@ class Server:
                 # concurrency limit so overload is answered with RESOURCE_EXHAUSTED.
                 ("grpc.max_pending_requests", 4 * self.settings.max_concurrent_rpcs + 1024),
             ],
-            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
+            # no maximum_concurrent_rpcs: grpc's limit would refuse health checks too;
+            # scorewire applies --max-concurrent-rpcs itself (self.calls, _calls.py)
         )
         table = MethodTable(self.calls)
         register(pb_grpc.add_PredictServiceServicer_to_server, PredictServicer(self.service, self.calls), table)
