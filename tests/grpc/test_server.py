@@ -296,6 +296,23 @@ def test_health_checks_are_never_refused_for_load(tmp_path):
         srv.stop()
 
 
+def test_keepalive_pings_every_second_are_accepted(server):
+    """A client that sends keepalive pings every second (as the README's client-side
+    balancing recipe does, to notice a replica that hangs) on a connection where the
+    server sends nothing — it holds only a health Watch, as a balancing client's
+    health check does — is not sent GOAWAY "too_many_pings" (gRPC's default server
+    policy after three pings less than 5 minutes apart). The Watch stays open until
+    its own deadline, through five pings or more."""
+    options = [("grpc.keepalive_time_ms", 1000), ("grpc.keepalive_timeout_ms", 1000),
+               ("grpc.http2.ping_timeout_ms", 1000), ("grpc.http2.max_pings_without_data", 0)]  # fmt: skip
+    with grpc.insecure_channel(server.addr, options=options) as ch:
+        watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service="model/diabetes"), timeout=6)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as ended:
+            next(watch)
+    assert ended.value.code() == SC.DEADLINE_EXCEEDED, ended.value.details()
+
+
 def test_big_request_does_not_stall_small_ones(tmp_path):
     """A request of offload_min_values values or more is scored on a worker thread:
     while one is held in the model, small requests are answered (scored on the

@@ -77,6 +77,14 @@ def health_name(model: str) -> str:
 #: how often shutdown looks whether only calls gRPC never handed over are left
 IDLE_POLL_S = 0.02
 
+#: the shortest interval at which clients may send keepalive pings (ms). gRPC's
+#: default is 5 minutes: a client that pings more often on a connection where the
+#: server sends nothing (e.g. one that holds only the client-side health check's
+#: Watch stream) is sent GOAWAY "too_many_pings", and its gRPC library then pings
+#: less and less often, so it no longer notices a replica that hangs (README,
+#: "Client-side balancing": keepalive every second).
+KEEPALIVE_MIN_PING_MS = 500
+
 
 class Server:
     """One scorewire server process.
@@ -128,6 +136,8 @@ class Server:
                 # NOTE: grpc core cancels calls above this backlog; keep it above the
                 # concurrency limit so overload is answered with RESOURCE_EXHAUSTED.
                 ("grpc.max_pending_requests", 4 * self.settings.max_concurrent_rpcs + 1024),
+                # accept clients' keepalive pings down to one every KEEPALIVE_MIN_PING_MS
+                ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MIN_PING_MS),
             ],
             # no maximum_concurrent_rpcs: grpc's limit would refuse health checks too;
             # scorewire applies --max-concurrent-rpcs itself (self.calls, _calls.py)
