@@ -4,7 +4,10 @@ keep a steady load on it and count, from their side, what every request got.
 
 Nothing here decides by time whether something worked: waits are for events (a
 replica SERVING, Envoy's admin API reporting a host healthy, a number of answers),
-each with a generous limit that only turns a hang into a failure.
+each with a generous limit that only turns a hang into a failure. The one timer
+that acts is the stream client's, as a real client's would: it gives up on a
+stream that has answered nothing for 5 s (a hung replica) and sends its messages
+again on a new one; that changes what is sent again, never what passes.
 """
 
 from __future__ import annotations
@@ -282,7 +285,7 @@ class UnaryClients:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._answered = threading.Condition(self._lock)
-        self.threads = [threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(n)]
+        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(n)]
 
     def __enter__(self) -> UnaryClients:
         for t in self.threads:
@@ -292,7 +295,7 @@ class UnaryClients:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _loop(self, k: int) -> None:
+    def _loop(self) -> None:
         infer = infer_request()
         for i in range(self.MAX_PER_THREAD):
             if self._stop.is_set():
@@ -406,10 +409,9 @@ class StreamClient:
                     while (item := outbox.get()) is not None:
                         yield item
 
-                for rid, request in self.pending.items():  # sent again: not answered on the last stream
+                for request in self.pending.values():  # sent again: not answered on the last stream
                     outbox.put(request)
                     self.counts.resent += 1
-                    del rid
                 call = self.stub.PredictStream(messages(), timeout=PATIENCE_S * 10)
                 last = [time.monotonic()]
                 done = threading.Event()
