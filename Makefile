@@ -28,7 +28,29 @@ TS_STAMP := $(TS_DIR)/node_modules/.stamp-ci
 TS_BUILT := $(TS_DIR)/dist/client.js
 TS_SRCS  := $(TS_DIR)/client.ts $(TS_DIR)/tsconfig.json $(TS_DIR)/proto/grpc/health/v1/health.proto proto/scorewire/v1/scorewire.proto
 
-.PHONY: serve test bench lint proto demo build clean help ts-client prometheus
+# tests/deploy/: the KServe SDK (its models load the manifests in deploy/kserve) pins
+# protobuf and more than the test environment can take: a venv of its own
+KSERVE_DIR   := $(VENV)/kserve
+KSERVE_STAMP := $(KSERVE_DIR)/.stamp
+
+# tests/deploy/test_image.py builds deploy/container/Containerfile with podman on a
+# base made from Debian's packages (no image registry is reached): debootstrap's
+# minimal bookworm with Python, from the mirror apt uses on this machine, kept as a
+# tarball; the test imports it into podman storage of its own, under IMAGE_DIR
+IMAGE_DIR  := $(VENV)/image
+IMAGE_BASE := $(IMAGE_DIR)/bookworm-python3.tar
+
+# `make image`: the container image, from this checkout's wheels (IMAGE_FROM must
+# run the Python these wheels are built for: this venv's)
+VERSION       := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE         ?= scorewire:$(VERSION)
+IMAGE_FROM    ?= python:3.11-slim-bookworm
+IMAGE_CONTEXT ?= $(IMAGE_DIR)/context
+PODMAN        ?= podman
+PODMAN_BUILD_FLAGS ?=
+WHEEL_FLAGS   ?=
+
+.PHONY: serve test bench lint proto demo build clean help ts-client prometheus container-tools kserve-sdk image-base image
 
 help:
 	@echo "make serve   start the server on the bundled demo model repository"
@@ -37,6 +59,7 @@ help:
 	@echo "make lint    ruff + mypy"
 	@echo "make proto   regenerate the gRPC stubs from proto/"
 	@echo "make demo    regenerate the demo model repository"
+	@echo "make image   build the container image (deploy/container/Containerfile) with podman"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -82,7 +105,38 @@ prometheus:
 	@prometheus --version >/dev/null 2>&1 || { \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }
 
-test: $(TEST_STAMP) $(PB7_STAMP) $(WHEEL_STAMP) ts-client prometheus
+# tests/deploy/: podman and debootstrap from Debian (apt-get needs root, as on CI)
+container-tools:
+	@{ command -v podman && command -v debootstrap; } >/dev/null 2>&1 || { \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends podman debootstrap; }
+
+$(KSERVE_STAMP):
+	$(PYTHON) -m venv $(KSERVE_DIR)
+	$(KSERVE_DIR)/bin/pip install --quiet 'kserve==0.21.0'
+	touch $@
+
+kserve-sdk: $(KSERVE_STAMP)
+
+# libgomp1: the kernel's OpenMP runtime, which the Containerfile installs only when
+# its base lacks it (a build in the test has no network). Made once: remove
+# $(IMAGE_DIR) to make it anew.
+$(IMAGE_BASE): | container-tools
+	rm -rf $(IMAGE_DIR)/rootfs && mkdir -p $(IMAGE_DIR)
+	debootstrap --variant=minbase --include=python3,python3-venv,libgomp1 bookworm \
+		$(IMAGE_DIR)/rootfs "$$($(PYTHON) deploy/container/apt_mirror.py bookworm)"
+	rm -rf $(IMAGE_DIR)/rootfs/var/cache/apt/archives/*.deb $(IMAGE_DIR)/rootfs/var/lib/apt/lists/*
+	tar -C $(IMAGE_DIR)/rootfs -cf $@.part . && mv $@.part $@
+	rm -rf $(IMAGE_DIR)/rootfs
+
+image-base: $(IMAGE_BASE)
+
+image: $(RUN_STAMP)
+	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)
+	$(PIP) wheel --quiet $(WHEEL_FLAGS) --wheel-dir $(IMAGE_CONTEXT)/wheels .
+	$(PODMAN) build $(PODMAN_BUILD_FLAGS) --build-arg BASE=$(IMAGE_FROM) --tag $(IMAGE) \
+		--file deploy/container/Containerfile $(IMAGE_CONTEXT)
+
+test: $(TEST_STAMP) $(PB7_STAMP) $(WHEEL_STAMP) $(KSERVE_STAMP) $(IMAGE_BASE) container-tools ts-client prometheus
 	$(PY) -m pytest $(ARGS)
 
 bench: $(TEST_STAMP)

@@ -32,10 +32,13 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
 
-def wait_serving(addr: str, service: str = "", timeout: float = 90.0) -> None:
-    """Poll grpc.health.v1 until `service` is SERVING."""
+def wait_serving(
+    addr: str, service: str = "", timeout: float = 90.0, credentials: grpc.ChannelCredentials | None = None
+) -> None:
+    """Poll grpc.health.v1 until `service` is SERVING (over TLS with `credentials`)."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(addr) as channel:
+    channel_of = grpc.insecure_channel if credentials is None else (lambda a: grpc.secure_channel(a, credentials))
+    with channel_of(addr) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
@@ -68,6 +71,7 @@ def server_process(
     wait: bool = True,
     start_timeout: float = 120.0,
     launcher: list[str] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> Iterator[ServerProcess]:
     """`scorewire serve --port 0 ARGS` in a subprocess; yields once it is SERVING.
 
@@ -107,7 +111,7 @@ def server_process(
             raise RuntimeError(f"server exited with {proc.wait(10)} before listening:\n{''.join(lines)[-4000:]}")
         server = ServerProcess(proc, int(m.group(1)), lines)
         if wait:
-            wait_serving(server.addr)
+            wait_serving(server.addr, credentials=credentials)
         yield server
     finally:
         if proc.poll() is None:

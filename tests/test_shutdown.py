@@ -23,6 +23,7 @@ from scorewire.grpc._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 from scorewire.grpc._handlers import MethodTable, register
+from scorewire.grpc.server import LIVENESS, SERVICE_NAMES
 from scorewire.repository import ModelRepository
 from scorewire.settings import Settings
 
@@ -260,6 +261,27 @@ def test_open_health_watch_streams_do_not_hold_up_shutdown():
         assert seen == [SERVING, NOT_SERVING]
         assert ended is SC.UNAVAILABLE
         assert server.proc.wait(timeout=PATIENCE_S) == 0
+
+
+def test_liveness_stays_serving_while_the_server_drains():
+    """What a Kubernetes liveness probe asks (deploy/kubernetes): on SIGTERM the server
+    turns NOT_SERVING, but its liveness entry stays SERVING through the drain (a
+    liveness probe must never restart a draining pod); a second signal ends it."""
+    with server_process("--drain-delay-s", "600") as server:
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            server_watch = stub.Watch(health_pb2.HealthCheckRequest(), timeout=PATIENCE_S)
+            live_watch = stub.Watch(health_pb2.HealthCheckRequest(service=LIVENESS), timeout=PATIENCE_S)
+            assert next(server_watch).status == SERVING and next(live_watch).status == SERVING
+            server.proc.send_signal(signal.SIGTERM)
+            assert next(server_watch).status == NOT_SERVING
+            assert stub.Check(health_pb2.HealthCheckRequest(service=LIVENESS), timeout=PATIENCE_S).status == SERVING
+            for service in ("", *SERVICE_NAMES, "model/wine"):
+                assert stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=PATIENCE_S).status == NOT_SERVING
+            server_watch.cancel()
+            live_watch.cancel()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=PATIENCE_S) == 1
 
 
 def test_the_method_table_counts_calls_in_flight():

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -100,14 +101,26 @@ def build_client() -> Path:
 
 
 @pytest.mark.slow
-def test_typescript_client_matches_in_process_model() -> None:
+@pytest.mark.parametrize("transport", ["plaintext", "mutual-tls"])
+def test_typescript_client_matches_in_process_model(transport, tmp_path) -> None:
     # 1., 2. node and npm, the install and the build
     client_js = build_client()
-    # 3. a real server, as users run it
-    with server_process() as server:
+    # 3. a real server, as users run it (with mutual TLS: certificates made here)
+    server_args: list[str] = []
+    client_args: list[str] = []
+    credentials = None
+    if transport == "mutual-tls":
+        from .security.certs import Authority
+
+        ca = Authority(tmp_path / "pki")
+        cert, client = ca.server(), ca.client("ts-client", "spiffe://scorewire.test/ts")
+        server_args = ["--tls-cert", str(cert.cert), "--tls-key", str(cert.key), "--tls-client-ca", str(ca.cert)]
+        client_args = ["--ca", str(ca.cert), "--cert", str(client.cert), "--key", str(client.key)]
+        credentials = grpc.ssl_channel_credentials(ca.cert.read_bytes(), client.key.read_bytes(), client.cert.read_bytes())
+    with server_process(*server_args, credentials=credentials) as server:
         # 4. the generated client against it
         proc = subprocess.run(
-            [_tool("node"), str(client_js), server.addr],
+            [_tool("node"), str(client_js), server.addr, *client_args],
             cwd=TS,
             capture_output=True,
             text=True,

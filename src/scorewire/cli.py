@@ -38,13 +38,18 @@ def _configure_logging(level: str) -> None:
 
 # ------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .grpc.server import serve
+    from .errors import ConfigurationError
+    from .grpc.server import check_configuration, serve
     from .settings import settings_from
 
     try:
         settings = settings_from(args)
+        check_configuration(settings)
     except ValueError as exc:
         print(f"scorewire serve: {exc}", file=sys.stderr)
+        return 2
+    except ConfigurationError as exc:
+        print(f"scorewire serve: {exc.message}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
     if settings.workers > 1:
@@ -138,10 +143,10 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .grpc.client import Client, ClientError, NotReady
+    from .grpc.client import ClientError, NotReady
 
     X = read_rows(args.file)
-    with Client(args.addr, args.timeout) as client:
+    with connect(args) as client:
         try:
             served = client.served(args.model, args.version)
             _, outputs = client.predict(args.model, X.astype(served.input_dtype), args.version, tuple(args.outputs or ()))
@@ -185,9 +190,9 @@ def read_labelled_csv(path: str, target: str) -> tuple[list[str], np.ndarray, li
 def _score_file(args: argparse.Namespace, X: np.ndarray, names: list[str]) -> tuple[Any, int, dict[str, np.ndarray], np.ndarray]:
     """Score X through the server in batches: (the served model, the version that
     answered, outputs by name, X in model column order)."""
-    from .grpc.client import Client, NotReady
+    from .grpc.client import NotReady
 
-    with Client(args.addr, args.timeout, max_message_bytes=256 * 1024 * 1024) as client:
+    with connect(args, max_message_bytes=256 * 1024 * 1024) as client:
         try:
             served = client.served(args.model, args.version)
         except NotReady as exc:
@@ -278,9 +283,9 @@ def _classes_of(sig: Any, labels: np.ndarray | None, y_text: list[str]) -> tuple
 
 # ------------------------------------------------------------------ health
 def cmd_health(args: argparse.Namespace) -> int:
-    from .grpc.client import Client, ClientError
+    from .grpc.client import ClientError
 
-    with Client(args.addr, args.timeout) as client:
+    with connect(args) as client:
         try:
             status = client.health(args.service)
         except ClientError as err:
@@ -327,10 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="CSV (header optional), JSON (a list of rows), or - for stdin")
     p.add_argument("--model", required=True)
     p.add_argument("--version", type=int, default=0)
-    p.add_argument("--addr", default=DEFAULT_ADDR)
     p.add_argument("--outputs", nargs="*", help="output names (default: all)")
     p.add_argument("--format", choices=("csv", "json"), default="csv")
-    p.add_argument("--timeout", type=float, default=30.0)
+    add_connection_arguments(p, timeout=30.0)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -349,17 +353,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="the column with the true label or value")
     p.add_argument("--version", type=int, default=0, help="0 (default): the newest ready version")
     p.add_argument("--reference", help="the fitted estimator (joblib; trusted: it is unpickled) to compare with")
-    p.add_argument("--addr", default=DEFAULT_ADDR)
     p.add_argument("--batch-rows", type=int, default=10_000, help="rows per request")
-    p.add_argument("--timeout", type=float, default=60.0)
+    add_connection_arguments(p, timeout=60.0)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("health", help="check a server's health; exit 0 only when SERVING")
-    p.add_argument("--addr", default=DEFAULT_ADDR)
     p.add_argument("--service", default="", help='"" (the server), a service name, or model/<name>')
-    p.add_argument("--timeout", type=float, default=5.0)
+    add_connection_arguments(p, timeout=5.0)
     p.set_defaults(func=cmd_health)
     return parser
+
+
+def add_connection_arguments(p: argparse.ArgumentParser, timeout: float) -> None:
+    """How a client command reaches the server: address, TLS, token, deadline."""
+    p.add_argument("--addr", default=DEFAULT_ADDR)
+    p.add_argument("--ca", help="TLS: the CA (PEM) that signed the server's certificate; without it, plaintext")
+    p.add_argument("--cert", help="mutual TLS: this client's certificate (PEM)")
+    p.add_argument("--key", help="mutual TLS: the private key of --cert (PEM)")
+    p.add_argument("--token-file", help="a file holding a bearer token for a server with --auth-tokens "
+                   "(a file, not the token itself: command lines are visible to other users)")
+    p.add_argument("--timeout", type=float, default=timeout)
+
+
+def connect(args: argparse.Namespace, max_message_bytes: int | None = None) -> Any:
+    """A grpc.client.Client for the connection arguments."""
+    from .grpc.client import Client
+
+    token = None
+    if args.token_file:
+        with open(args.token_file, encoding="utf-8") as fh:
+            token = fh.readline().strip() or None
+    return Client(args.addr, args.timeout, max_message_bytes=max_message_bytes,
+                  ca=args.ca, cert=args.cert, key=args.key, token=token)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

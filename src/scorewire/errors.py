@@ -13,6 +13,7 @@ Every error the core raises on purpose is a :class:`ScorewireError` carrying a
      ├── Overloaded        OVERLOADED     over a size or row limit, or a queue is full
      ├── DeadlineExceeded  DEADLINE       the caller's deadline passed
      ├── ModelLoadError    LOAD_ERROR     an artifact cannot be loaded (names its file)
+     ├── ConfigurationError CONFIG        a setting, or a file it names, cannot be used
      └── InternalError     INTERNAL       a bug; the client sees a generic message
 
 Messages name the problem (``expected 30 features, got 29``) and never echo the
@@ -33,6 +34,7 @@ class Code(enum.Enum):
     OVERLOADED = "OVERLOADED"
     DEADLINE = "DEADLINE"
     LOAD_ERROR = "LOAD_ERROR"
+    CONFIG = "CONFIG"
     INTERNAL = "INTERNAL"
 
 
@@ -80,6 +82,13 @@ class ModelLoadError(ScorewireError):
     """A model artifact is missing, malformed or unsupported."""
 
     code = Code.LOAD_ERROR
+
+
+class ConfigurationError(ScorewireError):
+    """A setting, or a file a setting names, cannot be used (the message names it);
+    the server refuses to start."""
+
+    code = Code.CONFIG
 
 
 class InternalError(ScorewireError):

@@ -57,6 +57,37 @@ class Settings:
                           "so load balancers stop routing here and requests already sent arrive"},
     )  # fmt: skip
     reflection: bool = field(default=True, metadata={"help": "serve gRPC server reflection"})
+    tls_cert: Path | None = field(
+        default=None,
+        metadata={"help": "serve TLS with this PEM certificate (chain); read again from disk when it changes"},
+    )
+    tls_key: Path | None = field(default=None, metadata={"help": "the PEM private key of --tls-cert"})
+    tls_client_ca: Path | None = field(
+        default=None,
+        metadata={"help": "require client certificates signed by this PEM CA (mutual TLS); needs --tls-cert"},
+    )
+    control_plane: str = field(
+        default="auto",
+        metadata={"help": "serve the control plane (load, unload, repository RPCs) on the gRPC port: auto (only "
+                          "when --host is a loopback address), on, or off"},
+    )  # fmt: skip
+    admin_port: int = field(
+        default=0,
+        metadata={"help": "serve the control plane on this port of --admin-host (and not on the gRPC port); "
+                          "0: no admin port"},
+    )  # fmt: skip
+    admin_host: str = field(default="127.0.0.1", metadata={"help": "the address --admin-port listens on"})
+    auth_tokens: Path | None = field(
+        default=None,
+        metadata={"help": "access file (TOML): bearer tokens and client-certificate identities, each with the "
+                          "groups of RPCs it may call (data, control); read again when it changes"},
+    )  # fmt: skip
+    health_open: bool = field(
+        default=True, metadata={"help": "health checks need no credential when --auth-tokens is set (probes)"}
+    )
+    metrics_tls: bool = field(
+        default=False, metadata={"help": "serve --metrics-port over TLS with --tls-cert and --tls-key"}
+    )
     n_threads: int = field(
         default=0, metadata={"help": "threads for one large batch (0: the CPUs this process may use)"}
     )
@@ -125,6 +156,18 @@ class Settings:
             problems.append("workers must be 1..256")
         if self.n_threads < 0:
             problems.append("n_threads must not be negative")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            problems.append("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            problems.append("tls_client_ca needs tls_cert and tls_key")
+        if self.metrics_tls and self.tls_cert is None:
+            problems.append("metrics_tls needs tls_cert and tls_key")
+        if self.control_plane not in ("auto", "on", "off"):
+            problems.append("control_plane must be auto, on or off")
+        if not 0 <= self.admin_port <= 65535:
+            problems.append("admin_port must be 0..65535")
+        elif self.admin_port and self.admin_port in (self.port, self.metrics_port):
+            problems.append("admin_port must differ from port and metrics_port")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append("log_level must be DEBUG, INFO, WARNING or ERROR")
         if problems:

@@ -20,6 +20,7 @@ from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
 from scorewire.grpc._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
 from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
+from scorewire.grpc.server import LIVENESS
 from scorewire.repository import ModelRepository
 from scorewire.settings import Settings
 
@@ -479,6 +480,9 @@ def test_health_per_service_and_model(channel):
         assert stub.Check(health_pb2.HealthCheckRequest(service=service)).status == N, service
     assert stub.Check(health_pb2.HealthCheckRequest(service="model/broken")).status == N
     assert stub.Check(health_pb2.HealthCheckRequest(service="model/slow")).status == N
+    # the liveness entry does not wait for models: a liveness probe must not restart a loading server
+    assert stub.Check(health_pb2.HealthCheckRequest(service=LIVENESS)).status == S
+    assert next(stub.Watch(health_pb2.HealthCheckRequest(service=LIVENESS), timeout=30)).status == S
     watch = stub.Watch(health_pb2.HealthCheckRequest(service="model/wine"))
     assert next(watch).status == S
     watch.cancel()

@@ -83,24 +83,31 @@ async def answer_abandoned(context: grpc.aio.ServicerContext, exc: BaseException
         await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
 
 
-def refusal(
-    handler: grpc.RpcMethodHandler,
-    code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
-    details: str = SHUTTING_DOWN,
-) -> grpc.RpcMethodHandler:
+def answering(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
     """A handler of the same kind as ``handler`` that answers ``code`` at once (its
     request is never parsed)."""
 
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(code, details)
+    async def answer(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
 
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse)
+        return grpc.stream_stream_rpc_method_handler(answer)
     if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse)
+        return grpc.stream_unary_rpc_method_handler(answer)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse)
-    return grpc.unary_unary_rpc_method_handler(refuse)
+        return grpc.unary_stream_rpc_method_handler(answer)
+    return grpc.unary_unary_rpc_method_handler(answer)
+
+
+def refusal(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that answers UNAVAILABLE at once."""
+    return answering(handler, grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+
+
+def overload(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that answers RESOURCE_EXHAUSTED at
+    once (over ``--max-concurrent-rpcs``)."""
+    return answering(handler, grpc.StatusCode.RESOURCE_EXHAUSTED, OVERLOADED)
 
 
 class Calls:

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 import grpc
 
 from ..errors import ScorewireError
-from ._calls import OVERLOADED, Calls, answer_abandoned, refusal
+from ._access import CONTROL, Access, group_of
+from ._calls import Calls, answer_abandoned, answering, overload, refusal
 from ._status import INTERNAL_MESSAGE, STATUS
 
 log = logging.getLogger("scorewire.grpc")
@@ -161,16 +162,27 @@ class MethodTable(grpc.GenericRpcHandler):
     is one dict lookup.
     """
 
-    def __init__(self, calls: Calls | None = None) -> None:
+    def __init__(self, calls: Calls | None = None, access: Access | None = None, control: bool = True) -> None:
         self.handlers: dict[str, grpc.RpcMethodHandler] = {}
         self.refusals: dict[str, grpc.RpcMethodHandler] = {}
         self.overloads: dict[str, grpc.RpcMethodHandler] = {}
         self.calls = calls or Calls()
+        #: who may call what (see ``_access``); None: everyone may call everything
+        self.access = access if access is not None and access.enabled else None
+        #: whether this table's port serves the control plane
+        self.control = control
+        #: with an access file: each method behind a look at the client certificate
+        self.checked: dict[str, grpc.RpcMethodHandler] = {}
+        self._denials: dict[tuple[str, grpc.StatusCode, str], grpc.RpcMethodHandler] = {}
 
     def add(self, method: str, handler: grpc.RpcMethodHandler) -> None:
+        if not self.control and group_of(method) == CONTROL:
+            handler = answering(handler, grpc.StatusCode.PERMISSION_DENIED, CONTROL_NOT_HERE)
         self.handlers[method] = handler
         self.refusals[method] = refusal(handler)
-        self.overloads[method] = refusal(handler, grpc.StatusCode.RESOURCE_EXHAUSTED, OVERLOADED)
+        self.overloads[method] = overload(handler)
+        if self.access is not None:
+            self.checked[method] = _checked(handler, self.access, method)
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
@@ -182,9 +194,61 @@ class MethodTable(grpc.GenericRpcHandler):
         if calls.refusing:
             calls.last_refused = time.monotonic()
             return self.refusals[method]
+        access = self.access
+        verdict = None if access is None else access.check_metadata(method, handler_call_details.invocation_metadata)
+        if verdict is not None and verdict is not True:  # refused by the access file
+            return self._denial(method, handler, verdict)
         if not calls.admit(method):  # over --max-concurrent-rpcs: RESOURCE_EXHAUSTED at once
             return self.overloads[method]
+        if verdict is True:  # no token: the client certificate decides
+            return self.checked[method]
         return handler
+
+    def _denial(self, method: str, handler: grpc.RpcMethodHandler, verdict: tuple[grpc.StatusCode, str]) -> grpc.RpcMethodHandler:
+        key = (method, *verdict)
+        denial = self._denials.get(key)
+        if denial is None:
+            denial = self._denials[key] = answering(handler, *verdict)
+        return denial
+
+
+#: what a control-plane call gets on a port that does not serve the control plane
+CONTROL_NOT_HERE = "the control plane is not served on this port (see --control-plane and --admin-port)"
+
+
+def _checked(handler: grpc.RpcMethodHandler, access: Access, method: str) -> grpc.RpcMethodHandler:
+    """``handler`` behind a look at the call's client certificate: answered
+    UNAUTHENTICATED or PERMISSION_DENIED unless the access file maps it to the
+    method's group."""
+
+    async def check(context: grpc.aio.ServicerContext) -> None:
+        verdict = access.check_identity(method, context.auth_context())
+        if verdict is not None:
+            await context.abort(*verdict)
+
+    behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    if inspect.isasyncgenfunction(behavior):
+
+        async def checked_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await check(context)
+            async for response in behavior(request, context):
+                yield response
+
+        checked: Callable[..., Any] = checked_stream
+    else:
+
+        async def checked_call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await check(context)
+            return await behavior(request, context)
+
+        checked = checked_call
+    factory = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    return factory(checked, handler.request_deserializer, handler.response_serializer)
 
 
 class _Registrar:

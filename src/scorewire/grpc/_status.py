@@ -13,6 +13,7 @@ STATUS: dict[Code, grpc.StatusCode] = {
     Code.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Code.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
     Code.LOAD_ERROR: grpc.StatusCode.FAILED_PRECONDITION,
+    Code.CONFIG: grpc.StatusCode.FAILED_PRECONDITION,
     Code.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 

@@ -10,6 +10,7 @@ answers in plain Python and NumPy (the CLI itself never sees protobuf or grpc).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -61,13 +62,35 @@ class Client:
     """One channel to a server; every call raises :class:`ClientError` for a
     status other than OK."""
 
-    def __init__(self, addr: str, timeout: float, max_message_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        addr: str,
+        timeout: float,
+        max_message_bytes: int | None = None,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        """``ca``: TLS with this CA's PEM file (else plaintext); ``cert``/``key``: this
+        client's certificate (mutual TLS); ``token``: a bearer token sent with every call."""
         options = []
         if max_message_bytes is not None:
             options = [("grpc.max_send_message_length", max_message_bytes),
                        ("grpc.max_receive_message_length", max_message_bytes)]  # fmt: skip
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(addr, options=options)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        if ca is None:
+            if cert or key:
+                raise ValueError("--cert and --key need --ca (TLS)")
+            self._channel = grpc.insecure_channel(addr, options=options)
+        else:
+            creds = grpc.ssl_channel_credentials(
+                Path(ca).read_bytes(),
+                Path(key).read_bytes() if key else None,
+                Path(cert).read_bytes() if cert else None,
+            )
+            self._channel = grpc.secure_channel(addr, creds, options=options)
         self._models = pb_grpc.ModelServiceStub(self._channel)
         self._predict = pb_grpc.PredictServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -83,7 +106,7 @@ class Client:
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as err:
             raise ClientError(err.code().name, err.details() or "") from None
 

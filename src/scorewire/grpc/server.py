@@ -5,7 +5,7 @@ the signal is lost and none is answered CANCELLED (the client's own code, which
 no balancer retries):
 
 1. health turns NOT_SERVING for every service and model at once (open Watch
-   streams hear it);
+   streams hear it); only :data:`LIVENESS` stays SERVING;
 2. for ``drain_delay_s`` every call is still served, so load balancers that probe
    health stop routing here, and what clients sent before the signal arrives and
    is answered;
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import signal
@@ -49,6 +50,7 @@ from ..observability.exposition import MetricsServer
 from ..repository import ModelEntry, ModelRepository, State
 from ..service import ScoringService
 from ..settings import Settings
+from ._access import Access, AccessFile
 from ._calls import Calls
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
@@ -57,6 +59,7 @@ from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 from ._handlers import MethodTable, register
 from ._oip import InferenceServicer
 from ._predict import ModelServicer, PredictServicer
+from ._tls import CertificateFiles
 
 log = logging.getLogger("scorewire.server")
 
@@ -69,9 +72,43 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def health_name(model: str) -> str:
     """The health service name of one model."""
     return f"model/{model}"
+
+
+#: the health entry for a liveness probe: SERVING from the moment the port is bound
+#: until the process stops, whatever the models do and through the drain. Only its
+#: being answered counts (by the event loop): a probe of it restarts a process that
+#: stopped answering, never one that is loading its models or draining.
+LIVENESS = "liveness"
+
+
+class HealthServicer(health.aio.HealthServicer):
+    """grpc's health service, plus :data:`LIVENESS`, which stays SERVING at shutdown."""
+
+    async def Check(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> Any:
+        if request.service == LIVENESS:
+            return health_pb2.HealthCheckResponse(status=SERVING)
+        return await super().Check(request, context)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+        if request.service != LIVENESS:
+            return await super().Watch(request, context)
+        await context.write(health_pb2.HealthCheckResponse(status=SERVING))
+        # it never changes: the stream ends when the client leaves or shutdown ends it
+        await asyncio.Event().wait()
 
 
 #: how often shutdown looks whether only calls gRPC never handed over are left
@@ -109,11 +146,21 @@ class Server:
             metrics=settings.metrics_port > 0,
         )
         self.service.on_change(self._update_model_health)
-        self.health = health.aio.HealthServicer()
-        #: the calls being served, counted (and limited) by scorewire (see ``_calls``)
+        self.health = HealthServicer()
+        #: the calls being served on every port, counted (and limited) by scorewire
+        #: (see ``_calls``)
         self.calls = Calls(limit=settings.max_concurrent_rpcs)
+        #: TLS certificates read again when they change (None: plaintext); who may call
+        #: what. Both are checked here, so a bad file stops the server before it binds
+        self._certificates = (
+            CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            if settings.tls_cert is not None and settings.tls_key is not None
+            else None
+        )
+        self._access = Access(AccessFile(settings.auth_tokens) if settings.auth_tokens else None, settings.health_open)
         self._metrics_server: MetricsServer | None = None
-        self._server: grpc.aio.Server | None = None
+        #: the gRPC servers: the gRPC port's, and the admin port's when there is one
+        self._servers: list[grpc.aio.Server] = []
         self._loading: asyncio.Task[None] | None = None
         self._monitoring: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -122,27 +169,64 @@ class Server:
         self._loaded = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
+        self.admin_port = 0
 
     # ---------------------------------------------------------------- start
     async def start(self) -> None:
         """Bind and start serving; models load in the background (UNAVAILABLE
         for a model until it is ready, health NOT_SERVING until then)."""
-        mb = self.settings.max_message_mb * 1024 * 1024
+        settings = self.settings
+        # the control plane on the gRPC port: as asked, or only where the port is loopback;
+        # with --admin-port, only there (which serves everything)
+        control_here = settings.admin_port == 0 and (
+            settings.control_plane == "on" or (settings.control_plane == "auto" and is_loopback(settings.host))
+        )
+        server, self.port = self._grpc_server(settings.host, settings.port, control_here)
+        servers = [server]
+        if settings.admin_port:
+            admin, self.admin_port = self._grpc_server(settings.admin_host, settings.admin_port, True)
+            servers.append(admin)
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, NOT_SERVING)
+        if settings.metrics_port and settings.serve_metrics:
+            tls = settings.metrics_tls and settings.tls_cert is not None
+            self._metrics_server = MetricsServer(
+                settings.host, settings.metrics_port,
+                certfile=str(settings.tls_cert) if tls else None, keyfile=str(settings.tls_key) if tls else None,
+            )  # fmt: skip
+        for s in servers:
+            await s.start()
+        self._servers = servers
+        log.info(
+            "scorewire listening on %s:%d (%s%s), repository %s, kernel paths %s",
+            settings.host, self.port, "TLS" if self._certificates else "plaintext",
+            "" if control_here else "; control plane " + (f"on {settings.admin_host}:{self.admin_port}" if settings.admin_port else "off"),
+            self.repository.root, self.kernel_paths,
+        )  # fmt: skip
+        self._loading = asyncio.create_task(self._load_all())
+        if self.service.metrics:  # the drift and feedback gauges, recomputed now and then
+            self._monitoring = asyncio.create_task(self.service.run_monitoring_export(settings.monitor_interval_s))
+
+    def _grpc_server(self, host: str, port: int, control: bool) -> tuple[grpc.aio.Server, int]:
+        """One gRPC server with every service (the control plane answered PERMISSION_DENIED
+        unless ``control``), bound to host:port; (server, the bound port)."""
+        settings = self.settings
+        mb = settings.max_message_mb * 1024 * 1024
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", mb),
                 ("grpc.max_send_message_length", mb),
-                ("grpc.so_reuseport", 1 if self.settings.reuse_port else 0),
+                ("grpc.so_reuseport", 1 if settings.reuse_port else 0),
                 # NOTE: grpc core cancels calls above this backlog; keep it above the
                 # concurrency limit so overload is answered with RESOURCE_EXHAUSTED.
-                ("grpc.max_pending_requests", 4 * self.settings.max_concurrent_rpcs + 1024),
+                ("grpc.max_pending_requests", 4 * settings.max_concurrent_rpcs + 1024),
                 # accept clients' keepalive pings down to one every KEEPALIVE_MIN_PING_MS
                 ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MIN_PING_MS),
             ],
             # no maximum_concurrent_rpcs: grpc's limit would refuse health checks too;
             # scorewire applies --max-concurrent-rpcs itself (self.calls, _calls.py)
         )
-        table = MethodTable(self.calls)
+        table = MethodTable(self.calls, self._access, control=control)
         register(pb_grpc.add_PredictServiceServicer_to_server, PredictServicer(self.service, self.calls), table)
         register(pb_grpc.add_ModelServiceServicer_to_server, ModelServicer(self.service), table)
         register(
@@ -151,29 +235,20 @@ class Server:
             table,
         )
         register(health_pb2_grpc.add_HealthServicer_to_server, self.health, table)
-        if self.settings.reflection:
+        if settings.reflection:
             names = (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME)
             # what reflection.enable_server_reflection does for an aio server, into the table
             servicer = reflection.aio.ReflectionServicer(names)
             register(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, servicer, table)
         server.add_generic_rpc_handlers((table,))
-        address = f"{self.settings.host}:{self.settings.port}"  # IPv6 as "[::]"
-        self.port = server.add_insecure_port(address)
-        if self.port == 0:
+        address = f"{host}:{port}"  # IPv6 as "[::]"
+        if self._certificates is not None:
+            bound = server.add_secure_port(address, self._certificates.server_credentials())
+        else:
+            bound = server.add_insecure_port(address)
+        if bound == 0:
             raise OSError(f"cannot listen on {address}")
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, NOT_SERVING)
-        if self.settings.metrics_port and self.settings.serve_metrics:
-            self._metrics_server = MetricsServer(self.settings.host, self.settings.metrics_port)
-        await server.start()
-        self._server = server
-        log.info(
-            "scorewire listening on %s:%d, repository %s, kernel paths %s",
-            self.settings.host, self.port, self.repository.root, self.kernel_paths,
-        )  # fmt: skip
-        self._loading = asyncio.create_task(self._load_all())
-        if self.service.metrics:  # the drift and feedback gauges, recomputed now and then
-            self._monitoring = asyncio.create_task(self.service.run_monitoring_export(self.settings.monitor_interval_s))
+        return server, bound
 
     async def _load_all(self) -> None:
         loop = asyncio.get_running_loop()
@@ -283,8 +358,10 @@ class Server:
             await calls.abandon(calls.in_flight)
         # 5. end the health Watch streams, then stop gRPC (the port closes)
         await calls.abandon(calls.standing)
-        if self._server is not None:
-            stopping = asyncio.ensure_future(self._server.stop(self.settings.shutdown_grace_s))
+        if self._servers:
+            stopping = asyncio.ensure_future(
+                asyncio.gather(*(s.stop(self.settings.shutdown_grace_s) for s in self._servers))
+            )
             await self._cancel_when_idle(stopping)
             await stopping
         if self._loading is not None and not self._loading.done():
@@ -310,12 +387,11 @@ class Server:
         handed to scorewire: they would hang until the grace period ends (the
         client's deadline, often, comes first).
         """
-        assert self._server is not None
         idle_checks = 0
         while not stopping.done():
             idle_checks = idle_checks + 1 if not self.calls.in_flight else 0
             if idle_checks >= 2:
-                await self._server.stop(None)
+                await asyncio.gather(*(s.stop(None) for s in self._servers))
                 return
             await asyncio.wait([stopping], timeout=IDLE_POLL_S)
 
@@ -332,10 +408,19 @@ class Server:
     @property
     def accepting(self) -> bool:
         """Started, and not told to stop."""
-        return self._server is not None and self._stopping is None
+        return bool(self._servers) and self._stopping is None
 
     async def wait_for_termination(self) -> None:
         await self._stopped.wait()
+
+
+def check_configuration(settings: Settings) -> None:
+    """Read and check the files the settings name (TLS certificates, the access file):
+    ConfigurationError naming the file and the problem, before anything binds or forks."""
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    if settings.auth_tokens is not None:
+        AccessFile(settings.auth_tokens)
 
 
 def freeze_heap() -> None:

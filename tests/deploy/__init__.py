@@ -1,0 +1,1 @@
+"""deploy/kubernetes, deploy/kserve and deploy/container: rendered, validated, and run."""
