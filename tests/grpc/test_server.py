@@ -261,6 +261,59 @@ def test_overload_is_answered_at_once(tmp_path):
         srv.stop()
 
 
+def test_health_checks_are_never_refused_for_load(tmp_path):
+    """max_concurrent_rpcs=2, two calls held in the model: a third scoring call is
+    refused RESOURCE_EXHAUSTED, but health checks of both protocols (grpc.health.v1
+    Check and Watch, OIP ServerLive, ServerReady, ModelReady) are answered, and say
+    the server is up. A balancer or Kubernetes probe must see a busy server as
+    healthy: one that saw it refused would take it out and move its load onto the
+    others."""
+    held = GatedModel(local("diabetes"))
+    srv = _server_with(tmp_path, Settings(port=0, max_concurrent_rpcs=2, offload_min_values=1, n_threads=2), held=held)
+    try:
+        with grpc.insecure_channel(srv.addr) as ch:
+            stub = pb_grpc.PredictServiceStub(ch)
+            futures = [stub.Predict.future(req(model="held"), timeout=60) for _ in range(2)]
+            held.wait_entered(2)
+            code, details = code_of(stub.Predict, req(model="held"), timeout=10)
+            assert code == SC.RESOURCE_EXHAUSTED and "max-concurrent-rpcs" in details
+            health = health_pb2_grpc.HealthStub(ch)
+            watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=60) for _ in range(3)]
+            assert [next(w).status for w in watches] == [health_pb2.HealthCheckResponse.SERVING] * 3
+            for _ in range(3):  # more health checks than the limit, with it full
+                assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+            infer = oip_grpc.GRPCInferenceServiceStub(ch)
+            assert infer.ServerLive(oip.ServerLiveRequest(), timeout=10).live
+            assert infer.ServerReady(oip.ServerReadyRequest(), timeout=10).ready
+            assert infer.ModelReady(oip.ModelReadyRequest(name="held"), timeout=10).ready
+            # the open Watch streams do not count towards the limit either
+            held.gate.set()
+            assert [f.result(timeout=30).model for f in futures] == ["held", "held"]
+            assert [stub.Predict(req(model="held"), timeout=10).model for _ in range(2)] == ["held", "held"]
+            for w in watches:
+                w.cancel()
+    finally:
+        held.gate.set()
+        srv.stop()
+
+
+def test_keepalive_pings_every_second_are_accepted(server):
+    """A client that sends keepalive pings every second (as the README's client-side
+    balancing recipe does, to notice a replica that hangs) on a connection where the
+    server sends nothing — it holds only a health Watch, as a balancing client's
+    health check does — is not sent GOAWAY "too_many_pings" (gRPC's default server
+    policy after three pings less than 5 minutes apart). The Watch stays open until
+    its own deadline, through five pings or more."""
+    options = [("grpc.keepalive_time_ms", 1000), ("grpc.keepalive_timeout_ms", 1000),
+               ("grpc.http2.ping_timeout_ms", 1000), ("grpc.http2.max_pings_without_data", 0)]  # fmt: skip
+    with grpc.insecure_channel(server.addr, options=options) as ch:
+        watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service="model/diabetes"), timeout=6)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as ended:
+            next(watch)
+    assert ended.value.code() == SC.DEADLINE_EXCEEDED, ended.value.details()
+
+
 def test_big_request_does_not_stall_small_ones(tmp_path):
     """A request of offload_min_values values or more is scored on a worker thread:
     while one is held in the model, small requests are answered (scored on the

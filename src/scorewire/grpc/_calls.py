@@ -20,6 +20,13 @@ Shutdown (see ``server.py``) uses it to stop without losing a request:
 - :meth:`Calls.abandon`: what is still running when the grace period ends is
   cancelled with :data:`ABANDONED` as the reason, and the handler answers
   UNAVAILABLE instead of CANCELLED (see :func:`answer_abandoned`).
+
+It is also where ``--max-concurrent-rpcs`` is applied (:meth:`Calls.admit`), rather
+than by grpc's own limit, which counts a call from its first byte (clients that send
+half a request and stall would use it up) and refuses health checks too (a busy
+server would look unhealthy to Envoy's health checks and Kubernetes' probes, which
+would take it out and move its load onto the others). Health checks
+(:data:`UNLIMITED`) are never refused for load, and do not count towards the limit.
 """
 
 from __future__ import annotations
@@ -46,6 +53,17 @@ OVER_LIMIT = "the server is serving as many calls as it may at once (--max-concu
 #: calls that never end by themselves (health Watch): not counted as work in flight,
 #: ended last
 STANDING = frozenset({"/grpc.health.v1.Health/Watch"})
+
+#: health checks of both protocols: never refused for load, not counted towards
+#: ``--max-concurrent-rpcs`` (a balancer that saw them refused would eject a replica
+#: that is only busy)
+UNLIMITED = frozenset({
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+    "/inference.GRPCInferenceService/ModelReady",
+})
 
 #: shutdown waits for this long without a new call before gRPC core stops
 QUIET_S = 0.1

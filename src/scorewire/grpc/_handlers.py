@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 import grpc
 
 from ..errors import ScorewireError
-from ._access import CONTROL, HEALTH_METHODS, Access, group_of
-from ._calls import OVER_LIMIT, Calls, answer_abandoned, answering, refusal
+from ._access import CONTROL, Access, group_of
+from ._calls import OVER_LIMIT, UNLIMITED, Calls, answer_abandoned, answering, refusal
 from ._status import INTERNAL_MESSAGE, STATUS
 
 log = logging.getLogger("scorewire.grpc")
@@ -150,8 +150,9 @@ def _guard(behavior: Callable[..., Any]) -> Callable[..., Any]:
 
 class MethodTable(grpc.GenericRpcHandler):
     """Every scorewire method, by full name, in one generic handler; and where each
-    call is counted in (see :mod:`._calls`) and, once the server stops taking calls,
-    refused.
+    call is counted in (see :mod:`._calls`) and refused: once the server stops taking
+    calls (UNAVAILABLE), or by the access rules. (The limit of calls served at once
+    is applied when a handler starts: see ``_served``.)
 
     The generated ``add_*_to_server`` functions register each method with grpc as a
     "registered method"; grpc.aio's serving loop then keeps one pending request per
@@ -192,12 +193,11 @@ class MethodTable(grpc.GenericRpcHandler):
             calls.last_refused = time.monotonic()
             return self.refusals[method]
         access = self.access
-        if access is not None:
-            verdict = access.check_metadata(method, handler_call_details.invocation_metadata)
-            if verdict is True:  # no token: the client certificate decides
-                return self.checked[method]
-            if verdict is not None:
-                return self._denial(method, handler, verdict)
+        verdict = None if access is None else access.check_metadata(method, handler_call_details.invocation_metadata)
+        if verdict is not None and verdict is not True:  # refused by the access file
+            return self._denial(method, handler, verdict)
+        if verdict is True:  # no token: the client certificate decides
+            return self.checked[method]
         return handler
 
     def _denial(self, method: str, handler: grpc.RpcMethodHandler, verdict: tuple[grpc.StatusCode, str]) -> grpc.RpcMethodHandler:
@@ -260,7 +260,7 @@ class _Registrar:
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         for name, h in handlers.items():
             method = f"/{service}/{name}"
-            self._table.add(method, _served(h, None if method in HEALTH_METHODS else self._table.calls))
+            self._table.add(method, _served(h, None if method in UNLIMITED else self._table.calls))
 
 
 def _served(h: grpc.RpcMethodHandler, calls: Calls | None) -> grpc.RpcMethodHandler:

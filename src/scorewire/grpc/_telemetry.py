@@ -5,7 +5,7 @@ in the call's metadata).
 
 A stream is one RPC and one server span; each of its messages is a request of its
 own: counted, timed, and traced as a ``message`` span under the stream's span.
-Calls refused by grpc before a handler runs (over ``--max-concurrent-rpcs``, over
+Calls refused before their request is read (over ``--max-concurrent-rpcs``, over
 the message size limit) are not counted; an unparseable message is, under an
 empty model label.
 """

@@ -116,6 +116,14 @@ class HealthServicer(health.aio.HealthServicer):
 #: how often shutdown looks whether only calls gRPC never handed over are left
 IDLE_POLL_S = 0.02
 
+#: the shortest interval at which clients may send keepalive pings (ms). gRPC's
+#: default is 5 minutes: a client that pings more often on a connection where the
+#: server sends nothing (e.g. one that holds only the client-side health check's
+#: Watch stream) is sent GOAWAY "too_many_pings", and its gRPC library then pings
+#: less and less often, so it no longer notices a replica that hangs (README,
+#: "Client-side balancing": keepalive every second).
+KEEPALIVE_MIN_PING_MS = 500
+
 
 class Server:
     """One scorewire server process.
@@ -246,8 +254,9 @@ class Server:
             # reading goes in keepalive_timeout, not grpc's default minute
             ("grpc.http2.ping_timeout_ms", int(settings.keepalive_timeout_s * ms)),
             ("grpc.keepalive_permit_without_calls", 1),
-            # clients may ping as often as every 10 s, even between calls, without a GOAWAY
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10 * ms),
+            # accept clients' keepalive pings down to one every KEEPALIVE_MIN_PING_MS, even
+            # between calls (grpc's default answers more than one per 5 minutes with GOAWAY)
+            ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MIN_PING_MS),
             ("grpc.http2.max_pings_without_data", 0),
         ]
         if settings.max_connection_idle_s:
