@@ -150,7 +150,10 @@ class Envoy:
     """Envoy running the shipped template, rendered by deploy/envoy/render.py for
     these replicas (listener and admin port: picked by Envoy, read back)."""
 
-    def __init__(self, workdir: Path, replicas: list[str], max_concurrent_rpcs: int = 256) -> None:
+    def __init__(
+        self, workdir: Path, replicas: list[str], max_concurrent_rpcs: int = 256, upstream_tls: tuple[str, ...] = ()
+    ) -> None:
+        """``upstream_tls``: render.py's --upstream-ca/--upstream-cert/--upstream-key flags."""
         self.workdir = workdir
         self.config = workdir / "envoy.yaml"
         self.log = workdir / "envoy.log"
@@ -158,6 +161,7 @@ class Envoy:
                   "--max-concurrent-rpcs", str(max_concurrent_rpcs), "-o", str(self.config)]  # fmt: skip
         for addr in replicas:
             render += ["--replica", addr]
+        render += list(upstream_tls)
         subprocess.run(render, check=True, timeout=60)
         admin_path = workdir / "envoy-admin.txt"
         self._log_file = self.log.open("w")

@@ -19,7 +19,8 @@ SCORING = ["/scorewire.v1.PredictService/Predict", "/inference.GRPCInferenceServ
 
 def test_the_template_has_only_the_documented_fields():
     fields = set(re.findall(r"\$\{(\w+)\}", (DEPLOY / "envoy.yaml.in").read_text()))
-    assert fields == {"LISTEN_ADDRESS", "LISTEN_PORT", "ADMIN_PORT", "ENDPOINTS", "MAX_REQUESTS", "MAX_PENDING_REQUESTS"}
+    assert fields == {"LISTEN_ADDRESS", "LISTEN_PORT", "ADMIN_PORT", "ENDPOINTS", "MAX_REQUESTS", "MAX_PENDING_REQUESTS",
+                      "UPSTREAM_TLS"}
 
 
 @pytest.mark.parametrize("replica", ["localhost:50051", "127.0.0.1:0", "127.0.0.1", "127.0.0.1:70000"])

@@ -333,3 +333,27 @@ def test_the_readme_mtls_example_works_as_written(tmp_path):
             proc.wait()
     assert proc.returncode == 0, out[-3000:]
     assert "SERVING" in out and re.search(r"^value\n[-0-9.e]+$", out, re.M), out[-3000:]
+
+
+def test_envoy_as_a_mutual_tls_upstream_client(ca, tmp_path):
+    """The shipped Envoy configuration, rendered with --upstream-ca/-cert/-key, in
+    front of two replicas that require client certificates: Envoy's health checks
+    and the calls it forwards go over mutual TLS; a client of Envoy scores."""
+    import contextlib
+
+    from ..fleet.fleet import Envoy
+    from ..servers import server_process
+
+    server, envoy_cert = ca.server("replica"), ca.client("envoy", "spiffe://scorewire.test/envoy")
+    tls = ("--tls-cert", str(server.cert), "--tls-key", str(server.key), "--tls-client-ca", str(ca.cert))
+    creds = credentials(ca, envoy_cert)
+    with contextlib.ExitStack() as stack:
+        replicas = [stack.enter_context(server_process(*tls, credentials=creds)) for _ in range(2)]
+        envoy = Envoy(tmp_path, [r.addr for r in replicas],
+                      upstream_tls=("--upstream-ca", str(ca.cert), "--upstream-cert", str(envoy_cert.cert),
+                                    "--upstream-key", str(envoy_cert.key)))  # fmt: skip
+        stack.callback(envoy.close)
+        envoy.wait_healthy([r.addr for r in replicas])
+        with grpc.insecure_channel(envoy.addr) as channel:
+            assert [predict(channel) for _ in range(20)] == ["OK"] * 20
+        assert 'UpstreamTlsContext' in (tmp_path / "envoy.yaml").read_text()
