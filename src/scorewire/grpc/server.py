@@ -28,6 +28,7 @@ A second signal during shutdown skips the waiting and exits at once (code 1).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import ipaddress
 import logging
@@ -184,8 +185,21 @@ class Server:
     # ---------------------------------------------------------------- start
     async def start(self) -> None:
         """Bind and start serving; models load in the background (UNAVAILABLE
-        for a model until it is ready, health NOT_SERVING until then)."""
+        for a model until it is ready, health NOT_SERVING until then).
+
+        A ``--workers`` worker (``reuse_port``) loads its models first and binds only
+        then: the kernel hands new connections to any worker listening on the port,
+        so one still loading would otherwise take connections (and health probes)
+        whose calls it can only refuse while the others are ready."""
         settings = self.settings
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, NOT_SERVING)
+        if settings.reuse_port:
+            self._loading = asyncio.create_task(self._load_all())
+            with contextlib.suppress(asyncio.CancelledError):  # a stop during the load cancels it
+                await asyncio.shield(self._loading)
+            if self._stopping is not None:  # told to stop while loading: never bind
+                return
         # the control plane on the gRPC port: as asked, or only where the port is loopback;
         # with --admin-port, only there (which serves everything)
         control_here = settings.admin_port == 0 and (
@@ -199,8 +213,6 @@ class Server:
             servers.append(admin)
         if self.forwarder.own_socket:  # the other workers' way in, for forwarded feedback
             servers.append(self._grpc_server(self.forwarder.own_socket, False, outside=False)[0])
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, NOT_SERVING)
         if settings.metrics_port and settings.serve_metrics:
             tls = settings.metrics_tls and settings.tls_cert is not None
             self._metrics_server = MetricsServer(
@@ -225,7 +237,8 @@ class Server:
                 ))),
                 self.replica_id,
             )  # fmt: skip
-        self._loading = asyncio.create_task(self._load_all())
+        if self._loading is None:
+            self._loading = asyncio.create_task(self._load_all())
         self._expiring = asyncio.create_task(self.calls.expire_stalled())
         if self.service.metrics:  # the drift and feedback gauges, recomputed now and then
             self._monitoring = asyncio.create_task(self.service.run_monitoring_export(settings.monitor_interval_s))
@@ -483,8 +496,14 @@ async def serve(settings: Settings) -> int:
     tracing.configure(settings.trace)
     try:
         server = Server(settings)
+        if settings.reuse_port:  # a worker loads before it binds: a stop may come meanwhile
+            server.install_signal_handlers()
         await server.start()
-        server.install_signal_handlers()
+        if not settings.reuse_port:
+            server.install_signal_handlers()
+        if not server.accepting:  # stopped before it ever bound
+            await server.wait_for_termination()
+            return 0
         # one write, line and newline together: workers share the supervisor's stdout
         # (unbuffered under PYTHONUNBUFFERED) and another's log line must not split it
         sys.stdout.write(f"scorewire serving on {settings.host}:{server.port}\n")
