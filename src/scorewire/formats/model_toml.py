@@ -34,6 +34,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ModelLoadError
+from .files import DEFAULT, ModelFiles
 
 BACKENDS = ("auto", "native", "onnxruntime")
 
@@ -157,13 +158,8 @@ def parse_model_config(data: bytes, source: str = "model.toml") -> ModelConfig:
     )
 
 
-def load_model_config(path: str | os.PathLike[str]) -> ModelConfig:
-    """Read model.toml, or the defaults when it does not exist."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        return ModelConfig()
-    except OSError as exc:
-        raise ModelLoadError(f"{os.fspath(path)}: cannot read ({exc.strerror})") from None
-    return parse_model_config(data, source=os.fspath(path))
+def load_model_config(path: str | os.PathLike[str], files: ModelFiles = DEFAULT) -> ModelConfig:
+    """Read model.toml, or the defaults when it does not exist (see
+    :class:`~scorewire.formats.files.ModelFiles`)."""
+    data = files.read(path, missing_ok=True)
+    return ModelConfig() if data is None else parse_model_config(data, source=os.fspath(path))

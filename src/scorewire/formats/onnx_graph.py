@@ -54,17 +54,21 @@ kernel gives (all zeros once every z < -17); elsewhere they agree to float32 rou
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from google.protobuf.message import DecodeError
+from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from ..errors import ModelLoadError
+from .files import DEFAULT, ModelFiles
 from .linear_spec import LinearSpec
 
-__all__ = ["InspectResult", "inspect_onnx"]
+__all__ = ["InspectResult", "inspect_onnx", "parse_onnx", "read_onnx"]
 
 _FLOAT, _DOUBLE, _INT64, _STRING = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64, TensorProto.STRING
 _NP: dict[int, np.dtype[Any]] = {_FLOAT: np.dtype(np.float32), _DOUBLE: np.dtype(np.float64)}
@@ -158,6 +162,86 @@ class _Labels:
 
 
 _Value = _Columnwise | _Affine | _Scores | _Labels | np.ndarray
+
+
+# ------------------------------------------------------------------ reading
+def read_onnx(path: str | os.PathLike[str], files: ModelFiles = DEFAULT) -> onnx.ModelProto:
+    """Read, parse and check an ONNX file (see :func:`parse_onnx` and
+    :class:`~scorewire.formats.files.ModelFiles`)."""
+    return parse_onnx(files.read_file(path), os.fspath(path), files)
+
+
+def parse_onnx(data: bytes, source: str = "model.onnx", files: ModelFiles = DEFAULT) -> onnx.ModelProto:
+    """Parse and check an ONNX model; ModelLoadError naming ``source`` when it is
+    not valid, when a tensor's data lives in another file (external data: scorewire
+    reads a model from its one file only), or when its tensors declare more than
+    ``files.max_bytes`` in all (checked on their shapes, before anything reads them)."""
+    try:
+        model = onnx.ModelProto.FromString(data)
+    except (DecodeError, ValueError, RuntimeError):
+        raise ModelLoadError(f"{source}: not a valid ONNX model (truncated or corrupt)") from None
+    if not model.graph.node:
+        raise ModelLoadError(f"{source}: not a valid ONNX model (empty graph)")
+    total = 0
+    for tensor in _tensors(model):
+        if tensor.data_location == TensorProto.EXTERNAL or tensor.external_data:
+            raise ModelLoadError(f"{source}: a tensor's data is stored in another file (external data is not supported)")
+        total += _declared_bytes(tensor, source)
+    files.check_size(source, "the graph's tensors declare", total)
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "invalid"
+        raise ModelLoadError(f"{source}: ONNX check failed ({first})") from None
+    return model
+
+
+def _tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
+    """Every tensor a model holds: initializers (sparse ones too), and the tensor
+    attributes of every node, in every graph, subgraph and local function."""
+    graphs = [model.graph]
+    nodes = [n for f in model.functions for n in f.node]
+    while graphs or nodes:
+        if graphs:
+            g = graphs.pop()
+            yield from g.initializer
+            for sparse in g.sparse_initializer:
+                yield sparse.values
+                yield sparse.indices
+            nodes.extend(g.node)
+            continue
+        for a in nodes.pop().attribute:
+            if a.type == AttributeProto.TENSOR:
+                yield a.t
+            elif a.type == AttributeProto.TENSORS:
+                yield from a.tensors
+            elif a.type == AttributeProto.SPARSE_TENSOR:
+                yield a.sparse_tensor.values
+                yield a.sparse_tensor.indices
+            elif a.type == AttributeProto.SPARSE_TENSORS:
+                for sparse in a.sparse_tensors:
+                    yield sparse.values
+                    yield sparse.indices
+            elif a.type == AttributeProto.GRAPH:
+                graphs.append(a.g)
+            elif a.type == AttributeProto.GRAPHS:
+                graphs.extend(a.graphs)
+
+
+def _declared_bytes(tensor: TensorProto, source: str) -> int:
+    """What a tensor's shape says it holds, in bytes (its strings' own lengths)."""
+    n = 1
+    for dim in tensor.dims:
+        if dim < 0:
+            raise ModelLoadError(f"{source}: not a valid ONNX model (a tensor has a negative dimension)")
+        n *= dim
+    if tensor.data_type == TensorProto.STRING:
+        return sum(len(s) for s in tensor.string_data)
+    try:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        itemsize = 8
+    return n * itemsize
 
 
 # ------------------------------------------------------------------ public API
