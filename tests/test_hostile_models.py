@@ -352,6 +352,7 @@ def test_pickles_are_never_loaded(tmp_path, no_unpickling):
         ({"py/object": "os.system"}, "unknown field"),
         ({"__reduce__": ["os.system", ["true"]]}, "unknown field"),
         ({"coefficients": {"py/reduce": [{"py/function": "os.system"}, ["true"]]}}, '"coefficients" must be a list'),
+        ({"kind": {"py/object": "os.system"}}, '"kind" must be one of'),
         ({"classes": [{"py/object": "os.system"}, 1]}, '"classes" must be all integers or all strings'),
         ({"dtype": "O"}, '"dtype" must be "float32" or "float64"'),
     ],

@@ -27,6 +27,13 @@ from ..errors import ModelLoadError
 DEFAULT_MAX_MODEL_MB = 256
 
 
+def quoted(name: object, limit: int = 64) -> str:
+    """A name read from a file, quoted for a message and cut short: an error names
+    what is wrong, it does not echo the file."""
+    text = str(name)
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
 def mib(n: int) -> str:
     """A byte count in MiB, for messages."""
     return f"{n / (1 << 20):.4g} MiB"

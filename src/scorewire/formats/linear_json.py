@@ -48,12 +48,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Any
 
 import numpy as np
 
 from ..errors import ModelLoadError
-from .files import DEFAULT, ModelFiles
+from .files import DEFAULT, ModelFiles, quoted
 from .linear_spec import LinearSpec, default_outputs
 
 FORMAT = "scorewire.linear"
@@ -103,13 +104,13 @@ def _spec_from_doc(doc: Any, files: ModelFiles = DEFAULT) -> LinearSpec:
         raise ModelLoadError("the document must be a JSON object")
     unknown = sorted(set(doc) - _FIELDS)
     if unknown:
-        raise ModelLoadError(f"unknown field(s) {unknown[:5]}")
+        raise ModelLoadError(f"unknown field(s) {', '.join(quoted(k) for k in unknown[:5])}")
     if doc.get("format") != FORMAT:
         raise ModelLoadError(f'"format" must be "{FORMAT}"')
     if doc.get("format_version") != FORMAT_VERSION:
         raise ModelLoadError(f'"format_version" must be {FORMAT_VERSION}')
     kind = doc.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ModelLoadError(f'"kind" must be one of {sorted(KINDS)}')
     task, link = KINDS[kind]
     coef = _matrix(doc.get("coefficients"), "coefficients", files)
@@ -157,7 +158,10 @@ def _spec_from_doc(doc: Any, files: ModelFiles = DEFAULT) -> LinearSpec:
 
 
 def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite JSON number that float64 holds (an integer past its range is not)."""
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return isinstance(v, int) and not isinstance(v, bool) and -sys.float_info.max <= v <= sys.float_info.max
 
 
 def _vector(v: object, field: str) -> np.ndarray:

@@ -34,7 +34,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ModelLoadError
-from .files import DEFAULT, ModelFiles
+from .files import DEFAULT, ModelFiles, quoted
 
 BACKENDS = ("auto", "native", "onnxruntime")
 
@@ -57,7 +57,7 @@ class BatchConfig:
     def from_toml(cls, section: dict[str, Any], source: str) -> BatchConfig:
         unknown = set(section) - {"enabled", "max_batch_rows", "max_delay_us", "max_queue_rows"}
         if unknown:
-            raise ModelLoadError(f"{source}: unknown [batching] key(s) {sorted(unknown)}")
+            raise ModelLoadError(f"{source}: unknown [batching] key(s) {', '.join(quoted(k) for k in sorted(unknown)[:5])}")
         values: dict[str, Any] = {"enabled": section.get("enabled")}
         if values["enabled"] is not None and not isinstance(values["enabled"], bool):
             raise ModelLoadError(f"{source}: batching.enabled must be true or false")
@@ -109,11 +109,11 @@ _SECTIONS = {"drift", "monitoring"}
 def parse_model_config(data: bytes, source: str = "model.toml") -> ModelConfig:
     try:
         doc = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelLoadError(f"{source}: not valid TOML ({str(exc)[:120]})") from None
     unknown = sorted(set(doc) - _TOP_KEYS - _SECTIONS)
     if unknown:
-        raise ModelLoadError(f"{source}: unknown key(s) {unknown[:5]}")
+        raise ModelLoadError(f"{source}: unknown key(s) {', '.join(quoted(k) for k in unknown[:5])}")
 
     def fail(msg: str) -> ModelLoadError:
         return ModelLoadError(f"{source}: {msg}")

@@ -65,7 +65,7 @@ from google.protobuf.message import DecodeError
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from ..errors import ModelLoadError
-from .files import DEFAULT, ModelFiles
+from .files import DEFAULT, ModelFiles, quoted
 from .linear_spec import LinearSpec
 
 __all__ = ["InspectResult", "inspect_onnx", "parse_onnx", "read_onnx"]
@@ -264,7 +264,7 @@ def _inspect(model: onnx.ModelProto) -> LinearSpec:
         raise _NotLinear("the graph has sparse initializers")
     unknown = sorted({n.op_type for n in graph.node if (_domain(n), n.op_type) not in _ATTRS})
     if unknown:
-        raise _NotLinear(f"the graph uses operators a linear model does not: {', '.join(unknown)}")
+        raise _NotLinear(f"the graph uses operators a linear model does not: {', '.join(op[:64] for op in unknown[:5])}")
     imported = {"" if op.domain == "ai.onnx" else op.domain for op in model.opset_import}
     if any(_domain(n) not in imported for n in graph.node):
         raise _NotLinear("a node's operator domain is not imported by the model")
@@ -279,7 +279,7 @@ def _inspect(model: onnx.ModelProto) -> LinearSpec:
     env: dict[str, _Value] = {t.name: _tensor(t, t.name) for t in graph.initializer}
     env[x.name] = _Columnwise(np.ones(1), np.zeros(1), elem, width)
     for i, node in enumerate(graph.node):
-        where = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node #{i}"
+        where = f"{node.op_type} node {quoted(node.name)}" if node.name else f"{node.op_type} node #{i}"
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         extra = set(attrs) - _ATTRS[_domain(node), node.op_type]
         if extra:
@@ -287,14 +287,14 @@ def _inspect(model: onnx.ModelProto) -> LinearSpec:
         args = [env.get(name) if name else None for name in node.input]
         for name, arg in zip(node.input, args, strict=True):
             if name and arg is None:
-                raise _NotLinear(f"{where} reads {name!r}, which nothing defines")
+                raise _NotLinear(f"{where} reads {quoted(name)}, which nothing defines")
         with np.errstate(all="ignore"):
             results = _step(node.op_type, where, args, attrs)
         if len(node.output) > len(results) or any(not o for o in node.output):
             raise _NotLinear(f"{where} has unexpected outputs")
         for name, value in zip(node.output, results, strict=False):
             if name in env:
-                raise _NotLinear(f"{where} redefines {name!r}")
+                raise _NotLinear(f"{where} redefines {quoted(name)}")
             env[name] = value
     return _spec(graph, env, x.name, elem)
 
@@ -304,7 +304,7 @@ def _check_opsets(model: onnx.ModelProto) -> None:
     for op in model.opset_import:
         domain = op.domain or ""
         if domain not in _OPSETS:
-            raise _NotLinear(f"the model imports the operator domain {domain!r}")
+            raise _NotLinear(f"the model imports the operator domain {quoted(domain)}")
         low, high = _OPSETS[domain]
         if not low <= op.version <= high:
             raise _NotLinear(f"opset {op.version} of domain {domain or 'ai.onnx'!r} is not one we know ({low}-{high})")
@@ -316,21 +316,21 @@ def _domain(node: onnx.NodeProto) -> str:
 
 def _input_type(x: onnx.ValueInfoProto) -> tuple[int, int | None]:
     if not x.type.HasField("tensor_type") or x.type.tensor_type.elem_type not in _NP:
-        raise _NotLinear(f"the input {x.name!r} is not a float32 or float64 tensor")
+        raise _NotLinear(f"the input {quoted(x.name)} is not a float32 or float64 tensor")
     tt = x.type.tensor_type
     if not tt.HasField("shape") or len(tt.shape.dim) != 2:
-        raise _NotLinear(f"the input {x.name!r} is not declared as a 2-D (rows, features) tensor")
+        raise _NotLinear(f"the input {quoted(x.name)} is not declared as a 2-D (rows, features) tensor")
     dim = tt.shape.dim[1]
     return tt.elem_type, (dim.dim_value if dim.HasField("dim_value") else None)
 
 
 def _tensor(t: onnx.TensorProto, where: str) -> np.ndarray:
     if t.data_location == TensorProto.EXTERNAL:
-        raise _NotLinear(f"the constant {where!r} is stored as external data")
+        raise _NotLinear(f"the constant {quoted(where)} is stored as external data")
     try:
         return numpy_helper.to_array(t)
     except Exception as exc:  # a malformed tensor: onnxruntime will say more
-        raise _NotLinear(f"the constant {where!r} cannot be read ({exc})") from None
+        raise _NotLinear(f"the constant {quoted(where)} cannot be read ({str(exc)[:120]})") from None
 
 
 # ------------------------------------------------------------------ operators
@@ -603,15 +603,15 @@ def _spec(graph: onnx.GraphProto, env: dict[str, _Value], input_name: str, elem:
                 links.add(v.head.link)
                 role = "decision" if v.head.link == "identity" else "probabilities"
         else:
-            raise _NotLinear(f"the output {out.name!r} is not computed by a linear model")
+            raise _NotLinear(f"the output {quoted(out.name)} is not computed by a linear model")
         if getattr(v, "zipped", False):
             ok = out.type.HasField("sequence_type")
         else:
             ok = out.type.HasField("tensor_type") and out.type.tensor_type.elem_type in (0, v.elem)
         if not ok:
-            raise _NotLinear(f"the output {out.name!r} is declared with another type than it has")
+            raise _NotLinear(f"the output {quoted(out.name)} is declared with another type than it has")
         if role != "label" and v.elem != elem:
-            raise _NotLinear(f"the output {out.name!r} has another element type than the input")
+            raise _NotLinear(f"the output {quoted(out.name)} has another element type than the input")
         decisions[id(z)] = z
         outputs[out.name] = role
     if len(decisions) != 1:

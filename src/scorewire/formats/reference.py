@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelLoadError
-from .files import DEFAULT, ModelFiles
+from .files import DEFAULT, ModelFiles, quoted
 
 #: the ``format`` of a reference.json
 REFERENCE_FORMAT = "scorewire.reference"
@@ -97,7 +98,7 @@ class Reference:
             raise bad("expected a JSON object")
         unknown = set(doc) - _TOP_KEYS
         if unknown:
-            raise bad(f"unknown field {sorted(unknown)[0]!r}")
+            raise bad(f"unknown field {quoted(sorted(unknown)[0])}")
         if doc.get("format") != REFERENCE_FORMAT:
             raise bad(f"format must be {REFERENCE_FORMAT!r}")
         if doc.get("format_version") != 1 or isinstance(doc.get("format_version"), bool):
@@ -117,7 +118,7 @@ class Reference:
                 raise bad(f"{where}: expected an object")
             unknown = set(f) - _FEATURE_KEYS
             if unknown:
-                raise bad(f"{where}: unknown field {sorted(unknown)[0]!r}")
+                raise bad(f"{where}: unknown field {quoted(sorted(unknown)[0])}")
             name = f.get("name", f"f{j}")
             if not isinstance(name, str):
                 raise bad(f"{where}: name must be a string")
@@ -143,7 +144,7 @@ class Reference:
         """A reference.json document; ModelLoadError naming ``source`` if it is malformed."""
         try:
             doc = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise ModelLoadError(f"{source}: not valid JSON ({str(exc)[:120]})") from None
         return cls.from_dict(doc, source, n_features)
 
@@ -163,7 +164,10 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite JSON number that float64 holds (an integer past its range is not)."""
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return _is_int(v) and -sys.float_info.max <= v <= sys.float_info.max
 
 
 def _number_list(v: Any, bad: Callable[[str], ModelLoadError], what: str) -> np.ndarray:
