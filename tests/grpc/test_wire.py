@@ -240,6 +240,44 @@ def test_decode_predict_leaves_the_rare_to_protobuf():
     _left_to_protobuf(_wire.decode_predict, pb.PredictRequest, parseable, unparseable)
 
 
+def test_an_empty_raw_field_reads_as_protobuf_reads_it():
+    """Found by tests/fuzz/fuzz_predict.py: a raw field written empty (zero rows) is
+    no raw field to protobuf, so the answer is typed; the wire decoder said raw."""
+    tensor = b"\x08\x02\x12\x02\x00\x03\x1a\x00"  # FLOAT64, shape [0, 3], raw = b""
+    blob = b"\x1a" + _varint(len(tensor)) + tensor
+    got = _wire.decode_predict(blob)
+    assert got is not None and got.raw is False and got.X.shape == (0, 3)
+    assert fields(got) == fields(V1(None).from_message(pb.PredictRequest.FromString(blob)))
+
+
+#: a length-delimited field's key (field 1, wire type 2: 0x0a) written in more bytes
+#: than protobuf reads a key in (a tag is a 32-bit varint: at most 5 bytes)
+SIX_BYTE_KEY = b"\x8a\x80\x80\x80\x80\x00"
+#: five bytes, but a value past 2**32 - 1
+FIVE_BYTE_KEY_PAST_32_BITS = b"\x8a\x80\x80\x80\x10"
+#: five bytes: protobuf reads it
+FIVE_BYTE_KEY = b"\x8a\x80\x80\x80\x00"
+
+
+def test_keys_protobuf_refuses_are_left_to_it():
+    """Found by tests/fuzz/fuzz_predict.py: a key in 6 bytes is a valid varint but a
+    malformed message to protobuf; the wire decoders read it."""
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    body = pb.PredictRequest(input=array_to_tensor(X2, raw=True)).SerializeToString()
+    tensor = array_to_tensor(X2, raw=True).SerializeToString()
+    infer = _infer_request(X2, True).SerializeToString()
+    bad = [SIX_BYTE_KEY, FIVE_BYTE_KEY_PAST_32_BITS]
+    _left_to_protobuf(_wire.decode_predict, pb.PredictRequest, [], [body + key + b"\x01n" for key in bad])
+    in_tensor = tensor + SIX_BYTE_KEY + b"\x00"  # an empty field 1 record, in the tensor
+    _left_to_protobuf(_wire.decode_predict, pb.PredictRequest, [], [b"\x1a" + _varint(len(in_tensor)) + in_tensor])
+    _left_to_protobuf(_wire.decode_infer, oip.ModelInferRequest, [], [infer + key + b"\x01n" for key in bad])
+    assert _wire.decode_predict(body + FIVE_BYTE_KEY + b"\x01n").model == "n"
+    unnamed = _infer_request(X2, True)
+    unnamed.model_name = ""
+    assert _wire.decode_infer(unnamed.SerializeToString() + FIVE_BYTE_KEY + b"\x01n").model == "n"
+
+
 def _left_to_protobuf(decode, message_class, parseable, unparseable) -> None:
     """``decode`` declines every blob; protobuf parses the first ones and refuses
     the others (so the caller's protobuf parse answers them)."""
