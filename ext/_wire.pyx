@@ -640,16 +640,14 @@ cdef object _infer_input(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t inp_end,
             cpos = pos
             while cpos < sub_end:
                 cpos = _read_tag(buf, cpos, sub_end, &key)
-                if cpos < 0 or (key & 7) != 2 or content_field != 0:
-                    return None
+                if cpos < 0 or (key != 0x32 and key != 0x3A) or content_field != 0:
+                    return None  # anything else (field 0 included, which protobuf refuses)
                 content_field = <int>(key >> 3)
                 cpos = _read_len(buf, cpos, sub_end, &length)
                 if cpos < 0:
                     return None
                 data_pos, data_len = cpos, length
                 cpos += length
-            if content_field not in (0, 6, 7):
-                return None
         else:  # parameters, or anything unknown
             return None
         pos = sub_end

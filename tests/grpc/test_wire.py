@@ -278,6 +278,20 @@ def test_keys_protobuf_refuses_are_left_to_it():
     assert _wire.decode_infer(unnamed.SerializeToString() + FIVE_BYTE_KEY + b"\x01n").model == "n"
 
 
+def test_a_contents_field_numbered_0_is_left_to_protobuf():
+    """Found by tests/fuzz/fuzz_infer.py: a length-delimited field numbered 0 in an
+    input's contents (protobuf refuses field 0) was read as its values."""
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    X = np.array([[0.0, 1.0]])
+    contents = b"\x02\x10" + X.tobytes()  # key 0x02: field 0, length-delimited
+    inp = b"\x0a\x05input\x12\x04FP64\x1a\x02\x01\x02\x2a" + _varint(len(contents)) + contents
+    blob = b"\x2a" + _varint(len(inp)) + inp
+    _left_to_protobuf(_wire.decode_infer, oip.ModelInferRequest, [], [blob])
+    good = blob.replace(b"\x2a\x12\x02\x10", b"\x2a\x12\x3a\x10")  # fp64_contents (7)
+    assert _wire.decode_infer(good).X.tolist() == X.tolist()
+
+
 def _left_to_protobuf(decode, message_class, parseable, unparseable) -> None:
     """``decode`` declines every blob; protobuf parses the first ones and refuses
     the others (so the caller's protobuf parse answers them)."""
