@@ -263,6 +263,41 @@ def test_onnx_external_data_is_refused(tmp_path):
     failed_with(entries["m"], "model.onnx: a tensor's data is stored in another file (external data is not supported)")
 
 
+LOAD_PEAK = """
+import resource, sys
+import scorewire
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+model = scorewire.load_model(sys.argv[1], n_threads=1)
+print(model.backend, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_loading_an_onnx_graph_does_not_evaluate_it(tmp_path):
+    """A 200-byte graph whose ConstantOfShape makes a 12 000 x 12 000 float tensor
+    (550 MiB): onnxruntime's constant folding evaluated it while the model loaded
+    (a peak of 1.1 GiB; a larger shape, gigabytes more). Loading it now allocates
+    nothing of that size (the peak is measured in a process of its own)."""
+    import subprocess
+    import sys
+
+    shape = numpy_helper.from_array(np.array([12_000, 12_000], dtype=np.int64), "s")
+    one = numpy_helper.from_array(np.array([1.0], dtype=np.float32))
+    g = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["s"], ["big"], value=one),
+         helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
+         helper.make_node("Add", ["X", "total"], ["Y"])], "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 1])], [shape],
+    )  # fmt: skip
+    path = tmp_path / "model.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    assert path.stat().st_size < 300
+    r = subprocess.run([sys.executable, "-c", LOAD_PEAK, str(path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    backend, peak_mib = r.stdout.split()
+    assert backend == "onnxruntime" and int(peak_mib) < 200, r.stdout
+
+
 def reference(features: list[dict]) -> str:
     return json.dumps({"format": "scorewire.reference", "format_version": 1, "n_rows": 10, "features": features})
 
