@@ -28,7 +28,7 @@ TS_STAMP := $(TS_DIR)/node_modules/.stamp-ci
 TS_BUILT := $(TS_DIR)/dist/client.js
 TS_SRCS  := $(TS_DIR)/client.ts $(TS_DIR)/tsconfig.json $(TS_DIR)/proto/grpc/health/v1/health.proto proto/scorewire/v1/scorewire.proto
 
-.PHONY: serve test bench lint proto demo build clean help ts-client prometheus
+.PHONY: serve test bench lint proto demo build clean help ts-client prometheus fuzz
 
 help:
 	@echo "make serve   start the server on the bundled demo model repository"
@@ -37,6 +37,7 @@ help:
 	@echo "make lint    ruff + mypy"
 	@echo "make proto   regenerate the gRPC stubs from proto/"
 	@echo "make demo    regenerate the demo model repository"
+	@echo "make fuzz    fuzz every parser of outside bytes, FUZZ_SECONDS each (default 60)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +95,20 @@ bench: $(TEST_STAMP)
 bench-service: $(TEST_STAMP)
 	$(MAKE) -C bench/loadgen
 	$(PY) bench/bench_service.py $(ARGS)
+
+# Coverage-guided fuzzing (tests/fuzz/, atheris): every target for FUZZ_SECONDS,
+# one after the other, each from its seed corpus in the repository; what they find
+# goes to .fuzz/ (new inputs) and .fuzz/artifacts/ (failures, with the input).
+# `make fuzz FUZZ_TARGETS=onnx FUZZ_SECONDS=600 ARGS=-jobs=2` for one, longer.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.py,%,$(wildcard tests/fuzz/fuzz_*.py))
+fuzz: $(TEST_STAMP)
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz_$$t: $(FUZZ_SECONDS) s"; \
+		$(PY) tests/fuzz/fuzz_$$t.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=3072 \
+			-print_final_stats=1 $(ARGS) || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failures in:$$failed (inputs in .fuzz/artifacts/)"; exit 1; fi
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench examples
