@@ -621,7 +621,9 @@ cdef object _infer_input(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t inp_end,
         if pos < 0:
             return None
         sub_end = pos + length
-        if field == 1:  # name
+        if field == 1:  # name (the last one counts, but protobuf refuses any that is not UTF-8)
+            if name_pos >= 0:
+                _utf8(buf, name_pos, name_len)
             name_pos, name_len = pos, length
         elif field == 2:  # datatype
             if length == 4 and buf[pos] == b'F' and buf[pos + 1] == b'P' and buf[pos + 2] == b'3' and buf[pos + 3] == b'2':

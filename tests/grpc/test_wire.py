@@ -292,6 +292,39 @@ def test_a_contents_field_numbered_0_is_left_to_protobuf():
     assert _wire.decode_infer(good).X.tolist() == X.tolist()
 
 
+def test_a_float32_signalling_nan_reads_the_same_bits_on_both_paths():
+    """Found by tests/fuzz/fuzz_predict.py: the general path read few float32 values
+    through Python floats (doubles), which quiet a signalling NaN: other bits than
+    the wire decoder's, which copies the bytes sent."""
+    from scorewire.grpc._codec import oip_input_to_array
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    values = np.array([[1.5, 0.0]], dtype="<f4")
+    values.view("<u4")[0, 1] = 0xFFB20A0A  # a signalling NaN, with a payload
+    tensor = b"\x08\x01\x12\x02\x01\x02\x22\x08" + values.tobytes()  # FLOAT32 [1, 2], float_values
+    blob = b"\x1a" + _varint(len(tensor)) + tensor
+    got = _wire.decode_predict(blob).X
+    want = tensor_to_array(pb.PredictRequest.FromString(blob).input, INPUT_RANKS)
+    assert got.tobytes() == want.tobytes() == values.tobytes()
+    contents = b"\x32\x08" + values.tobytes()  # fp32_contents, the bytes as they are
+    inp = b"\x0a\x05input\x12\x04FP32\x1a\x02\x01\x02\x2a" + _varint(len(contents)) + contents
+    blob = b"\x2a" + _varint(len(inp)) + inp
+    assert oip_input_to_array(oip.ModelInferRequest.FromString(blob))[1].tobytes() == values.tobytes()
+    assert _wire.decode_infer(blob).X.tobytes() == values.tobytes()
+
+
+def test_an_input_named_twice_first_not_utf8_is_left_to_protobuf():
+    """Found by tests/fuzz/fuzz_infer.py: protobuf refuses a string field that is not
+    UTF-8 wherever it occurs; the wire decoder checked only the last name."""
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    inp = b"\x0a\x02\xe2\x82\x12\x04FP64\x0a\x01n\x1a\x02\x00\x03"  # name, datatype, name, shape [0, 3]
+    blob = b"\x2a" + _varint(len(inp)) + inp + b"\x3a\x00"  # the input, empty raw contents
+    _left_to_protobuf(_wire.decode_infer, oip.ModelInferRequest, [], [blob])
+    fixed = blob.replace(b"\xe2\x82", b"ok")
+    assert _wire.decode_infer(fixed).input_name == "n"
+
+
 def _left_to_protobuf(decode, message_class, parseable, unparseable) -> None:
     """``decode`` declines every blob; protobuf parses the first ones and refuses
     the others (so the caller's protobuf parse answers them)."""
