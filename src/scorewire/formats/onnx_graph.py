@@ -55,7 +55,7 @@ kernel gives (all zeros once every z < -17); elsewhere they agree to float32 rou
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -534,12 +534,12 @@ def _linear_classifier(t: _Value, attrs: dict, where: str) -> list[_Value]:
     ints, strings = attrs.get("classlabels_ints"), attrs.get("classlabels_strings")
     if (ints is None) == (strings is None):
         raise _NotLinear(f"{where} needs exactly one of classlabels_ints and classlabels_strings")
-    classes = tuple(int(c) for c in ints) if ints is not None else tuple(s.decode() for s in strings or ())
+    classes = tuple(int(c) for c in ints) if ints is not None else _texts(strings or (), where)
     if "intercepts" not in attrs:
         raise _NotLinear(f"{where} has no intercepts (the number of rows is ambiguous)")
     k = len(attrs["intercepts"])
     coef, intercepts = _coefficients(t, attrs, k, where)
-    post = attrs.get("post_transform", b"NONE").decode()
+    post = attrs.get("post_transform", b"NONE").decode("utf-8", "replace")[:64]  # ONNX does not check it
     if attrs.get("multi_class", 0) not in (0, 1):
         raise _NotLinear(f"{where} has multi_class {attrs['multi_class']}")
     if len(set(classes)) != len(classes):
@@ -562,6 +562,14 @@ def _linear_classifier(t: _Value, attrs: dict, where: str) -> list[_Value]:
     return [_Labels(head, _INT64 if ints is not None else _STRING), _Scores(head, _FLOAT)]
 
 
+def _texts(values: Iterable[bytes], where: str) -> tuple[str, ...]:
+    """String attribute values (bytes in ONNX, which does not check them) as text."""
+    try:
+        return tuple(v.decode() for v in values)
+    except UnicodeDecodeError:
+        raise _NotLinear(f"{where} has a class label that is not UTF-8") from None
+
+
 def _normalizer(t: _Value, attrs: dict, where: str) -> _Scores:
     if attrs.get("norm", b"MAX") != b"L1":
         raise _NotLinear(f"{where} is not an L1 normaliser")
@@ -577,7 +585,7 @@ def _zipmap(t: _Value, attrs: dict, where: str) -> _Scores:
     if not isinstance(t, _Scores) or t.elem != _FLOAT or t.zipped:
         raise _NotLinear(f"{where} does not follow class scores")
     ints, strings = attrs.get("classlabels_int64s"), attrs.get("classlabels_strings")
-    keys = tuple(int(c) for c in ints) if ints is not None else tuple(s.decode() for s in strings or ())
+    keys = tuple(int(c) for c in ints) if ints is not None else _texts(strings or (), where)
     columns = 2 if t.head.link == "logistic" else t.head.z.width
     if keys != t.head.classes or len(keys) != columns:
         raise _NotLinear(f"{where} labels its columns differently from the classifier")
