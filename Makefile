@@ -50,7 +50,7 @@ PODMAN        ?= podman
 PODMAN_BUILD_FLAGS ?=
 WHEEL_FLAGS   ?=
 
-.PHONY: serve test bench lint proto demo build clean help ts-client prometheus container-tools kserve-sdk image-base image
+.PHONY: serve test bench lint proto demo build clean help ts-client prometheus container-tools kserve-sdk image-base image fuzz
 
 help:
 	@echo "make serve   start the server on the bundled demo model repository"
@@ -60,6 +60,7 @@ help:
 	@echo "make proto   regenerate the gRPC stubs from proto/"
 	@echo "make demo    regenerate the demo model repository"
 	@echo "make image   build the container image (deploy/container/Containerfile) with podman"
+	@echo "make fuzz    fuzz every parser of outside bytes, FUZZ_SECONDS each (default 60)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -148,6 +149,20 @@ bench: $(TEST_STAMP)
 bench-service: $(TEST_STAMP)
 	$(MAKE) -C bench/loadgen
 	$(PY) bench/bench_service.py $(ARGS)
+
+# Coverage-guided fuzzing (tests/fuzz/, atheris): every target for FUZZ_SECONDS,
+# one after the other, each from its seed corpus in the repository; what they find
+# goes to .fuzz/ (new inputs) and .fuzz/artifacts/ (failures, with the input).
+# `make fuzz FUZZ_TARGETS=onnx FUZZ_SECONDS=600 ARGS=-jobs=2` for one, longer.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.py,%,$(wildcard tests/fuzz/fuzz_*.py))
+fuzz: $(TEST_STAMP)
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz_$$t: $(FUZZ_SECONDS) s"; \
+		$(PY) tests/fuzz/fuzz_$$t.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=3072 \
+			-print_final_stats=1 $(ARGS) || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failures in:$$failed (inputs in .fuzz/artifacts/)"; exit 1; fi
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench examples

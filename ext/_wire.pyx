@@ -122,12 +122,25 @@ cdef inline Py_ssize_t _read_varint(const uint8_t* buf, Py_ssize_t pos, Py_ssize
     return -1
 
 
+cdef inline Py_ssize_t _read_tag(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end,
+                                 uint64_t* key) noexcept nogil:
+    """Read a field's key (its tag) at pos; the position after it, or -1 when
+    malformed. protobuf reads a tag as a 32-bit varint: more than 5 bytes, or a
+    value past 2**32 - 1, is a malformed message to it (though a valid varint), so
+    it is -1 here too and protobuf names the error."""
+    cdef Py_ssize_t start = pos
+    pos = _read_varint(buf, pos, end, key)
+    if pos < 0 or pos - start > 5 or key[0] > 0xFFFFFFFFULL:
+        return -1
+    return pos
+
+
 cdef inline Py_ssize_t _read_key(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end,
                                  uint64_t* field, uint64_t* wire) noexcept nogil:
     """Read a field's key at pos into its number and wire type; the position after
-    it, or -1 when malformed."""
-    cdef uint64_t key
-    pos = _read_varint(buf, pos, end, &key)
+    it, or -1 when malformed (see ``_read_tag``)."""
+    cdef uint64_t key = 0
+    pos = _read_tag(buf, pos, end, &key)
     field[0] = key >> 3
     wire[0] = key & 7
     return pos
@@ -231,7 +244,9 @@ cdef object _tensor(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t end, bint* ra
         return None
     if data_field == 4 and dtype != DT_FLOAT32 or data_field == 5 and dtype != DT_FLOAT64:
         return None
-    raw[0] = data_field == 3
+    # an empty raw record is no raw at all to protobuf (proto3 cannot tell it from an
+    # absent one): the answer is then typed, as protobuf's reading makes it
+    raw[0] = data_field == 3 and data_len > 0
     return _matrix(dims, dtype, buf + data_pos if data_field else NULL, data_len)
 
 
@@ -606,7 +621,9 @@ cdef object _infer_input(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t inp_end,
         if pos < 0:
             return None
         sub_end = pos + length
-        if field == 1:  # name
+        if field == 1:  # name (the last one counts, but protobuf refuses any that is not UTF-8)
+            if name_pos >= 0:
+                _utf8(buf, name_pos, name_len)
             name_pos, name_len = pos, length
         elif field == 2:  # datatype
             if length == 4 and buf[pos] == b'F' and buf[pos + 1] == b'P' and buf[pos + 2] == b'3' and buf[pos + 3] == b'2':
@@ -624,17 +641,15 @@ cdef object _infer_input(const uint8_t* buf, Py_ssize_t pos, Py_ssize_t inp_end,
         elif field == 5:  # contents: only packed fp32 (6) or fp64 (7) values
             cpos = pos
             while cpos < sub_end:
-                cpos = _read_varint(buf, cpos, sub_end, &key)
-                if cpos < 0 or (key & 7) != 2 or content_field != 0:
-                    return None
+                cpos = _read_tag(buf, cpos, sub_end, &key)
+                if cpos < 0 or (key != 0x32 and key != 0x3A) or content_field != 0:
+                    return None  # anything else (field 0 included, which protobuf refuses)
                 content_field = <int>(key >> 3)
                 cpos = _read_len(buf, cpos, sub_end, &length)
                 if cpos < 0:
                     return None
                 data_pos, data_len = cpos, length
                 cpos += length
-            if content_field not in (0, 6, 7):
-                return None
         else:  # parameters, or anything unknown
             return None
         pos = sub_end
@@ -668,7 +683,7 @@ def decode_infer(bytes blob):
     outputs = []
     try:
         while pos < end:
-            pos = _read_varint(buf, pos, end, &key)
+            pos = _read_tag(buf, pos, end, &key)
             if pos < 0 or (key & 7) != 2:
                 return None
             field = key >> 3
@@ -694,7 +709,7 @@ def decode_infer(bytes blob):
             elif field == 6:  # outputs: a name (1) and nothing else
                 opos = pos
                 if opos < sub_end:
-                    opos = _read_varint(buf, opos, sub_end, &key)
+                    opos = _read_tag(buf, opos, sub_end, &key)
                     if opos < 0 or key != 0x0A:
                         return None
                     opos = _read_len(buf, opos, sub_end, &olength)

@@ -383,6 +383,19 @@ def test_linear_classifier_refusals(rng):
     refused(model, "float32")
 
 
+def test_string_attributes_that_are_not_utf8_are_refused(rng):
+    """Found by tests/fuzz/fuzz_onnx.py: ONNX keeps string attributes as bytes it
+    does not check; decoding post_transform or a class label raised
+    UnicodeDecodeError out of the inspector, and the model failed to load with "unexpected
+    error" instead of running on onnxruntime."""
+    coef = rng.normal(size=(3, 4))
+    refused(linear_classifier(coef, [0, 0, 0], [0, 1, 2], b"SOF\xacMAX"), "has post_transform SOF\ufffdMAX")
+    model = linear_classifier(coef, [0, 0, 0], ["a", "b", "c"], "SOFTMAX")
+    (labels,) = [a for a in model.graph.node[0].attribute if a.name == "classlabels_strings"]
+    labels.strings[1] = b"\xff"
+    refused(model, "a class label that is not UTF-8")
+
+
 def zipmapped(model: ModelProto, source: str, **labels) -> ModelProto:
     """`model` with its output `source` replaced by ZipMap(source) named "P"."""
     model.graph.node.append(helper.make_node("ZipMap", [source], ["P"], domain="ai.onnx.ml", **labels))

@@ -4,6 +4,7 @@ message naming the file, and never stop the other models from loading."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -74,7 +75,32 @@ def test_model_json_errors_name_the_file(change, words, tmp_path):
     assert str(path) in info.value.message
 
 
-@pytest.mark.parametrize("text", ["{", '{"coefficients": [NaN]}', "[1, 2]", '{"a": Infinity}'])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"kind": ["logistic"]}, '"kind" must be one of'),
+        ({"kind": {"a": 1}}, '"kind" must be one of'),
+        ({"coefficients": [[1.0, 10**400, 2.0]]}, "finite numbers"),
+        ({"intercepts": [-(10**309)]}, "finite numbers"),
+        ({"classes": [0, 2**64]}, "integer class labels must fit in 64 bits"),
+        ({"x" * 100_000: 1}, "unknown field(s) 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'"),
+        ({"outputs": {"p" * 1000: "r" * 1000}}, "has unknown role 'rrrr"),
+    ],
+)
+def test_model_json_found_by_fuzzing(change, words, tmp_path):
+    """Inputs tests/fuzz/fuzz_model_json.py found (kept in its corpus too): a kind
+    that is not a string (TypeError: unhashable), integers past float64 (OverflowError)
+    or past int64 as class labels (OverflowError when the model is built), a name from
+    the file echoed whole in the message. Each is now a one-line load error."""
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps({**GOOD, **change}))
+    with pytest.raises(ModelLoadError) as info:
+        scorewire.load_model(path)
+    message = info.value.message
+    assert message.startswith(f"{path}: ") and words in message and len(message) < 300, message
+
+
+@pytest.mark.parametrize("text", ["{", '{"coefficients": [NaN]}', "[1, 2]", '{"a": Infinity}', "[" * 100_000])
 def test_model_json_not_json(text, tmp_path):
     path = tmp_path / "model.json"
     path.write_text(text)
@@ -156,11 +182,15 @@ def test_version_policy_and_explicit_versions(tmp_path):
         ("max_batch_rows = 0", "max_batch_rows"),
         ("[version_policy]\npolicy = 'specific'", "versions"),
         ("= broken", "not valid TOML"),
+        ("a = " + "[" * 100_000, "not valid TOML"),  # found by fuzz_model_toml: RecursionError
+        ("x" * 10_000 + " = 1", "unknown key(s) 'xxxxxxxxx"),
+        ("[batching]\n" + "y" * 10_000 + " = 1", "unknown [batching] key(s) 'yyyyyy"),
     ],
 )
 def test_model_toml_errors(text, words):
-    with pytest.raises(ModelLoadError, match=words):
+    with pytest.raises(ModelLoadError, match=re.escape(words)) as info:
         parse_model_config(text.encode(), "model.toml")
+    assert len(info.value.message) < 300
 
 
 def test_backend_can_be_forced(tmp_path):

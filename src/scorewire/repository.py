@@ -11,6 +11,12 @@
 A model that fails to load is recorded with its error and does not stop the others.
 Each version goes LOADING → READY (or FAILED); only READY versions answer.
 
+The directories may have been written by someone else: every directory and file
+of a model is read through :class:`~scorewire.formats.files.ModelFiles`, so a
+symbolic link leading out of the root, a file over ``max_model_mb`` or a model
+declaring more than that fails that model (or version) with a load error naming the
+path; links that stay inside the root are followed.
+
 Whoever keeps state per served version (the service: batchers, per-version
 request facts) subscribes with :meth:`ModelRepository.on_retire` and is told, once
 per :class:`ModelVersion`, when that version stops being served: replaced by a
@@ -31,6 +37,7 @@ from pathlib import Path
 from .backends.loader import Model, find_artifact, load_model
 from .backends.native import default_n_threads
 from .errors import ModelLoadError, NotFound, ScorewireError, Unavailable
+from .formats.files import DEFAULT_MAX_MODEL_MB, ModelFiles
 from .formats.model_toml import ModelConfig, load_model_config
 from .monitoring.monitor import VersionMonitor
 
@@ -119,9 +126,11 @@ class ModelRepository:
     Thread-safe: loading may run in worker threads while requests resolve models.
     """
 
-    def __init__(self, root: str | Path, n_threads: int | None = None) -> None:
+    def __init__(self, root: str | Path, n_threads: int | None = None, max_model_mb: int = DEFAULT_MAX_MODEL_MB) -> None:
         self.root = Path(root)
         self.n_threads = default_n_threads() if n_threads is None else n_threads
+        #: how every file of the repository is read: inside the root, at most max_model_mb each
+        self.files = ModelFiles(max_bytes=max_model_mb << 20, root=self.root)
         self._lock = threading.Lock()
         self._entries: dict[str, ModelEntry] = {}
         self._on_retire: list[Callable[[ModelVersion], None]] = []
@@ -188,7 +197,8 @@ class ModelRepository:
             raise NotFound(f"no model named {name!r} in the repository")
         entry = ModelEntry(name=name, path=model_dir)
         try:
-            entry.config = load_model_config(model_dir / "model.toml")
+            self.files.check_inside(model_dir)
+            entry.config = load_model_config(model_dir / "model.toml", self.files)
             on_disk, entry.warnings = self._versions_on_disk(model_dir)
             for warning in entry.warnings:
                 log.warning("model %s: %s", name, warning)
@@ -225,10 +235,11 @@ class ModelRepository:
         path = entry.path / str(version)
         started = time.monotonic()
         try:
+            self.files.check_inside(path)
             artifact = find_artifact(path)
-            model = load_model(artifact, backend=entry.config.backend, n_threads=self.n_threads)
+            model = load_model(artifact, backend=entry.config.backend, n_threads=self.n_threads, files=self.files)
             # reference.json, when there is one: a malformed one fails the load like a bad artifact
-            monitor = VersionMonitor.for_version(path, model, entry.config.nan_policy)
+            monitor = VersionMonitor.for_version(path, model, entry.config.nan_policy, self.files)
         except ScorewireError as exc:
             mv = ModelVersion(entry.name, version, path, State.FAILED, error=exc.message, config=entry.config)
             log.error("model %s version %d: %s", entry.name, version, exc.message)

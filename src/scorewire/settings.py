@@ -44,6 +44,11 @@ class Settings:
     max_batch_rows: int = field(
         default=1_000_000, metadata={"help": "most rows in one request (more: RESOURCE_EXHAUSTED); model.toml may lower it"}
     )
+    max_model_mb: int = field(
+        default=256,
+        metadata={"help": "largest file of a model directory, and the most a model's declared weights and "
+                          "tensors may take, MiB (more: that model fails to load)"},
+    )  # fmt: skip
     max_concurrent_rpcs: int = field(
         default=256,
         metadata={"help": "calls served at once (from the moment a call's request has arrived); above it "
@@ -197,6 +202,8 @@ class Settings:
             problems.append("max_message_mb must be 1..2047")
         if self.max_batch_rows < 1:
             problems.append("max_batch_rows must be positive")
+        if self.max_model_mb < 1:
+            problems.append("max_model_mb must be positive")
         if self.max_concurrent_rpcs < 1:
             problems.append("max_concurrent_rpcs must be positive")
         if self.max_streams_per_connection < 1:

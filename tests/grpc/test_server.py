@@ -447,6 +447,19 @@ def test_oip_metadata_and_infer(channel, rng):
     assert code == SC.NOT_FOUND
 
 
+@pytest.mark.parametrize("version", ["\u00b2", "\u0661", "9" * 19, "9" * 4301, "0", "-1"])
+def test_a_model_version_that_is_not_a_version_is_invalid_argument(channel, version):
+    """Found by tests/fuzz/fuzz_infer.py: "²" and "١" are digits to str.isdigit but
+    not to int, and int refuses 4 301 digits: both were INTERNAL errors."""
+    stub = oip_grpc.GRPCInferenceServiceStub(channel)
+    r = oip.ModelInferRequest(model_name="wine", model_version=version)
+    r.inputs.add(name="input", datatype="FP64", shape=[1, 13]).contents.fp64_contents.extend([0.0] * 13)
+    for call, request in ((stub.ModelInfer, r), (stub.ModelMetadata, oip.ModelMetadataRequest(name="wine", version=version))):
+        code, details = code_of(call, request)
+        assert code == SC.INVALID_ARGUMENT and details.startswith("model_version must be a positive integer"), details
+    assert not stub.ModelReady(oip.ModelReadyRequest(name="wine", version=version)).ready
+
+
 @pytest.mark.parametrize(
     "extra",
     [b"", b"\x42\x00", b"\x22\x0e\x0a\x08priority\x12\x02\x10\x01"],

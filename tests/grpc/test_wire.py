@@ -240,6 +240,91 @@ def test_decode_predict_leaves_the_rare_to_protobuf():
     _left_to_protobuf(_wire.decode_predict, pb.PredictRequest, parseable, unparseable)
 
 
+def test_an_empty_raw_field_reads_as_protobuf_reads_it():
+    """Found by tests/fuzz/fuzz_predict.py: a raw field written empty (zero rows) is
+    no raw field to protobuf, so the answer is typed; the wire decoder said raw."""
+    tensor = b"\x08\x02\x12\x02\x00\x03\x1a\x00"  # FLOAT64, shape [0, 3], raw = b""
+    blob = b"\x1a" + _varint(len(tensor)) + tensor
+    got = _wire.decode_predict(blob)
+    assert got is not None and got.raw is False and got.X.shape == (0, 3)
+    assert fields(got) == fields(V1(None).from_message(pb.PredictRequest.FromString(blob)))
+
+
+#: a length-delimited field's key (field 1, wire type 2: 0x0a) written in more bytes
+#: than protobuf reads a key in (a tag is a 32-bit varint: at most 5 bytes)
+SIX_BYTE_KEY = b"\x8a\x80\x80\x80\x80\x00"
+#: five bytes, but a value past 2**32 - 1
+FIVE_BYTE_KEY_PAST_32_BITS = b"\x8a\x80\x80\x80\x10"
+#: five bytes: protobuf reads it
+FIVE_BYTE_KEY = b"\x8a\x80\x80\x80\x00"
+
+
+def test_keys_protobuf_refuses_are_left_to_it():
+    """Found by tests/fuzz/fuzz_predict.py: a key in 6 bytes is a valid varint but a
+    malformed message to protobuf; the wire decoders read it."""
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    body = pb.PredictRequest(input=array_to_tensor(X2, raw=True)).SerializeToString()
+    tensor = array_to_tensor(X2, raw=True).SerializeToString()
+    infer = _infer_request(X2, True).SerializeToString()
+    bad = [SIX_BYTE_KEY, FIVE_BYTE_KEY_PAST_32_BITS]
+    _left_to_protobuf(_wire.decode_predict, pb.PredictRequest, [], [body + key + b"\x01n" for key in bad])
+    in_tensor = tensor + SIX_BYTE_KEY + b"\x00"  # an empty field 1 record, in the tensor
+    _left_to_protobuf(_wire.decode_predict, pb.PredictRequest, [], [b"\x1a" + _varint(len(in_tensor)) + in_tensor])
+    _left_to_protobuf(_wire.decode_infer, oip.ModelInferRequest, [], [infer + key + b"\x01n" for key in bad])
+    assert _wire.decode_predict(body + FIVE_BYTE_KEY + b"\x01n").model == "n"
+    unnamed = _infer_request(X2, True)
+    unnamed.model_name = ""
+    assert _wire.decode_infer(unnamed.SerializeToString() + FIVE_BYTE_KEY + b"\x01n").model == "n"
+
+
+def test_a_contents_field_numbered_0_is_left_to_protobuf():
+    """Found by tests/fuzz/fuzz_infer.py: a length-delimited field numbered 0 in an
+    input's contents (protobuf refuses field 0) was read as its values."""
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    X = np.array([[0.0, 1.0]])
+    contents = b"\x02\x10" + X.tobytes()  # key 0x02: field 0, length-delimited
+    inp = b"\x0a\x05input\x12\x04FP64\x1a\x02\x01\x02\x2a" + _varint(len(contents)) + contents
+    blob = b"\x2a" + _varint(len(inp)) + inp
+    _left_to_protobuf(_wire.decode_infer, oip.ModelInferRequest, [], [blob])
+    good = blob.replace(b"\x2a\x12\x02\x10", b"\x2a\x12\x3a\x10")  # fp64_contents (7)
+    assert _wire.decode_infer(good).X.tolist() == X.tolist()
+
+
+def test_a_float32_signalling_nan_reads_the_same_bits_on_both_paths():
+    """Found by tests/fuzz/fuzz_predict.py: the general path read few float32 values
+    through Python floats (doubles), which quiet a signalling NaN: other bits than
+    the wire decoder's, which copies the bytes sent."""
+    from scorewire.grpc._codec import oip_input_to_array
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    values = np.array([[1.5, 0.0]], dtype="<f4")
+    values.view("<u4")[0, 1] = 0xFFB20A0A  # a signalling NaN, with a payload
+    tensor = b"\x08\x01\x12\x02\x01\x02\x22\x08" + values.tobytes()  # FLOAT32 [1, 2], float_values
+    blob = b"\x1a" + _varint(len(tensor)) + tensor
+    got = _wire.decode_predict(blob).X
+    want = tensor_to_array(pb.PredictRequest.FromString(blob).input, INPUT_RANKS)
+    assert got.tobytes() == want.tobytes() == values.tobytes()
+    contents = b"\x32\x08" + values.tobytes()  # fp32_contents, the bytes as they are
+    inp = b"\x0a\x05input\x12\x04FP32\x1a\x02\x01\x02\x2a" + _varint(len(contents)) + contents
+    blob = b"\x2a" + _varint(len(inp)) + inp
+    assert oip_input_to_array(oip.ModelInferRequest.FromString(blob))[1].tobytes() == values.tobytes()
+    assert _wire.decode_infer(blob).X.tobytes() == values.tobytes()
+
+
+def test_an_input_named_twice_first_not_utf8_is_left_to_protobuf():
+    """Found by tests/fuzz/fuzz_infer.py: protobuf refuses a string field that is not
+    UTF-8 wherever it occurs; the wire decoder checked only the last name."""
+    from scorewire.grpc._gen.inference import grpc_service_pb2 as oip
+
+    inp = b"\x0a\x02\xe2\x82\x12\x04FP64\x0a\x01n\x1a\x02\x00\x03"  # name, datatype, name, shape [0, 3]
+    blob = b"\x2a" + _varint(len(inp)) + inp + b"\x3a\x00"  # the input, empty raw contents
+    _left_to_protobuf(_wire.decode_infer, oip.ModelInferRequest, [], [blob])
+    fixed = blob.replace(b"\xe2\x82", b"ok")
+    assert _wire.decode_infer(fixed).input_name == "n"
+
+
 def _left_to_protobuf(decode, message_class, parseable, unparseable) -> None:
     """``decode`` declines every blob; protobuf parses the first ones and refuses
     the others (so the caller's protobuf parse answers them)."""

@@ -91,6 +91,10 @@ def _doc() -> dict:
         (lambda d: d["features"][0].update(mean=None), "mean must be a finite number"),
         (lambda d: d["features"][0].update(colour="red"), "unknown field 'colour'"),
         (lambda d: d["features"].pop(), "29 features, the model takes 30"),
+        # found by tests/fuzz/fuzz_reference.py: OverflowError, and a key echoed whole
+        (lambda d: d["features"][0].update(mean=10**400), "mean must be a finite number"),
+        (lambda d: d["features"][0].update(bin_edges=[-(10**309)]), "bin_edges must be a list of finite numbers"),
+        (lambda d: d.update({"k" * 10_000: 1}), "unknown field 'kkkkkkkkkk"),
     ],
 )
 def test_malformed_references_are_load_errors_naming_the_file(tmp_path, change, words):
@@ -100,10 +104,14 @@ def test_malformed_references_are_load_errors_naming_the_file(tmp_path, change, 
     with pytest.raises(ModelLoadError) as err:
         Reference.load(tmp_path, n_features=30)
     assert "reference.json" in err.value.message and words in err.value.message
+    assert len(err.value.message) < 300
 
 
-def test_invalid_json_is_a_load_error(tmp_path):
-    (tmp_path / "reference.json").write_text("{not json")
+@pytest.mark.parametrize("data", [b"{not json", b"[" * 100_000, b'{"format": "\xff"}'])
+def test_invalid_json_is_a_load_error(tmp_path, data):
+    """Deep nesting (RecursionError) and bytes that are not UTF-8 (UnicodeDecodeError)
+    escaped as other errors (found by tests/fuzz/fuzz_reference.py)."""
+    (tmp_path / "reference.json").write_bytes(data)
     with pytest.raises(ModelLoadError, match="not valid JSON"):
         Reference.load(tmp_path)
 

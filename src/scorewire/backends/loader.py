@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import onnx
-from google.protobuf.message import DecodeError
 
 from ..errors import ModelLoadError
+from ..formats.files import DEFAULT, ModelFiles
 from ..formats.linear_json import load_linear_json
+from ..formats.onnx_graph import inspect_onnx, read_onnx
 from ..types import Signature
 from .native import NativeLinearModel, default_n_threads
 from .ort import OnnxModel
@@ -45,7 +45,8 @@ class Model(Protocol):
 
 
 def find_artifact(version_dir: str | os.PathLike[str]) -> Path:
-    """The one model artifact in a version directory."""
+    """The one model artifact in a version directory. Nothing else there is ever
+    loaded: a pickle (``model.pkl``, ``model.joblib``) is not an artifact."""
     d = Path(version_dir)
     found = [d / name for name in ARTIFACTS if (d / name).is_file()]
     if not found:
@@ -55,33 +56,15 @@ def find_artifact(version_dir: str | os.PathLike[str]) -> Path:
     return found[0]
 
 
-def read_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Parse and check an ONNX file; ModelLoadError naming it when it is not valid."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ModelLoadError(f"{os.fspath(path)}: cannot read ({exc.strerror})") from None
-    try:
-        model = onnx.ModelProto.FromString(data)
-    except (DecodeError, ValueError, RuntimeError):
-        raise ModelLoadError(f"{os.fspath(path)}: not a valid ONNX model (truncated or corrupt)") from None
-    if not model.graph.node:
-        raise ModelLoadError(f"{os.fspath(path)}: not a valid ONNX model (empty graph)")
-    try:
-        onnx.checker.check_model(model)
-    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "invalid"
-        raise ModelLoadError(f"{os.fspath(path)}: ONNX check failed ({first})") from None
-    return model
-
-
 def load_model(
-    path: str | os.PathLike[str], backend: str = "auto", n_threads: int | None = None
+    path: str | os.PathLike[str], backend: str = "auto", n_threads: int | None = None, files: ModelFiles = DEFAULT
 ) -> Model:
     """Load a model from an artifact file or a version directory holding one.
 
     ``backend``: "auto" (native when the model is linear, else onnxruntime),
-    "native" (fail unless it is linear) or "onnxruntime" (ONNX only).
+    "native" (fail unless it is linear) or "onnxruntime" (ONNX only). ``files``:
+    how the artifact is read — its size limit, and the repository it must be in
+    (see :class:`~scorewire.formats.files.ModelFiles`).
     """
     p = Path(path)
     if p.is_dir():
@@ -92,16 +75,14 @@ def load_model(
         if backend == "onnxruntime":
             raise ModelLoadError(f"{p}: a {p.suffix} model is scored natively; backend onnxruntime needs model.onnx")
         if name.endswith(".json"):
-            spec = load_linear_json(p)
+            spec = load_linear_json(p, files)
         else:
             from ..formats.pmml import load_pmml
 
-            spec = load_pmml(p)
+            spec = load_pmml(p, files)
         return NativeLinearModel(spec, n_threads=threads)
     if name.endswith(".onnx"):
-        from ..formats.onnx_graph import inspect_onnx
-
-        model = read_onnx(p)
+        model = read_onnx(p, files)
         if backend != "onnxruntime":
             result = inspect_onnx(model)
             if result.spec is not None:

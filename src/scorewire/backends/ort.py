@@ -78,8 +78,16 @@ def class_labels(model: onnx.ModelProto) -> tuple[object, ...] | None:
     return found.pop() if len(found) == 1 else None
 
 
+#: graph optimisers onnxruntime does not run when it loads a model. Constant folding
+#: evaluates, at load time, every node whose inputs are constants: a 200-byte graph
+#: (a ConstantOfShape of a large constant shape) made loading allocate gigabytes,
+#: whatever --max-model-mb says. A tabular model's graph has little to fold.
+DISABLED_OPTIMIZERS = ["ConstantFolding"]
+
+
 def session_options(n_threads: int) -> ort.SessionOptions:
-    """onnxruntime options for a server: all graph optimisations, sequential
+    """onnxruntime options for a server: all graph optimisations (but
+    DISABLED_OPTIMIZERS, given to the session), sequential
     execution, ``n_threads`` intra-op threads that sleep instead of spinning (a
     server's requests arrive in bursts; spinning burns the cores other requests need).
     """
@@ -131,6 +139,7 @@ class OnnxModel:
                 model.SerializeToString(),
                 sess_options=session_options(n_threads),
                 providers=["CPUExecutionProvider"],
+                disabled_optimizers=DISABLED_OPTIMIZERS,
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelLoadError(f"{source}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None

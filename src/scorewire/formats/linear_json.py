@@ -48,11 +48,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Any
 
 import numpy as np
 
 from ..errors import ModelLoadError
+from .files import DEFAULT, ModelFiles, quoted
 from .linear_spec import LinearSpec, default_outputs
 
 FORMAT = "scorewire.linear"
@@ -79,43 +81,39 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number")
 
 
-def parse_linear_json(data: bytes | str, source: str = "model.json") -> LinearSpec:
-    """Parse a model.json document; ModelLoadError naming ``source`` when invalid."""
+def parse_linear_json(data: bytes | str, source: str = "model.json", files: ModelFiles = DEFAULT) -> LinearSpec:
+    """Parse a model.json document; ModelLoadError naming ``source`` when invalid
+    (or when its coefficients would take more than ``files.max_bytes``)."""
     try:
         doc = json.loads(data, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise ModelLoadError(f"{source}: not valid JSON ({str(exc)[:120]})") from None
     try:
-        return _spec_from_doc(doc)
+        return _spec_from_doc(doc, files)
     except ModelLoadError as exc:
         raise ModelLoadError(f"{source}: {exc.message}") from None
 
 
-def load_linear_json(path: str | os.PathLike[str]) -> LinearSpec:
-    """Read a model.json file."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ModelLoadError(f"{os.fspath(path)}: cannot read ({exc.strerror})") from None
-    return parse_linear_json(data, source=os.fspath(path))
+def load_linear_json(path: str | os.PathLike[str], files: ModelFiles = DEFAULT) -> LinearSpec:
+    """Read a model.json file (see :class:`~scorewire.formats.files.ModelFiles`)."""
+    return parse_linear_json(files.read_file(path), source=os.fspath(path), files=files)
 
 
-def _spec_from_doc(doc: Any) -> LinearSpec:
+def _spec_from_doc(doc: Any, files: ModelFiles = DEFAULT) -> LinearSpec:
     if not isinstance(doc, dict):
         raise ModelLoadError("the document must be a JSON object")
     unknown = sorted(set(doc) - _FIELDS)
     if unknown:
-        raise ModelLoadError(f"unknown field(s) {unknown[:5]}")
+        raise ModelLoadError(f"unknown field(s) {', '.join(quoted(k) for k in unknown[:5])}")
     if doc.get("format") != FORMAT:
         raise ModelLoadError(f'"format" must be "{FORMAT}"')
     if doc.get("format_version") != FORMAT_VERSION:
         raise ModelLoadError(f'"format_version" must be {FORMAT_VERSION}')
     kind = doc.get("kind")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ModelLoadError(f'"kind" must be one of {sorted(KINDS)}')
     task, link = KINDS[kind]
-    coef = _matrix(doc.get("coefficients"), "coefficients")
+    coef = _matrix(doc.get("coefficients"), "coefficients", files)
     intercepts = doc.get("intercepts", [0.0] * coef.shape[0])
     if isinstance(intercepts, (int, float)) and not isinstance(intercepts, bool):
         intercepts = [intercepts]
@@ -160,7 +158,10 @@ def _spec_from_doc(doc: Any) -> LinearSpec:
 
 
 def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite JSON number that float64 holds (an integer past its range is not)."""
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return isinstance(v, int) and not isinstance(v, bool) and -sys.float_info.max <= v <= sys.float_info.max
 
 
 def _vector(v: object, field: str) -> np.ndarray:
@@ -169,11 +170,14 @@ def _vector(v: object, field: str) -> np.ndarray:
     return np.asarray(v, dtype=np.float64)
 
 
-def _matrix(v: object, field: str) -> np.ndarray:
+def _matrix(v: object, field: str, files: ModelFiles = DEFAULT) -> np.ndarray:
     if isinstance(v, list) and v and not isinstance(v[0], list):
         v = [v]
     if not isinstance(v, list) or not v or not all(isinstance(r, list) for r in v):
         raise ModelLoadError(f'"{field}" must be a list of rows of numbers')
+    n = sum(len(r) for r in v)
+    if 8 * n > files.max_bytes:
+        raise files.too_large(f"{n} {field} would take", 8 * n)
     rows = [_vector(r, field) for r in v]
     if len({r.size for r in rows}) != 1:
         raise ModelLoadError(f'"{field}" rows must all have the same length')

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from ..types import FLOAT_DTYPES, ROLES, Signature, TensorSpec
+from .files import quoted
 
 #: the links a linear model may have (what turns its decisions into outputs)
 LINK_NAMES = ("identity", "logistic", "softmax", "sigmoid", "ovr")
@@ -95,9 +96,11 @@ class LinearSpec:
                 raise ModelLoadError(f"{k} coefficient rows need {k} classes, got {n_classes}")
             if len(set(self.classes or ())) != n_classes:
                 raise ModelLoadError("class labels must be distinct")
+            if any(isinstance(c, int) and not -(2**63) <= c < 2**63 for c in self.classes or ()):
+                raise ModelLoadError("integer class labels must fit in 64 bits")
         for name, role in self.outputs.items():
             if role not in ROLES:
-                raise ModelLoadError(f"output {name!r} has unknown role {role!r}")
+                raise ModelLoadError(f"output {quoted(name)} has unknown role {quoted(role)}")
             if self.task == "regression" and role not in ("value", "decision"):
                 raise ModelLoadError(f"a regression model has no {role!r} output")
             if self.task == "classification" and role == "value":

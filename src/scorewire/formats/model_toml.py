@@ -34,6 +34,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ModelLoadError
+from .files import DEFAULT, ModelFiles, quoted
 
 BACKENDS = ("auto", "native", "onnxruntime")
 
@@ -56,7 +57,7 @@ class BatchConfig:
     def from_toml(cls, section: dict[str, Any], source: str) -> BatchConfig:
         unknown = set(section) - {"enabled", "max_batch_rows", "max_delay_us", "max_queue_rows"}
         if unknown:
-            raise ModelLoadError(f"{source}: unknown [batching] key(s) {sorted(unknown)}")
+            raise ModelLoadError(f"{source}: unknown [batching] key(s) {', '.join(quoted(k) for k in sorted(unknown)[:5])}")
         values: dict[str, Any] = {"enabled": section.get("enabled")}
         if values["enabled"] is not None and not isinstance(values["enabled"], bool):
             raise ModelLoadError(f"{source}: batching.enabled must be true or false")
@@ -108,11 +109,11 @@ _SECTIONS = {"drift", "monitoring"}
 def parse_model_config(data: bytes, source: str = "model.toml") -> ModelConfig:
     try:
         doc = tomllib.loads(data.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelLoadError(f"{source}: not valid TOML ({str(exc)[:120]})") from None
     unknown = sorted(set(doc) - _TOP_KEYS - _SECTIONS)
     if unknown:
-        raise ModelLoadError(f"{source}: unknown key(s) {unknown[:5]}")
+        raise ModelLoadError(f"{source}: unknown key(s) {', '.join(quoted(k) for k in unknown[:5])}")
 
     def fail(msg: str) -> ModelLoadError:
         return ModelLoadError(f"{source}: {msg}")
@@ -157,13 +158,8 @@ def parse_model_config(data: bytes, source: str = "model.toml") -> ModelConfig:
     )
 
 
-def load_model_config(path: str | os.PathLike[str]) -> ModelConfig:
-    """Read model.toml, or the defaults when it does not exist."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        return ModelConfig()
-    except OSError as exc:
-        raise ModelLoadError(f"{os.fspath(path)}: cannot read ({exc.strerror})") from None
-    return parse_model_config(data, source=os.fspath(path))
+def load_model_config(path: str | os.PathLike[str], files: ModelFiles = DEFAULT) -> ModelConfig:
+    """Read model.toml, or the defaults when it does not exist (see
+    :class:`~scorewire.formats.files.ModelFiles`)."""
+    data = files.read(path, missing_ok=True)
+    return ModelConfig() if data is None else parse_model_config(data, source=os.fspath(path))

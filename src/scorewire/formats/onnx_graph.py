@@ -54,17 +54,21 @@ kernel gives (all zeros once every z < -17); elsewhere they agree to float32 rou
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from google.protobuf.message import DecodeError
+from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from ..errors import ModelLoadError
+from .files import DEFAULT, ModelFiles, quoted
 from .linear_spec import LinearSpec
 
-__all__ = ["InspectResult", "inspect_onnx"]
+__all__ = ["InspectResult", "inspect_onnx", "parse_onnx", "read_onnx"]
 
 _FLOAT, _DOUBLE, _INT64, _STRING = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64, TensorProto.STRING
 _NP: dict[int, np.dtype[Any]] = {_FLOAT: np.dtype(np.float32), _DOUBLE: np.dtype(np.float64)}
@@ -160,6 +164,86 @@ class _Labels:
 _Value = _Columnwise | _Affine | _Scores | _Labels | np.ndarray
 
 
+# ------------------------------------------------------------------ reading
+def read_onnx(path: str | os.PathLike[str], files: ModelFiles = DEFAULT) -> onnx.ModelProto:
+    """Read, parse and check an ONNX file (see :func:`parse_onnx` and
+    :class:`~scorewire.formats.files.ModelFiles`)."""
+    return parse_onnx(files.read_file(path), os.fspath(path), files)
+
+
+def parse_onnx(data: bytes, source: str = "model.onnx", files: ModelFiles = DEFAULT) -> onnx.ModelProto:
+    """Parse and check an ONNX model; ModelLoadError naming ``source`` when it is
+    not valid, when a tensor's data lives in another file (external data: scorewire
+    reads a model from its one file only), or when its tensors declare more than
+    ``files.max_bytes`` in all (checked on their shapes, before anything reads them)."""
+    try:
+        model = onnx.ModelProto.FromString(data)
+    except (DecodeError, ValueError, RuntimeError):
+        raise ModelLoadError(f"{source}: not a valid ONNX model (truncated or corrupt)") from None
+    if not model.graph.node:
+        raise ModelLoadError(f"{source}: not a valid ONNX model (empty graph)")
+    total = 0
+    for tensor in _tensors(model):
+        if tensor.data_location == TensorProto.EXTERNAL or tensor.external_data:
+            raise ModelLoadError(f"{source}: a tensor's data is stored in another file (external data is not supported)")
+        total += _declared_bytes(tensor, source)
+    files.check_size(source, "the graph's tensors declare", total)
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "invalid"
+        raise ModelLoadError(f"{source}: ONNX check failed ({first})") from None
+    return model
+
+
+def _tensors(model: onnx.ModelProto) -> Iterator[TensorProto]:
+    """Every tensor a model holds: initializers (sparse ones too), and the tensor
+    attributes of every node, in every graph, subgraph and local function."""
+    graphs = [model.graph]
+    nodes = [n for f in model.functions for n in f.node]
+    while graphs or nodes:
+        if graphs:
+            g = graphs.pop()
+            yield from g.initializer
+            for sparse in g.sparse_initializer:
+                yield sparse.values
+                yield sparse.indices
+            nodes.extend(g.node)
+            continue
+        for a in nodes.pop().attribute:
+            if a.type == AttributeProto.TENSOR:
+                yield a.t
+            elif a.type == AttributeProto.TENSORS:
+                yield from a.tensors
+            elif a.type == AttributeProto.SPARSE_TENSOR:
+                yield a.sparse_tensor.values
+                yield a.sparse_tensor.indices
+            elif a.type == AttributeProto.SPARSE_TENSORS:
+                for sparse in a.sparse_tensors:
+                    yield sparse.values
+                    yield sparse.indices
+            elif a.type == AttributeProto.GRAPH:
+                graphs.append(a.g)
+            elif a.type == AttributeProto.GRAPHS:
+                graphs.extend(a.graphs)
+
+
+def _declared_bytes(tensor: TensorProto, source: str) -> int:
+    """What a tensor's shape says it holds, in bytes (its strings' own lengths)."""
+    n = 1
+    for dim in tensor.dims:
+        if dim < 0:
+            raise ModelLoadError(f"{source}: not a valid ONNX model (a tensor has a negative dimension)")
+        n *= dim
+    if tensor.data_type == TensorProto.STRING:
+        return sum(len(s) for s in tensor.string_data)
+    try:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        itemsize = 8
+    return n * itemsize
+
+
 # ------------------------------------------------------------------ public API
 def inspect_onnx(model: onnx.ModelProto) -> InspectResult:
     """Return a LinearSpec equivalent to `model`, or None and the reason it is not."""
@@ -180,7 +264,7 @@ def _inspect(model: onnx.ModelProto) -> LinearSpec:
         raise _NotLinear("the graph has sparse initializers")
     unknown = sorted({n.op_type for n in graph.node if (_domain(n), n.op_type) not in _ATTRS})
     if unknown:
-        raise _NotLinear(f"the graph uses operators a linear model does not: {', '.join(unknown)}")
+        raise _NotLinear(f"the graph uses operators a linear model does not: {', '.join(op[:64] for op in unknown[:5])}")
     imported = {"" if op.domain == "ai.onnx" else op.domain for op in model.opset_import}
     if any(_domain(n) not in imported for n in graph.node):
         raise _NotLinear("a node's operator domain is not imported by the model")
@@ -195,7 +279,7 @@ def _inspect(model: onnx.ModelProto) -> LinearSpec:
     env: dict[str, _Value] = {t.name: _tensor(t, t.name) for t in graph.initializer}
     env[x.name] = _Columnwise(np.ones(1), np.zeros(1), elem, width)
     for i, node in enumerate(graph.node):
-        where = f"{node.op_type} node {node.name!r}" if node.name else f"{node.op_type} node #{i}"
+        where = f"{node.op_type} node {quoted(node.name)}" if node.name else f"{node.op_type} node #{i}"
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         extra = set(attrs) - _ATTRS[_domain(node), node.op_type]
         if extra:
@@ -203,14 +287,14 @@ def _inspect(model: onnx.ModelProto) -> LinearSpec:
         args = [env.get(name) if name else None for name in node.input]
         for name, arg in zip(node.input, args, strict=True):
             if name and arg is None:
-                raise _NotLinear(f"{where} reads {name!r}, which nothing defines")
+                raise _NotLinear(f"{where} reads {quoted(name)}, which nothing defines")
         with np.errstate(all="ignore"):
             results = _step(node.op_type, where, args, attrs)
         if len(node.output) > len(results) or any(not o for o in node.output):
             raise _NotLinear(f"{where} has unexpected outputs")
         for name, value in zip(node.output, results, strict=False):
             if name in env:
-                raise _NotLinear(f"{where} redefines {name!r}")
+                raise _NotLinear(f"{where} redefines {quoted(name)}")
             env[name] = value
     return _spec(graph, env, x.name, elem)
 
@@ -220,7 +304,7 @@ def _check_opsets(model: onnx.ModelProto) -> None:
     for op in model.opset_import:
         domain = op.domain or ""
         if domain not in _OPSETS:
-            raise _NotLinear(f"the model imports the operator domain {domain!r}")
+            raise _NotLinear(f"the model imports the operator domain {quoted(domain)}")
         low, high = _OPSETS[domain]
         if not low <= op.version <= high:
             raise _NotLinear(f"opset {op.version} of domain {domain or 'ai.onnx'!r} is not one we know ({low}-{high})")
@@ -232,21 +316,21 @@ def _domain(node: onnx.NodeProto) -> str:
 
 def _input_type(x: onnx.ValueInfoProto) -> tuple[int, int | None]:
     if not x.type.HasField("tensor_type") or x.type.tensor_type.elem_type not in _NP:
-        raise _NotLinear(f"the input {x.name!r} is not a float32 or float64 tensor")
+        raise _NotLinear(f"the input {quoted(x.name)} is not a float32 or float64 tensor")
     tt = x.type.tensor_type
     if not tt.HasField("shape") or len(tt.shape.dim) != 2:
-        raise _NotLinear(f"the input {x.name!r} is not declared as a 2-D (rows, features) tensor")
+        raise _NotLinear(f"the input {quoted(x.name)} is not declared as a 2-D (rows, features) tensor")
     dim = tt.shape.dim[1]
     return tt.elem_type, (dim.dim_value if dim.HasField("dim_value") else None)
 
 
 def _tensor(t: onnx.TensorProto, where: str) -> np.ndarray:
     if t.data_location == TensorProto.EXTERNAL:
-        raise _NotLinear(f"the constant {where!r} is stored as external data")
+        raise _NotLinear(f"the constant {quoted(where)} is stored as external data")
     try:
         return numpy_helper.to_array(t)
     except Exception as exc:  # a malformed tensor: onnxruntime will say more
-        raise _NotLinear(f"the constant {where!r} cannot be read ({exc})") from None
+        raise _NotLinear(f"the constant {quoted(where)} cannot be read ({str(exc)[:120]})") from None
 
 
 # ------------------------------------------------------------------ operators
@@ -450,12 +534,12 @@ def _linear_classifier(t: _Value, attrs: dict, where: str) -> list[_Value]:
     ints, strings = attrs.get("classlabels_ints"), attrs.get("classlabels_strings")
     if (ints is None) == (strings is None):
         raise _NotLinear(f"{where} needs exactly one of classlabels_ints and classlabels_strings")
-    classes = tuple(int(c) for c in ints) if ints is not None else tuple(s.decode() for s in strings or ())
+    classes = tuple(int(c) for c in ints) if ints is not None else _texts(strings or (), where)
     if "intercepts" not in attrs:
         raise _NotLinear(f"{where} has no intercepts (the number of rows is ambiguous)")
     k = len(attrs["intercepts"])
     coef, intercepts = _coefficients(t, attrs, k, where)
-    post = attrs.get("post_transform", b"NONE").decode()
+    post = attrs.get("post_transform", b"NONE").decode("utf-8", "replace")[:64]  # ONNX does not check it
     if attrs.get("multi_class", 0) not in (0, 1):
         raise _NotLinear(f"{where} has multi_class {attrs['multi_class']}")
     if len(set(classes)) != len(classes):
@@ -478,6 +562,14 @@ def _linear_classifier(t: _Value, attrs: dict, where: str) -> list[_Value]:
     return [_Labels(head, _INT64 if ints is not None else _STRING), _Scores(head, _FLOAT)]
 
 
+def _texts(values: Iterable[bytes], where: str) -> tuple[str, ...]:
+    """String attribute values (bytes in ONNX, which does not check them) as text."""
+    try:
+        return tuple(v.decode() for v in values)
+    except UnicodeDecodeError:
+        raise _NotLinear(f"{where} has a class label that is not UTF-8") from None
+
+
 def _normalizer(t: _Value, attrs: dict, where: str) -> _Scores:
     if attrs.get("norm", b"MAX") != b"L1":
         raise _NotLinear(f"{where} is not an L1 normaliser")
@@ -493,7 +585,7 @@ def _zipmap(t: _Value, attrs: dict, where: str) -> _Scores:
     if not isinstance(t, _Scores) or t.elem != _FLOAT or t.zipped:
         raise _NotLinear(f"{where} does not follow class scores")
     ints, strings = attrs.get("classlabels_int64s"), attrs.get("classlabels_strings")
-    keys = tuple(int(c) for c in ints) if ints is not None else tuple(s.decode() for s in strings or ())
+    keys = tuple(int(c) for c in ints) if ints is not None else _texts(strings or (), where)
     columns = 2 if t.head.link == "logistic" else t.head.z.width
     if keys != t.head.classes or len(keys) != columns:
         raise _NotLinear(f"{where} labels its columns differently from the classifier")
@@ -519,15 +611,15 @@ def _spec(graph: onnx.GraphProto, env: dict[str, _Value], input_name: str, elem:
                 links.add(v.head.link)
                 role = "decision" if v.head.link == "identity" else "probabilities"
         else:
-            raise _NotLinear(f"the output {out.name!r} is not computed by a linear model")
+            raise _NotLinear(f"the output {quoted(out.name)} is not computed by a linear model")
         if getattr(v, "zipped", False):
             ok = out.type.HasField("sequence_type")
         else:
             ok = out.type.HasField("tensor_type") and out.type.tensor_type.elem_type in (0, v.elem)
         if not ok:
-            raise _NotLinear(f"the output {out.name!r} is declared with another type than it has")
+            raise _NotLinear(f"the output {quoted(out.name)} is declared with another type than it has")
         if role != "label" and v.elem != elem:
-            raise _NotLinear(f"the output {out.name!r} has another element type than the input")
+            raise _NotLinear(f"the output {quoted(out.name)} has another element type than the input")
         decisions[id(z)] = z
         outputs[out.name] = role
     if len(decisions) != 1:

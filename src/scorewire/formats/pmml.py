@@ -54,6 +54,7 @@ from defusedxml import (
 from defusedxml.ElementTree import fromstring
 
 from ..errors import ModelLoadError
+from .files import DEFAULT, ModelFiles
 from .linear_spec import LinearSpec
 
 __all__ = ["load_pmml", "parse_pmml"]
@@ -80,21 +81,27 @@ class _Invalid(Exception):
     """A problem with the document; parse_pmml adds the source and re-raises."""
 
 
-def load_pmml(path: str | os.PathLike[str]) -> LinearSpec:
-    """Read a PMML file holding one RegressionModel; ModelLoadError naming it if not."""
-    source = os.fsdecode(path)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise ModelLoadError(f"{source}: cannot read ({exc.strerror})") from None
-    return parse_pmml(data, source=source)
+#: the parsed tree takes about this many bytes per element, at the least: a document
+#: may have at most ``max_bytes / ELEMENT_BYTES`` elements (counted before parsing)
+ELEMENT_BYTES = 64
 
 
-def parse_pmml(data: bytes, source: str = "<bytes>") -> LinearSpec:
-    """Parse a PMML document (bytes) into a LinearSpec; see the module docstring."""
+def load_pmml(path: str | os.PathLike[str], files: ModelFiles = DEFAULT) -> LinearSpec:
+    """Read a PMML file holding one RegressionModel; ModelLoadError naming it if not
+    (see :class:`~scorewire.formats.files.ModelFiles`)."""
+    return parse_pmml(files.read_file(path), source=os.fsdecode(path), files=files)
+
+
+def parse_pmml(data: bytes, source: str = "<bytes>", files: ModelFiles = DEFAULT) -> LinearSpec:
+    """Parse a PMML document (bytes) into a LinearSpec; see the module docstring.
+    A document whose tree or coefficients would take more than ``files.max_bytes``
+    is refused before they are allocated."""
     try:
-        return _read(_parse_xml(data))
+        # every element starts with "<": an upper bound of the elements, read at memchr speed
+        elements = data.count(b"<")
+        if elements * ELEMENT_BYTES > files.max_bytes:
+            raise _Invalid(files.too_large(f"{elements} XML elements would take", elements * ELEMENT_BYTES).message)
+        return _read(_parse_xml(data), files)
     except (_Invalid, ModelLoadError) as exc:
         # LinearSpec's own checks raise ModelLoadError without the source
         message = " ".join(str(exc).split())
@@ -199,7 +206,7 @@ def _number(el: Element, attr: str, what: str, default: float | None = None) -> 
     return value
 
 
-def _read(root: Element) -> LinearSpec:
+def _read(root: Element, files: ModelFiles = DEFAULT) -> LinearSpec:
     doc = _Doc(root)
     fields = _data_fields(doc, root)
     derived = _derived_names(doc, root)
@@ -209,7 +216,7 @@ def _read(root: Element) -> LinearSpec:
         raise _Invalid(f"field {_show(min(derived & set(fields)))} is defined twice")
     features, target, target_optype = _mining_schema(doc, model, fields, derived)
     _check_targets(doc, model)
-    coef, intercept, labels = _tables(doc, model, features, fields, target, derived)
+    coef, intercept, labels = _tables(doc, model, features, fields, target, derived, files)
     function = model.get("functionName")
     method = model.get("normalizationMethod", "none")
     if function == "regression":
@@ -355,11 +362,17 @@ def _tables(
     fields: _Fields,
     target: str | None,
     derived: set[str],
+    files: ModelFiles = DEFAULT,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Coefficients (tables, features), intercepts and targetCategory per table."""
     tables = doc.all(model, "RegressionTable")
     if not tables:
         raise _Invalid("no RegressionTable")
+    n = len(tables) * len(features)  # the coefficient matrix: checked before it is allocated
+    if 8 * n > files.max_bytes:
+        raise _Invalid(
+            files.too_large(f"{len(tables)} RegressionTables x {len(features)} features would take", 8 * n).message
+        )
     column = {name: j for j, name in enumerate(features)}
     coef = np.zeros((len(tables), len(features)))
     intercept = np.zeros(len(tables))

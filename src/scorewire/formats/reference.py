@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelLoadError
+from .files import DEFAULT, ModelFiles, quoted
 
 #: the ``format`` of a reference.json
 REFERENCE_FORMAT = "scorewire.reference"
 REFERENCE_FILE = "reference.json"
 #: quantile bins per feature in reference statistics
 REFERENCE_BINS = 10
+#: the most bin edges a feature may have in a reference.json read (scorewire writes
+#: REFERENCE_BINS - 1; the drift monitor pads every feature to the widest one)
+MAX_BIN_EDGES = 255
 
 _FEATURE_KEYS = {"name", "count", "mean", "std", "min", "max", "bin_edges", "bin_fractions"}
 _TOP_KEYS = {"format", "format_version", "n_rows", "features"}
@@ -93,7 +98,7 @@ class Reference:
             raise bad("expected a JSON object")
         unknown = set(doc) - _TOP_KEYS
         if unknown:
-            raise bad(f"unknown field {sorted(unknown)[0]!r}")
+            raise bad(f"unknown field {quoted(sorted(unknown)[0])}")
         if doc.get("format") != REFERENCE_FORMAT:
             raise bad(f"format must be {REFERENCE_FORMAT!r}")
         if doc.get("format_version") != 1 or isinstance(doc.get("format_version"), bool):
@@ -113,13 +118,15 @@ class Reference:
                 raise bad(f"{where}: expected an object")
             unknown = set(f) - _FEATURE_KEYS
             if unknown:
-                raise bad(f"{where}: unknown field {sorted(unknown)[0]!r}")
+                raise bad(f"{where}: unknown field {quoted(sorted(unknown)[0])}")
             name = f.get("name", f"f{j}")
             if not isinstance(name, str):
                 raise bad(f"{where}: name must be a string")
             for key in ("count", "mean", "std", "min", "max"):
                 if key in f and not _is_number(f[key]):
                     raise bad(f"{where}: {key} must be a finite number")
+            if isinstance(f.get("bin_edges"), list) and len(f["bin_edges"]) > MAX_BIN_EDGES:
+                raise bad(f"{where}: {len(f['bin_edges'])} bin_edges, over the limit of {MAX_BIN_EDGES}")
             edges = _number_list(f.get("bin_edges"), bad, f"{where}: bin_edges")
             fractions = _number_list(f.get("bin_fractions"), bad, f"{where}: bin_fractions")
             if edges.size and not np.all(np.diff(edges) > 0):
@@ -133,23 +140,23 @@ class Reference:
         return cls(tuple(features), int(n_rows))
 
     @classmethod
-    def load(cls, path: str | Path, n_features: int | None = None) -> Reference | None:
-        """Read ``path`` (a reference.json, or a version directory holding one);
-        None when there is none."""
+    def parse(cls, data: bytes | str, source: str = REFERENCE_FILE, n_features: int | None = None) -> Reference:
+        """A reference.json document; ModelLoadError naming ``source`` if it is malformed."""
+        try:
+            doc = json.loads(data)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise ModelLoadError(f"{source}: not valid JSON ({str(exc)[:120]})") from None
+        return cls.from_dict(doc, source, n_features)
+
+    @classmethod
+    def load(cls, path: str | Path, n_features: int | None = None, files: ModelFiles = DEFAULT) -> Reference | None:
+        """Read ``path`` (a reference.json, or a version directory holding one; see
+        :class:`~scorewire.formats.files.ModelFiles`); None when there is none."""
         p = Path(path)
         if p.is_dir():
             p = p / REFERENCE_FILE
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise ModelLoadError(f"{p}: cannot read ({exc.strerror})") from None
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise ModelLoadError(f"{p}: not valid JSON ({exc})") from None
-        return cls.from_dict(doc, str(p), n_features)
+        data = files.read(p, missing_ok=True)
+        return None if data is None else cls.parse(data, str(p), n_features)
 
 
 def _is_int(v: Any) -> bool:
@@ -157,7 +164,10 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite JSON number that float64 holds (an integer past its range is not)."""
+    if isinstance(v, float):
+        return math.isfinite(v)
+    return _is_int(v) and -sys.float_info.max <= v <= sys.float_info.max
 
 
 def _number_list(v: Any, bad: Callable[[str], ModelLoadError], what: str) -> np.ndarray:

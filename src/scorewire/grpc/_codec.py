@@ -132,8 +132,11 @@ def packed_values(msg: Any, field_number: int, dtype: np.dtype[Any]) -> np.ndarr
 
 def _typed_values(msg: Any, field_number: int, dtype: np.dtype[Any], values: Any) -> np.ndarray:
     """Typed contents as an array: fixed-width floats through :func:`packed_values`,
-    varint-encoded integers element by element."""
-    if dtype.kind == "f" and len(values) > 8:
+    varint-encoded integers element by element. Floats always through their bytes:
+    a float32 that goes through a Python float (a double) and back comes back the
+    same, but for a signalling NaN, which comes back quiet (other bits than were
+    sent, and than the wire decoder reads)."""
+    if dtype.kind == "f" and len(values):
         arr = packed_values(msg, field_number, dtype)
         if arr is not None and arr.size == len(values):
             return arr

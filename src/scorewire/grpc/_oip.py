@@ -40,9 +40,10 @@ EXTENSIONS = ["model_repository", "model_repository(unload_dependents)"]
 def _version(text: str) -> int | None:
     if not text:
         return None
-    if not text.isdigit() or int(text) < 1:
-        raise InvalidInput("model_version must be a positive integer")
-    return int(text)
+    version = version_of(text)
+    if version is None or version < 1:
+        raise InvalidInput("model_version must be a positive integer (ASCII digits, at most 18)")
+    return version
 
 
 def response_to_oip(request_id: str, result: PredictResponse) -> oip.ModelInferResponse:

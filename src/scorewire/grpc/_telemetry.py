@@ -161,5 +161,8 @@ class RpcTelemetry:
 
 
 def version_of(text: str) -> int | None:
-    """An OIP ``model_version`` as a label lookup key (None: newest, or invalid)."""
-    return int(text) if text.isdigit() else None
+    """An OIP ``model_version`` as a label lookup key (None: newest, or invalid).
+    ASCII digits only (``str.isdigit`` also takes "²", which ``int`` refuses), and at
+    most 18 of them: a version directory's name never has more, and ``int`` refuses
+    past 4 300."""
+    return int(text) if len(text) <= 18 and text.isascii() and text.isdigit() else None

@@ -139,7 +139,9 @@ class Server:
         self.settings = settings
         n_threads = settings.n_threads or default_n_threads()
         self.kernel_paths = kernel_paths(settings.simd)
-        self.repository = repository or ModelRepository(settings.repo or demo_repository(), n_threads=n_threads)
+        self.repository = repository or ModelRepository(
+            settings.repo or demo_repository(), n_threads=n_threads, max_model_mb=settings.max_model_mb
+        )
         self._executor = ThreadPoolExecutor(max_workers=max(2, n_threads), thread_name_prefix="scorewire-score")
         self.service = ScoringService(
             self.repository,

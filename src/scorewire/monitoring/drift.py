@@ -92,7 +92,8 @@ from typing import Any
 
 import numpy as np
 
-from ..formats.reference import Reference
+from ..formats.files import DEFAULT, ModelFiles
+from ..formats.reference import REFERENCE_FILE, Reference
 
 #: PSI at or above this: a moderate shift
 PSI_MODERATE = 0.1
@@ -251,11 +252,20 @@ class DriftMonitor:
 
     @classmethod
     def from_version_dir(
-        cls, path: str | Path, n_features: int | None = None, **kwargs: Any
+        cls, path: str | Path, n_features: int | None = None, files: ModelFiles = DEFAULT, **kwargs: Any
     ) -> DriftMonitor | None:
-        """A monitor for the version directory's reference.json; None when it has none."""
-        reference = Reference.load(path, n_features)
-        return None if reference is None else cls(reference, **kwargs)
+        """A monitor for the version directory's reference.json; None when it has none.
+        ModelLoadError when the file is malformed, or when the monitor's histograms
+        (every feature padded to the most bins any has, once per time bucket) would
+        take more than ``files.max_bytes``: counted before they are allocated."""
+        reference = Reference.load(path, n_features, files)
+        if reference is None:
+            return None
+        config = kwargs.get("config") or DriftConfig()
+        cells = len(reference.features) * (max(f.edges.size for f in reference.features) + 1)
+        source = str(Path(path) / REFERENCE_FILE if Path(path).is_dir() else path)
+        files.check_size(source, "the drift monitor's histograms of its bins would take", 8 * cells * (config.n_buckets + 4))
+        return cls(reference, **kwargs)
 
     @property
     def feature_names(self) -> tuple[str, ...]:

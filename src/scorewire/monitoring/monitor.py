@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..formats.files import DEFAULT, ModelFiles
 from .drift import DriftMonitor, DriftSnapshot
 from .feedback import FeedbackMetrics, FeedbackStore
 
@@ -65,14 +66,17 @@ class VersionMonitor:
         self.wired = False
 
     @classmethod
-    def for_version(cls, path: str | Path | None, model: Any, nan_policy: str = "reject") -> VersionMonitor:
+    def for_version(
+        cls, path: str | Path | None, model: Any, nan_policy: str = "reject", files: ModelFiles = DEFAULT
+    ) -> VersionMonitor:
         """The monitors of a loaded model whose version directory is ``path``
-        (None: an in-memory model, no reference statistics)."""
+        (None: an in-memory model, no reference statistics), its reference.json read
+        as ``files`` says (see :class:`~scorewire.formats.files.ModelFiles`)."""
         sig = model.signature
         drift = None
         if path is not None:
             drift = DriftMonitor.from_version_dir(
-                path, sig.n_features, dtype=sig.input.dtype, check_finite=nan_policy == "allow"
+                path, sig.n_features, files=files, dtype=sig.input.dtype, check_finite=nan_policy == "allow"
             )
         return cls(drift, FeedbackStore.for_model(model))
 
