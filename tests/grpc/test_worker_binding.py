@@ -71,6 +71,7 @@ def test_a_worker_binds_only_once_its_models_are_loaded():
         asyncio.run_coroutine_threadsafe(stop(server), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        loop.close()
 
 
 def test_an_ordinary_server_binds_at_once_and_answers_not_serving_while_loading():
@@ -92,3 +93,4 @@ def test_an_ordinary_server_binds_at_once_and_answers_not_serving_while_loading(
         asyncio.run_coroutine_threadsafe(stop(server), loop).result(60)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+        loop.close()
