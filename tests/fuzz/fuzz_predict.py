@@ -19,8 +19,6 @@ choices that write one (see ``messages.py``).
 
 from __future__ import annotations
 
-import contextlib
-
 try:
     from . import harness, messages
 except ImportError:  # run as a script
@@ -28,28 +26,15 @@ except ImportError:  # run as a script
     import messages  # type: ignore[no-redef]
 
 with harness.instrumented(__name__):
-    from scorewire.errors import ScorewireError
+    try:  # the shared oracle imports scorewire: inside the block, so it is instrumented too
+        from . import reading
+    except ImportError:  # run as a script
+        import reading  # type: ignore[no-redef]
     from scorewire.grpc import _wire
     from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
-    from scorewire.grpc._handlers import UNPARSEABLE
     from scorewire.grpc._predict import V1
 
 ADAPTER = V1(None)  # type: ignore[arg-type]  # reading needs no service
-
-
-def fields(r: _wire.Request) -> tuple:  # type: ignore[type-arg]
-    """Everything of a read request but its matrix (the error by type and message)."""
-    error = None if r.error is None else (type(r.error), str(r.error))
-    return r.model, r.version, r.request_id, r.outputs, r.input_name, r.raw, error
-
-
-def same_request(got: _wire.Request, want: _wire.Request) -> None:
-    assert fields(got) == fields(want), (fields(got), fields(want))
-    if want.X is None:
-        assert got.X is None
-        return
-    assert got.X.dtype == want.X.dtype and got.X.shape == want.X.shape, (got.X.shape, want.X.shape)
-    assert got.X.tobytes() == want.X.tobytes()
 
 
 def message(data: bytes) -> bytes:
@@ -59,26 +44,7 @@ def message(data: bytes) -> bytes:
 
 
 def one_input(data: bytes) -> None:
-    blob = message(data)
-    decoded = _wire.decode_predict(blob)
-    try:
-        parsed = pb.PredictRequest.FromString(blob)
-    except Exception:  # protobuf's DecodeError, by its own name per backend
-        parsed = None
-    if decoded is not None:
-        assert parsed is not None, "the wire decoder read bytes protobuf refuses"
-        X = decoded.X
-        assert X.ndim == 2 and X.flags.c_contiguous and X.flags.aligned and X.flags.writeable and X.flags.owndata
-        same_request(decoded, ADAPTER.from_message(parsed))
-    read = ADAPTER.read(blob)
-    if parsed is None:
-        assert read is UNPARSEABLE
-        return
-    assert isinstance(read, _wire.Request)
-    same_request(read, decoded if decoded is not None else ADAPTER.from_message(parsed))
-    ADAPTER.labels(read)
-    with contextlib.suppress(ScorewireError):
-        ADAPTER.to_core(read, None)
+    reading.check(message(data), _wire.decode_predict, pb.PredictRequest, ADAPTER)
 
 
 if __name__ == "__main__":
