@@ -1,6 +1,6 @@
 """The package's layers, read from its imports (no module is imported here):
 
-    errors  →  types, settings, evaluate  →  formats  →  backends, observability
+    errors  →  types, settings, evaluate  →  formats, tensors  →  backends, observability
     →  batching, monitoring  →  repository  →  service, export  →  grpc  →  cli
 
 Each part imports only parts to its left; only ``scorewire.grpc`` imports grpc;
@@ -20,7 +20,7 @@ PACKAGE = SRC / "scorewire"
 LAYER = {
     "errors": 0,
     "types": 1, "settings": 1, "evaluate": 1,
-    "formats": 2,
+    "formats": 2, "tensors": 2,
     "backends": 3, "observability": 3,
     "batching": 4, "monitoring": 4,
     "repository": 5,

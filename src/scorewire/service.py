@@ -40,7 +40,8 @@ from .monitoring.feedback import FeedbackItem, ItemResult, route_feedback
 from .observability import tracing
 from .observability.metrics import version_metrics
 from .repository import ModelEntry, ModelRepository, ModelVersion, State
-from .types import PredictRequest, PredictResponse
+from .tensors import InputSchema, quoted, rows_of, size_of
+from .types import Inputs, PredictRequest, PredictResponse
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -77,9 +78,10 @@ class ScoringService:
         repository.on_retire(self._retired)
         self._on_change: list[Callable[[str], None]] = []
 
-    def check_input(self, mv: ModelVersion, X: np.ndarray) -> None:
-        """Reject what the model cannot score, naming the problem, never the data."""
-        self._lane(mv).check(X)
+    def check_input(self, mv: ModelVersion, X: Inputs) -> Inputs:
+        """Reject what the model cannot score, naming the problem, never the data;
+        the inputs as the model takes them (see :meth:`_Lane.check`)."""
+        return self._lane(mv).check(X)
 
     def _lane(self, mv: ModelVersion) -> _Lane:
         """The version's :class:`_Lane`, made on first use."""
@@ -127,28 +129,31 @@ class ScoringService:
         span when it is sampled, else None."""
         mv = self.resolve(request.model, request.version)
         lane = self._lane(mv)
-        X = request.inputs
-        lane.check(X)
+        X = lane.check(request.inputs)
         model = lane.model
         outputs = model.output_names(request.outputs)  # unknown names fail here, not in a batch
+        if isinstance(X, np.ndarray):
+            rows, size = X.shape[0], X.size
+        else:
+            rows, size = rows_of(X), size_of(X)
         if span is not None:
-            tracing.annotate(span, mv.name, mv.version, model.backend, X.shape[0])
+            tracing.annotate(span, mv.name, mv.version, model.backend, rows)
         deadline = request.deadline
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded("the deadline passed before scoring started")
         batcher = lane.batcher
-        if batcher is not None and X.shape[0] < batcher.config.max_batch_rows:  # one as large as a batch would only wait
+        if batcher is not None and rows < batcher.config.max_batch_rows:  # one as large as a batch would only wait
             result = await batcher.submit(X, outputs, deadline, span)
         elif span is not None or self.metrics:
             result = await self._score_observed(mv, X, outputs, span)
-        elif X.size >= self.offload_min_values:
+        elif size >= self.offload_min_values:
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self._executor, model.predict, X, outputs)
         else:
             result = model.predict(X, outputs)
         monitor = lane.monitor
         if monitor is not None:
-            if X.size < self.offload_min_values:
+            if size < self.offload_min_values:
                 monitor.after_predict(X, request.request_id, result)
             else:  # a large request's rows are sampled on a worker thread, after the answer
                 monitor.after_predict(X, request.request_id, result, observe=False)
@@ -157,7 +162,7 @@ class ScoringService:
         return PredictResponse(mv.name, mv.version, result, request.request_id)
 
     async def _score_observed(
-        self, mv: ModelVersion, X: np.ndarray, outputs: tuple[str, ...], span: Span | None
+        self, mv: ModelVersion, X: Inputs, outputs: tuple[str, ...], span: Span | None
     ) -> dict[str, np.ndarray]:
         """Score without batching, timed for the metrics and traced as ``score``
         (the unobserved path stays in :meth:`predict`, free of both)."""
@@ -166,7 +171,7 @@ class ScoringService:
         score = None if span is None else tracing.child(span, "score")
         started = time.perf_counter()
         try:
-            if X.size >= self.offload_min_values:
+            if size_of(X) >= self.offload_min_values:
                 loop = asyncio.get_running_loop()
                 result = await loop.run_in_executor(self._executor, model.predict, X, outputs)
             else:
@@ -179,7 +184,7 @@ class ScoringService:
             if score is not None:
                 score.end()
         if self.metrics:
-            version_metrics(mv.name, mv.version).scored(time.perf_counter() - started, X.shape[0])
+            version_metrics(mv.name, mv.version).scored(time.perf_counter() - started, rows_of(X))
         return result
 
     def _background(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -325,10 +330,10 @@ class ScoringService:
         """The same, for callers without an event loop (scores on this thread)."""
         mv = self.resolve(request.model, request.version)
         lane = self._lane(mv)
-        lane.check(request.inputs)
-        result = lane.model.predict(request.inputs, request.outputs or None)
+        X = lane.check(request.inputs)
+        result = lane.model.predict(X, request.outputs or None)
         if lane.monitor is not None:
-            lane.monitor.after_predict(request.inputs, request.request_id, result)
+            lane.monitor.after_predict(X, request.request_id, result)
         return PredictResponse(mv.name, mv.version, result, request.request_id)
 
     def close(self) -> None:
@@ -340,9 +345,10 @@ class _Lane:
     """What the request path reads of one ready model version, gathered when the
     service first scores it: one attribute each instead of chains of lookups and
     properties per request; and the version's batcher. Valid for the version's life
-    (a reload makes a new ModelVersion, config and all)."""
+    (a reload makes a new ModelVersion, config and all). A tabular model's matrix is
+    checked here; any other model's inputs by name by its :class:`InputSchema`."""
 
-    __slots__ = ("batcher", "check_finite", "dtype", "model", "monitor", "n_features", "name", "row_limit")
+    __slots__ = ("batcher", "check_finite", "dtype", "model", "monitor", "n_features", "name", "row_limit", "schema")
 
     def __init__(self, service: ScoringService, mv: ModelVersion) -> None:
         model = mv.model
@@ -352,6 +358,8 @@ class _Lane:
         self.model = model
         self.dtype = sig.input.np_dtype
         self.n_features = sig.n_features
+        #: None for a tabular model (given one matrix), else how its named inputs are checked
+        self.schema = None if sig.tabular else InputSchema(sig, mv.name)
         config = mv.config
         limit = service.max_batch_rows
         if config.max_batch_rows is not None and config.max_batch_rows < limit:
@@ -359,7 +367,7 @@ class _Lane:
         self.row_limit = limit
         self.check_finite = config.nan_policy == "reject"
         self.batcher: DynamicBatcher | None = None
-        if config.batching.enabled_for(model.backend):
+        if config.batching.enabled_for(model.backend) and sig.batched:
             self.batcher = DynamicBatcher(
                 model.predict,
                 model.output_names(None),
@@ -373,8 +381,17 @@ class _Lane:
             monitor.wire(service._soon)
         self.monitor = monitor
 
-    def check(self, X: np.ndarray) -> None:
-        """Reject what the model cannot score, naming the problem, never the data."""
+    def check(self, X: Inputs) -> Inputs:
+        """The inputs as the model takes them (a matrix, or arrays by name); reject
+        what the model cannot score, naming the problem, never the data."""
+        if self.schema is not None:
+            return self._named(X)
+        if not isinstance(X, np.ndarray):  # by name: the one input's
+            if len(X) != 1 or self.model.signature.input.name not in X:
+                InputSchema(self.model.signature, self.name).names_of(X)
+            X = next(iter(X.values()))
+            if not isinstance(X, np.ndarray):
+                raise InvalidInput("an input must be an array")
         if X.ndim != 2:
             raise InvalidInput(f"input must have shape [rows, features] (rank 2), got rank {X.ndim}")
         if X.dtype is not self.dtype and X.dtype != self.dtype:
@@ -386,6 +403,19 @@ class _Lane:
             raise Overloaded(f"{rows} rows is over the limit of {self.row_limit} rows per request")
         if self.check_finite and rows and features and not all_finite(X):
             raise InvalidInput("input contains NaN or infinite values (this model's nan_policy is 'reject')")
+        return X
+
+    def _named(self, X: Inputs) -> dict[str, np.ndarray]:
+        """A model that is not tabular: its inputs by name, checked by its schema (one
+        array alone is taken for a model of one input)."""
+        assert self.schema is not None
+        if isinstance(X, np.ndarray):
+            specs = self.schema.specs
+            if len(specs) != 1:
+                names = ", ".join(quoted(s.name) for s in specs[:8])
+                raise InvalidInput(f"model {quoted(self.name)} takes {len(specs)} inputs ({names}): send them by name")
+            X = {specs[0].name: X}
+        return self.schema.check(X, self.row_limit, self.check_finite)
 
 
 def _run_logged(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Union
 
 import numpy as np
 
 #: Input dtypes a tabular model may declare.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_DTYPES = {name: np.dtype(name) for name in ("float32", "float64", "int32", "int64", "object", "bool")}
+#: every element type a tensor may have, as numpy dtype names ("object": strings)
+DTYPES = (
+    "float16", "float32", "float64", "int8", "int16", "int32", "int64",
+    "uint8", "uint16", "uint32", "uint64", "bool", "object",
+)  # fmt: skip
+_DTYPES = {name: np.dtype(name) for name in DTYPES}
+
+#: what a model is given: a tabular model's one matrix, or any other model's inputs
+#: by name (see :mod:`scorewire.tensors`)
+Inputs = Union[np.ndarray, Mapping[str, np.ndarray]]  # noqa: UP007 (a runtime alias)
 
 
 #: what an output carries, whatever it is named
@@ -22,9 +33,13 @@ class TensorSpec:
     carries: monitoring and clients read it instead of guessing from names."""
 
     name: str
-    dtype: str  # numpy dtype name: "float32", "float64", "int64", "object" (strings)
+    dtype: str  # numpy dtype name (one of DTYPES): "float32", "int64", "object" (strings), …
     shape: tuple[int, ...]
     role: str = ""
+    #: the name of each symbolic dim as the graph declares it ("" for a fixed dim or
+    #: an unnamed one); empty when no dim has a name. Inputs that share a name share
+    #: the size (see scorewire.tensors)
+    dim_names: tuple[str, ...] = ()
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -39,17 +54,45 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Signature:
-    """What a model takes and gives: one 2-D input of ``n_features`` columns."""
+    """What a model takes and gives. ``input`` is the first of ``inputs`` (the only
+    one of a tabular model: a 2-D float input of ``n_features`` columns; ``inputs``
+    defaults to it). ``batched``: the first dim of every input is the rows (always
+    so for a tabular model), so requests may be merged along it."""
 
     input: TensorSpec
     outputs: tuple[TensorSpec, ...]
     feature_names: tuple[str, ...] | None = None
     task: str = "regression"  # "regression" | "classification"
     classes: tuple[object, ...] | None = None
+    inputs: tuple[TensorSpec, ...] = ()
+    batched: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            object.__setattr__(self, "inputs", (self.input,))
+        elif self.inputs[0] != self.input:
+            raise ValueError("Signature: input must be the first of inputs")
+
+    @property
+    def tabular(self) -> bool:
+        """One input of shape [rows, features], float32 or float64, with a fixed
+        feature count: what the kernel and the wire codec's fast path take, given
+        as one matrix (any other model is given its inputs by name)."""
+        inp = self.input
+        return (
+            len(self.inputs) == 1
+            and inp.dtype in ("float32", "float64")
+            and len(inp.shape) == 2
+            and inp.shape[0] < 0
+            and inp.shape[1] >= 0
+        )
 
     @property
     def n_features(self) -> int:
-        return self.input.shape[1]
+        """A tabular model's columns (the second dim of its input; -1 for an input
+        that is not 2-D)."""
+        shape = self.input.shape
+        return shape[1] if len(shape) == 2 else -1
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -63,6 +106,7 @@ class Signature:
         return {
             "task": self.task,
             "input": self.input.to_dict(),
+            "inputs": [i.to_dict() for i in self.inputs],
             "outputs": [o.to_dict() for o in self.outputs],
             "feature_names": list(self.feature_names) if self.feature_names else None,
             "classes": list(self.classes) if self.classes is not None else None,
@@ -74,7 +118,8 @@ class PredictRequest:
     """One scoring request as the core sees it, whatever the transport."""
 
     model: str
-    inputs: np.ndarray
+    #: one matrix (a tabular model's input), or arrays by input name
+    inputs: Inputs
     version: int | None = None
     outputs: tuple[str, ...] = ()
     request_id: str = ""

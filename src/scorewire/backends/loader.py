@@ -23,7 +23,7 @@ from ..errors import ModelLoadError
 from ..formats.files import DEFAULT, ModelFiles
 from ..formats.linear_json import load_linear_json
 from ..formats.onnx_graph import inspect_onnx, read_onnx
-from ..types import Signature
+from ..types import Inputs, Signature
 from .native import NativeLinearModel, default_n_threads
 from .ort import OnnxModel
 
@@ -41,7 +41,10 @@ class Model(Protocol):
 
     def output_names(self, requested: Iterable[str] | None) -> tuple[str, ...]: ...
 
-    def predict(self, X: np.ndarray, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]: ...
+    def predict(self, X: Inputs, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Score one matrix (a tabular signature: ``signature.tabular``) or the
+        model's inputs by name (any other)."""
+        ...
 
 
 def find_artifact(version_dir: str | os.PathLike[str]) -> Path:

@@ -12,12 +12,13 @@ it declines everything else, and the Python checks then raise or convert.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from ..errors import InvalidInput
 from ..formats.linear_spec import LinearSpec, classes_array
+from ..types import Inputs
 from . import _kernel
 
 #: link name -> kernel constant
@@ -103,10 +104,12 @@ class NativeLinearModel:
                 self._plans[key] = plan
         return plan
 
-    def check_input(self, X: np.ndarray) -> np.ndarray:
+    def check_input(self, X: Inputs) -> np.ndarray:
         """Validate X once; return an array the kernel can read: X itself unless its
         strides are not whole items or its byte order is foreign (then a copy)."""
         if X.__class__ is not np.ndarray:
+            if isinstance(X, Mapping):
+                raise InvalidInput("this model takes one matrix, not inputs by name")
             X = np.asarray(X)
         if X.ndim != 2:
             raise InvalidInput(f"input must be a 2-D (rows, features) array, got {X.ndim} dimensions")
@@ -120,8 +123,9 @@ class NativeLinearModel:
             X = np.ascontiguousarray(X, dtype=dtype.newbyteorder("="))
         return X
 
-    def predict(self, X: np.ndarray, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """Score X (n, d), float32 or float64, any order, read-only allowed.
+    def predict(self, X: Inputs, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Score X (n, d), float32 or float64, any order, read-only allowed (a
+        tabular model is given one matrix, never inputs by name).
 
         Returns the requested outputs by name (all of them by default). Float outputs
         have the model's dtype.

@@ -3,23 +3,40 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from ..errors import InvalidInput, ModelLoadError
-from ..types import Signature, TensorSpec
+from ..types import Inputs, Signature, TensorSpec
 
+#: onnxruntime's tensor types → numpy dtype names (scorewire.types.DTYPES)
 _ONNX_DTYPES = {
+    "tensor(float16)": "float16",
     "tensor(float)": "float32",
     "tensor(double)": "float64",
-    "tensor(int64)": "int64",
+    "tensor(int8)": "int8",
+    "tensor(int16)": "int16",
     "tensor(int32)": "int32",
-    "tensor(string)": "object",
+    "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
     "tensor(bool)": "bool",
+    "tensor(string)": "object",
 }
+#: the node an onnxruntime run error names: "... while running Gather node. Name:'g' ..."
+_FAILED_NODE = re.compile(r"while running (\w+) node\. Name:'([^']{0,64})")
+#: what onnxruntime raises when a node fails on the values it is given
+_RUN_ERRORS = (ort_errors.InvalidArgument, ort_errors.Fail, ort_errors.RuntimeException)
+#: a run's own log stays quiet: onnxruntime would log a failing node's message, values and all
+_RUN_OPTIONS = ort.RunOptions()
+_RUN_OPTIONS.log_severity_level = 4
 
 
 def strip_zipmap(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -102,14 +119,16 @@ def session_options(n_threads: int) -> ort.SessionOptions:
 
 
 def with_roles(outputs: list[TensorSpec], task: str) -> tuple[TensorSpec, ...]:
-    """A graph's outputs with their roles, read off their types (a graph states none):
-    the first 1-D integer or string output is the label; a classifier's first 2-D
+    """A graph's outputs with their roles, read off their types (a graph states none;
+    only outputs of rank 1 or 2 have one): the first 1-D integer or string output is the label; a classifier's first 2-D
     float output the probabilities; a regressor's first float output the value."""
     taken: set[str] = set()
     out = []
     for o in outputs:
         role = ""
-        if len(o.shape) == 1 and o.dtype in ("int64", "int32", "object"):
+        if len(o.shape) not in (1, 2):
+            pass  # roles are per row: [rows] or [rows, k]
+        elif len(o.shape) == 1 and o.dtype in ("int64", "int32", "object"):
             role = "label"
         elif o.dtype in ("float32", "float64"):
             if task == "classification" and len(o.shape) == 2:
@@ -123,8 +142,37 @@ def with_roles(outputs: list[TensorSpec], task: str) -> tuple[TensorSpec, ...]:
     return tuple(out)
 
 
+def _spec(arg: ort.NodeArg, source: str, what: str) -> TensorSpec:
+    """An input or output of the session as a TensorSpec: -1 for each symbolic dim,
+    whose name (if any) goes to ``dim_names``."""
+    dtype = _ONNX_DTYPES.get(arg.type)
+    if dtype is None:
+        raise ModelLoadError(
+            f"{source}: {what} {arg.name[:64]!r} has type {arg.type[:64]}, not a tensor type scorewire serves"
+        )
+    dims = arg.shape if arg.shape is not None else [None]
+    shape = tuple(int(d) if isinstance(d, int) and d >= 0 else -1 for d in dims)
+    names = tuple(d if isinstance(d, str) else "" for d in dims)
+    return TensorSpec(arg.name, dtype, shape, dim_names=names if any(names) else ())
+
+
+def _batched(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> bool:
+    """Whether requests may be merged along the first dim: every input's and every
+    output's first dim is symbolic, and those that are named have one name (the
+    graph declares them the same dim, or leaves it to onnxruntime to infer)."""
+    names = set()
+    for spec in (*inputs, *outputs):
+        if not spec.shape or spec.shape[0] >= 0:
+            return False
+        if spec.dim_names and spec.dim_names[0]:
+            names.add(spec.dim_names[0])
+    # NOTE: onnxruntime names the dims it infers "unk__<n>": not a declaration
+    return len({n for n in names if not n.startswith("unk__")}) <= 1
+
+
 class OnnxModel:
-    """An ONNX graph with one 2-D float input, scored by onnxruntime."""
+    """An ONNX graph scored by onnxruntime: given one matrix when its signature is
+    tabular, else its inputs by name (checked first: see scorewire.tensors)."""
 
     backend = "onnxruntime"
 
@@ -143,35 +191,29 @@ class OnnxModel:
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelLoadError(f"{source}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
-        inputs = self._session.get_inputs()
-        if len(inputs) != 1:
-            raise ModelLoadError(f"{source}: scorewire serves models with one 2-D input, this one has {len(inputs)}")
-        inp = inputs[0]
-        dtype = _ONNX_DTYPES.get(inp.type)
-        if dtype not in ("float32", "float64"):
-            raise ModelLoadError(f"{source}: the input must be float or double, got {inp.type}")
-        shape = list(inp.shape)
-        if len(shape) != 2 or not isinstance(shape[1], int):
-            raise ModelLoadError(f"{source}: the input must have shape (N, features) with a fixed feature count")
-        self._input_name = inp.name
-        self._dtype = np.dtype(dtype)
-        self._d = int(shape[1])
-        outs = []
-        for o in self._session.get_outputs():
-            odt = _ONNX_DTYPES.get(o.type)
-            if odt is None:
-                continue  # not a tensor (e.g. a sequence): not served
-            oshape = tuple(-1 if not isinstance(s, int) else int(s) for s in (o.shape or [-1]))
-            outs.append(TensorSpec(o.name, odt, oshape))
-        if not outs:
+        inputs = [_spec(i, source, "input") for i in self._session.get_inputs()]
+        if not inputs:
+            raise ModelLoadError(f"{source}: the graph has no input")
+        outs = [_spec(o, source, "output") for o in self._session.get_outputs() if o.type in _ONNX_DTYPES]
+        if not outs:  # what is not a tensor (e.g. a sequence) is not served
             raise ModelLoadError(f"{source}: the graph has no tensor output")
         task = "classification" if any(o.dtype in ("int64", "object") for o in outs) else "regression"
-        self.signature = Signature(
-            input=TensorSpec(inp.name, dtype, (-1, self._d)),
+        signature = Signature(
+            input=inputs[0],
             outputs=with_roles(outs, task),
             task=task,
             classes=class_labels(model) if task == "classification" else None,
+            inputs=tuple(inputs),
+            batched=_batched(inputs, outs),
         )
+        if signature.tabular:  # as the kernel's signature reads: no dim names
+            first = dataclasses.replace(inputs[0], dim_names=())
+            signature = dataclasses.replace(signature, input=first, inputs=(first,), batched=True)
+        self.signature = signature
+        self._input_name = inputs[0].name
+        self._dtype = np.dtype(inputs[0].dtype)
+        #: a tabular model's feature count (-1: the model takes its inputs by name)
+        self._d = inputs[0].shape[1] if signature.tabular else -1
         self._all = tuple(o.name for o in outs)
 
     def output_names(self, requested: Iterable[str] | None) -> tuple[str, ...]:
@@ -183,9 +225,12 @@ class OnnxModel:
                 raise InvalidInput(f"unknown output {name[:64]!r}; this model gives {list(self._all)}")
         return names
 
-    def predict(self, X: np.ndarray, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    def predict(self, X: Inputs, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         names = self.output_names(outputs)
-        X = np.asarray(X)
+        if not isinstance(X, np.ndarray):
+            return self._run_named(X, names)
+        if self._d < 0:
+            raise InvalidInput(f"this model takes its inputs by name: {[i.name for i in self.signature.inputs]}")
         if X.ndim != 2:
             raise InvalidInput(f"input must be a 2-D (rows, features) array, got {X.ndim} dimensions")
         if X.shape[1] != self._d:
@@ -196,10 +241,35 @@ class OnnxModel:
             X = np.ascontiguousarray(X, dtype=self._dtype)
         if X.shape[0] == 0:
             return {n: self._empty(n) for n in names}
-        values = self._session.run(list(names), {self._input_name: X})
+        return self._run(names, {self._input_name: X})
+
+    def _run_named(self, inputs: Mapping[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Score inputs given by name, as :class:`~scorewire.tensors.InputSchema`
+        checked them (the service does, before it batches them; only the names are
+        checked again here, for a direct caller)."""
+        sig = self.signature
+        if len(inputs) != len(sig.inputs) or any(i.name not in inputs for i in sig.inputs):
+            raise InvalidInput(f"this model takes the inputs {[i.name for i in sig.inputs]}")
+        if sig.batched and next(iter(inputs.values())).shape[0] == 0:
+            return {n: self._empty(n) for n in names}
+        return self._run(names, dict(inputs))
+
+    def _run(self, names: tuple[str, ...], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            values = self._session.run(list(names), feed, _RUN_OPTIONS)
+        except _RUN_ERRORS as exc:
+            # the inputs were checked against the signature: what fails now fails on
+            # their values (an id beyond an embedding's rows, a size a Reshape
+            # refuses). Named by its node, never in onnxruntime's words (they echo values)
+            found = _FAILED_NODE.search(str(exc))
+            where = ""
+            if found:
+                where = f" ({found.group(1)} node {found.group(2)!r})" if found.group(2) else f" (a {found.group(1)} node)"
+            raise InvalidInput(f"the model could not score these inputs: an operator refused their values{where}") from None
         return dict(zip(names, values, strict=True))
 
     def _empty(self, name: str) -> np.ndarray:
+        """An output for no rows: 0 rows, its other free dims 0 too."""
         spec = next(o for o in self.signature.outputs if o.name == name)
         shape = tuple(0 if i == 0 else max(s, 0) for i, s in enumerate(spec.shape))
         return np.empty(shape, dtype=np.dtype(spec.dtype))

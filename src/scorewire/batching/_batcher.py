@@ -1,6 +1,7 @@
 """The asyncio half of batching: one queue per model version.
 
-Requests wait at most ``max_delay_us`` for company; a batch holds at most
+Requests wait at most ``max_delay_us`` for company (only requests whose inputs
+agree in every dim but the first are merged: see ``_merge.batch_key``); a batch holds at most
 ``max_batch_rows`` rows (a single larger request runs alone); the queue holds at
 most ``max_queue_rows`` rows, beyond which a request is refused at once
 (Overloaded). A request whose deadline has passed is dropped before it joins a
@@ -30,7 +31,9 @@ import numpy as np
 from ..errors import DeadlineExceeded, Overloaded, ScorewireError
 from ..formats.model_toml import BatchConfig
 from ..observability import tracing
-from ._merge import merge_inputs, split_outputs
+from ..tensors import rows_of
+from ..types import Inputs
+from ._merge import batch_key, merge_inputs, rows_match, split_outputs
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -42,11 +45,13 @@ log = logging.getLogger("scorewire.batching")
 
 @dataclass(slots=True)
 class _Pending:
-    X: np.ndarray
+    X: Inputs
     outputs: tuple[str, ...]
     future: asyncio.Future[dict[str, np.ndarray]]
     deadline: float | None  # time.monotonic() seconds
     queued: float  # time.perf_counter() seconds
+    rows: int
+    key: tuple[tuple[int, ...], ...] | None  # see batch_key: what a batch's requests share
     span: Span | None = None  # the request's span, when sampled
     queued_ns: int = 0  # time.time_ns(), for the span
 
@@ -60,7 +65,7 @@ class DynamicBatcher:
 
     def __init__(
         self,
-        predict: Callable[[np.ndarray, tuple[str, ...] | None], dict[str, np.ndarray]],
+        predict: Callable[[Inputs, tuple[str, ...] | None], dict[str, np.ndarray]],
         all_outputs: tuple[str, ...],
         config: BatchConfig,
         executor: Executor | None = None,
@@ -95,16 +100,20 @@ class DynamicBatcher:
         return self._full is not None
 
     async def submit(
-        self, X: np.ndarray, outputs: tuple[str, ...], deadline: float | None = None, span: Span | None = None
+        self, X: Inputs, outputs: tuple[str, ...], deadline: float | None = None, span: Span | None = None
     ) -> dict[str, np.ndarray]:
-        """Queue X and wait for its outputs (``span``: the request's, when sampled)."""
+        """Queue X (a matrix, or inputs by name) and wait for its outputs (``span``:
+        the request's, when sampled)."""
         if self._closed:
             from ..errors import Unavailable
 
             raise Unavailable("the model is shutting down")
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded("the deadline passed before the request was queued")
-        rows = X.shape[0]
+        if isinstance(X, np.ndarray):
+            rows, key = X.shape[0], None
+        else:
+            rows, key = rows_of(X), batch_key(X)
         if self._queued_rows + rows > self.config.max_queue_rows and self._queue:
             raise Overloaded(
                 f"the model's batching queue is full ({self._queued_rows} rows queued, limit {self.config.max_queue_rows})"
@@ -114,7 +123,7 @@ class DynamicBatcher:
             self._wakeup = asyncio.Event()
             self._worker = loop.create_task(self._run())
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        pending = _Pending(X, outputs or self._all, future, deadline, time.perf_counter())
+        pending = _Pending(X, outputs or self._all, future, deadline, time.perf_counter(), rows, key)
         if span is not None:
             pending.span = span
             pending.queued_ns = time.time_ns()
@@ -156,23 +165,31 @@ class DynamicBatcher:
                 await self._score(batch)
 
     def _take(self, max_rows: int) -> list[_Pending]:
-        """Pop up to max_rows rows of live requests (at least one request)."""
+        """Pop up to max_rows rows of live requests (at least one request) that the
+        first of them can be merged with (the same batch key); requests of another
+        key keep their places in the queue."""
         batch: list[_Pending] = []
         rows = 0
         now = time.monotonic()
-        while self._queue:
-            p = self._queue[0]
-            if batch and rows + p.X.shape[0] > max_rows:
+        queue = self._queue
+        skipped: list[_Pending] = []  # of another key, in queue order
+        while queue:
+            p = queue[0]
+            if batch and p.key != batch[0].key:
+                skipped.append(queue.popleft())
+                continue
+            if batch and rows + p.rows > max_rows:
                 break
-            self._queue.popleft()
-            self._queued_rows -= p.X.shape[0]
+            queue.popleft()
+            self._queued_rows -= p.rows
             if p.future.done():  # the caller went away
                 continue
             if p.deadline is not None and now >= p.deadline:
                 p.future.set_exception(DeadlineExceeded("the deadline passed while the request was queued"))
                 continue
             batch.append(p)
-            rows += p.X.shape[0]
+            rows += p.rows
+        queue.extendleft(reversed(skipped))
         if self._metrics is not None:
             self._metrics.queue_rows.set(self._queued_rows)
         return batch
@@ -188,17 +205,18 @@ class DynamicBatcher:
         rows = 0
         try:
             X, offsets = merge_inputs([p.X for p in batch])
-            rows = X.shape[0]
+            rows = offsets[-1]
             names = tuple(dict.fromkeys(n for p in batch for n in p.outputs))
             scoring = time.perf_counter()
-            if X.size >= self._offload_min_values and self._executor is not None:
-                loop = asyncio.get_running_loop()
-                outputs = await loop.run_in_executor(self._executor, self._predict, X, names)
+            outputs = await self._call(X, names)
+            if len(batch) > 1 and not rows_match(outputs, rows):
+                # an output whose first dim is not the rows cannot be split: each
+                # request is scored alone (the graph's shapes did not say so)
+                parts = [await self._call(p.X, p.outputs) for p in batch]
             else:
-                outputs = self._predict(X, names)
+                parts = split_outputs(outputs, offsets, [p.outputs for p in batch])
             if metrics is not None:
                 metrics.scored(time.perf_counter() - scoring, rows)
-            parts = split_outputs(outputs, offsets, [p.outputs for p in batch])
         except Exception as exc:  # the batch failed: every waiter hears of it
             if not isinstance(exc, ScorewireError):
                 log.exception("batch of %d requests failed", len(batch))
@@ -211,10 +229,18 @@ class DynamicBatcher:
         if traced:
             tracing.trace_batch(traced, len(batch), rows, started_ns, time.time_ns())
         if self._on_batch is not None:
-            self._on_batch(len(batch), X.shape[0])
+            self._on_batch(len(batch), rows)
         for p, part in zip(batch, parts, strict=True):
             if not p.future.done():
                 p.future.set_result(part)
+
+    async def _call(self, X: Inputs, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The model's predict, on the executor when X is large."""
+        size = X.size if isinstance(X, np.ndarray) else sum(a.size for a in X.values())
+        if size >= self._offload_min_values and self._executor is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._predict, X, names)
+        return self._predict(X, names)
 
     async def close(self) -> None:
         """Finish what is queued, then stop."""

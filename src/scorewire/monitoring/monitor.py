@@ -13,6 +13,7 @@ loop after the current step, or on its monitoring thread from other threads).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,8 +23,17 @@ from typing import Any
 import numpy as np
 
 from ..formats.files import DEFAULT, ModelFiles
+from ..formats.reference import REFERENCE_FILE
+from ..tensors import rows_of
+from ..types import Inputs
 from .drift import DriftMonitor, DriftSnapshot
 from .feedback import FeedbackMetrics, FeedbackStore
+
+log = logging.getLogger("scorewire.monitoring")
+
+#: why a version has no drift monitor
+NO_REFERENCE = f"no {REFERENCE_FILE} beside the model"
+NOT_TABULAR = "drift is monitored on one float matrix of features; this model takes other inputs"
 
 
 @dataclass(frozen=True)
@@ -47,17 +57,21 @@ class VersionStats:
     requests: int
     rows: int
     latency: RequestSummary | None  # None: the server exports no metrics
-    drift: DriftSnapshot | None  # None: no reference.json
+    drift: DriftSnapshot | None  # None: no reference.json, or a model that is not tabular
     feedback: FeedbackMetrics | None
+    #: why drift is None ("" when it is not)
+    drift_reason: str = ""
 
 
 class VersionMonitor:
     """Drift and feedback of one model version, and its request counts."""
 
-    __slots__ = ("drift", "feedback", "requests", "rows", "wired")
+    __slots__ = ("drift", "drift_reason", "feedback", "requests", "rows", "wired")
 
-    def __init__(self, drift: DriftMonitor | None, feedback: FeedbackStore) -> None:
+    def __init__(self, drift: DriftMonitor | None, feedback: FeedbackStore, drift_reason: str = "") -> None:
         self.drift = drift
+        #: why there is no drift monitor (when there is none)
+        self.drift_reason = "" if drift is not None else (drift_reason or NO_REFERENCE)
         self.feedback = feedback
         #: requests and rows seen by after_predict (on the event loop only)
         self.requests = 0
@@ -74,11 +88,16 @@ class VersionMonitor:
         as ``files`` says (see :class:`~scorewire.formats.files.ModelFiles`)."""
         sig = model.signature
         drift = None
-        if path is not None:
+        reason = ""
+        if not sig.tabular:
+            reason = NOT_TABULAR
+            if path is not None and (Path(path) / REFERENCE_FILE).is_file():
+                log.warning("%s: drift monitoring is off: %s", path, NOT_TABULAR)
+        elif path is not None:
             drift = DriftMonitor.from_version_dir(
                 path, sig.n_features, files=files, dtype=sig.input.dtype, check_finite=nan_policy == "allow"
             )
-        return cls(drift, FeedbackStore.for_model(model))
+        return cls(drift, FeedbackStore.for_model(model), reason)
 
     def wire(self, defer: Callable[..., Any]) -> None:
         """Run the monitors' occasional heavier steps through ``defer(fn, *args)``."""
@@ -88,15 +107,21 @@ class VersionMonitor:
         self.wired = True
 
     def after_predict(
-        self, X: np.ndarray, request_id: str, outputs: Mapping[str, np.ndarray], observe: bool = True
+        self, X: Inputs, request_id: str, outputs: Mapping[str, np.ndarray], observe: bool = True
     ) -> None:
         """Count an answered request, sample its rows for drift (unless the caller
         observes them elsewhere: ``observe=False``), and record its outputs for
-        feedback when it has a request id."""
+        feedback when it has a request id. ``X``: a tabular model's matrix (the only
+        kind with a drift monitor), or another model's inputs by name."""
         self.requests += 1
-        self.rows += X.shape[0]
-        if observe and self.drift is not None:
-            self.drift.observe(X)
+        drift = self.drift
+        if drift is None:
+            self.rows += rows_of(X)
+        else:
+            assert isinstance(X, np.ndarray)
+            self.rows += X.shape[0]
+            if observe:
+                drift.observe(X)
         if request_id:
             self.feedback.record(request_id, outputs)
 
@@ -110,6 +135,7 @@ class VersionMonitor:
             latency=latency,
             drift=self.drift.snapshot() if self.drift is not None else None,
             feedback=self.feedback.metrics(),
+            drift_reason=self.drift_reason,
         )
 
 

@@ -87,7 +87,7 @@ class FeedbackStore:
         proba = outputs.get(self._proba_name) if self._proba_name else None
         value = outputs.get(self._value_name) if self._value_name else None
         first = label if label is not None else proba if proba is not None else value
-        if first is None:
+        if first is None or first.ndim == 0:
             return False
         n = first.shape[0]
         if n == 0 or n > self._max_rows:
