@@ -67,8 +67,9 @@ cdef class Request:
 
     ``model``; ``version`` (v1: an int, 0 for the newest; OIP: the
     ``model_version`` text); ``request_id``; ``outputs`` (a tuple of names);
-    ``input_name`` (OIP's; "" for v1); ``X`` (the input matrix, None when it could
-    not be read); ``raw`` (v1: the input came as raw bytes, so the answer does too);
+    ``input_name`` (OIP's one input's; "" for v1, and for several inputs); ``X``
+    (the input matrix — or, read by protobuf, one input of another rank, or a dict of
+    several by name — None when it could not be read); ``raw`` (v1: the input came as raw bytes, so the answer does too);
     ``error`` (what reading the input raised: the request's handler raises it, so it
     is answered and counted under the request's model).
     """

@@ -13,8 +13,6 @@ choices that write one (see ``messages.py``).
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 try:
     from . import harness, messages
 except ImportError:  # run as a script
@@ -31,16 +29,7 @@ with harness.instrumented(__name__):
     from scorewire.grpc._oip import OIP
 
 
-class OneModel:
-    """The service as ``OIP.to_core`` sees it: every name is a model whose input is
-    named ``input``."""
-
-    def resolve(self, name: str, version: int | None) -> SimpleNamespace:
-        signature = SimpleNamespace(input=SimpleNamespace(name="input"))
-        return SimpleNamespace(name=name, version=version or 1, model=SimpleNamespace(signature=signature))
-
-
-ADAPTER = OIP(OneModel())  # type: ignore[arg-type]
+ADAPTER = OIP(reading.OneModel())  # type: ignore[arg-type]
 
 
 def message(data: bytes) -> bytes:

@@ -34,7 +34,7 @@ with harness.instrumented(__name__):
     from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
     from scorewire.grpc._predict import V1
 
-ADAPTER = V1(None)  # type: ignore[arg-type]  # reading needs no service
+ADAPTER = V1(reading.OneModel())  # type: ignore[arg-type]  # reading asks only whether a model is tabular
 
 
 def message(data: bytes) -> bytes:

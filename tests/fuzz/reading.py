@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
+
+import numpy as np
 
 from scorewire.errors import ScorewireError
 from scorewire.grpc import _wire
@@ -20,13 +23,29 @@ def fields(r: _wire.Request) -> tuple:  # type: ignore[type-arg]
     return r.model, r.version, r.request_id, r.outputs, r.input_name, r.raw, error
 
 
+class OneModel:
+    """The service as the adapters see it: every name is a tabular model whose input
+    is named ``input``."""
+
+    def resolve(self, name: str, version: int | None) -> SimpleNamespace:
+        signature = SimpleNamespace(input=SimpleNamespace(name="input"), tabular=True)
+        return SimpleNamespace(name=name, version=version or 1, model=SimpleNamespace(signature=signature))
+
+
 def same_request(got: _wire.Request, want: _wire.Request) -> None:
     assert fields(got) == fields(want), (fields(got), fields(want))
     if want.X is None:
         assert got.X is None
         return
-    assert got.X.dtype == want.X.dtype and got.X.shape == want.X.shape, (got.X.shape, want.X.shape)
-    assert got.X.tobytes() == want.X.tobytes()
+    if isinstance(want.X, dict):  # inputs by name, read by protobuf
+        assert isinstance(got.X, dict) and list(got.X) == list(want.X)
+        pairs = [(got.X[k], want.X[k]) for k in want.X]
+    else:
+        assert isinstance(got.X, np.ndarray)
+        pairs = [(got.X, want.X)]
+    for a, b in pairs:
+        assert a.dtype == b.dtype and a.shape == b.shape, (a.shape, b.shape)
+        assert a.tobytes() == b.tobytes() if a.dtype.kind != "O" else a.tolist() == b.tolist()
 
 
 def check(blob: bytes, decode: Callable[[bytes], _wire.Request | None], message_class: Any, adapter: Any) -> None:
@@ -38,7 +57,7 @@ def check(blob: bytes, decode: Callable[[bytes], _wire.Request | None], message_
     if decoded is not None:
         assert parsed is not None, "the wire decoder read bytes protobuf refuses"
         X = decoded.X
-        assert X.ndim == 2 and X.flags.c_contiguous and X.flags.aligned and X.flags.writeable and X.flags.owndata
+        assert isinstance(X, np.ndarray) and X.ndim == 2 and X.flags.c_contiguous and X.flags.aligned and X.flags.writeable and X.flags.owndata
         same_request(decoded, adapter.from_message(parsed))
     read = adapter.read(blob)
     if parsed is None:

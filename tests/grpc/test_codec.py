@@ -52,7 +52,10 @@ SECRET = 123456.789
         (pb.Tensor(dtype=pb.FLOAT64, shape=[1, 1], raw=b"\x00" * 7), "7 bytes"),
         (pb.Tensor(dtype=pb.FLOAT64, shape=[1, 1], raw=b"\x00" * 8, double_values=[SECRET]), "both"),
         (pb.Tensor(dtype=pb.FLOAT64, shape=[1, 1], float_values=[SECRET]), "double_values"),
-        (pb.Tensor(dtype=pb.STRING, shape=[1, 1], string_values=["x"]), "STRING"),
+        (pb.Tensor(dtype=pb.STRING, shape=[1, 2], string_values=["x"]), "has 1 values"),
+        (pb.Tensor(dtype=pb.STRING, shape=[1, 1], raw=b"\x05\x00\x00\x00ab"), "longer than the bytes left"),
+        (pb.Tensor(dtype=pb.INT8, shape=[1, 1], int32_values=[300]), "out of the range of int8"),
+        (pb.Tensor(dtype=pb.BOOL, shape=[1, 1], raw=b"\x02"), "0 or 1"),
     ],
 )
 def test_v1_malformed(tensor, message):
@@ -155,7 +158,7 @@ def _req(**kw):
     "req, message",
     [
         (oip.ModelInferRequest(model_name="m"), "0 input tensors"),
-        (_req(datatype="BYTES"), "datatype"),
+        (_req(datatype="COMPLEX64"), "datatype"),
         (_req(shape=[], fp64=[SECRET]), "shape is missing"),
         (_req(shape=[-1, 1], fp64=[SECRET]), "negative"),
         (_req(fp64=[SECRET, SECRET]), "has 2 values"),

@@ -159,7 +159,7 @@ def test_predict_native_and_onnx(predict, raw, rng):
 
 @pytest.mark.parametrize(
     "extra",
-    [b"", b"\x30\x07", b"\x0a\x0dbreast-cancer"],
+    [b"", b"\x78\x07", b"\x0a\x0dbreast-cancer"],
     ids=["common", "unknown-field", "model-twice"],
 )
 def test_predict_reads_any_encoding_protobuf_reads(channel, extra, rng):
@@ -358,7 +358,7 @@ def test_stream_reads_any_encoding_protobuf_reads(channel, rng):
     values) by protobuf, in one stream, answered in order."""
     X = rng.normal(size=(4, 10)) * 0.05
     msgs = [req(X=X[i : i + 1], request_id=f"r{i}").SerializeToString() for i in range(4)]
-    msgs[1] += b"\x30\x07"  # field 6: unknown
+    msgs[1] += b"\x78\x07"  # field 15: unknown
     msgs[2] += b"\x0a\x08diabetes"  # model again
     msgs.append(req(X=np.zeros((1, 10), dtype=np.int64), request_id="ints").SerializeToString())
     call = channel.stream_stream(

@@ -35,7 +35,7 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 #: appended to a serialized request, an unknown field: scorewire.grpc._wire declines
 #: the message and protobuf parses it
-UNKNOWN_FIELD = {"v1": b"\x30\x07", "oip": b"\x42\x00"}  # PredictRequest field 6, ModelInferRequest field 8
+UNKNOWN_FIELD = {"v1": b"\x78\x07", "oip": b"\x42\x00"}  # PredictRequest field 15, ModelInferRequest field 8
 
 EDGE_DIMS = [0, 1, FEATURES, -1, MAX_ELEMENTS, MAX_ELEMENTS + 1, 1 << 62, INT64_MAX, INT64_MIN]
 DIMS = st.one_of(st.integers(0, 3), st.sampled_from(EDGE_DIMS), st.integers(INT64_MIN, INT64_MAX))

@@ -26,6 +26,8 @@ from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
 from scorewire.grpc._oip import OIP
 from scorewire.grpc._predict import V1
 
+from ..fuzz.reading import OneModel
+
 
 def _varint(n: int) -> bytes:
     out = bytearray()
@@ -83,7 +85,7 @@ X2 = np.arange(6, dtype=np.float64).reshape(2, 3)
 @pytest.mark.parametrize(
     "tensor",
     [
-        pb.Tensor(dtype=pb.STRING, shape=[1, 1], string_values=["a"]),
+        pb.Tensor(dtype=pb.STRING, shape=[1, 1], raw=b"\x05\x00\x00\x00a"),  # strings, short
         pb.Tensor(dtype=pb.FLOAT64, raw=X2.tobytes()),  # no shape
         pb.Tensor(dtype=pb.FLOAT64, shape=[2, 3], raw=X2.tobytes()[:-1]),  # short
         pb.Tensor(dtype=pb.FLOAT64, shape=[2, 2], raw=X2.tobytes()),  # long
@@ -123,7 +125,7 @@ def test_declines_tensors_the_service_checks(tensor):
 def test_declines_unusual_encodings_the_general_path_reads():
     """Protobuf allows them; scorewire's fast path leaves them to protobuf."""
     ok = array_to_tensor(X2, raw=True).SerializeToString()
-    unknown = ok + b"\x48\x01"  # field 9, varint: an unknown field
+    unknown = ok + b"\x78\x01"  # field 15, varint: an unknown field
     twice = ok + b"\x08\x02"  # dtype written again
     unpacked = b"\x08\x02\x10\x02\x10\x03\x1a\x30" + X2.tobytes()  # shape as two varint records
     for blob in (unknown, twice, unpacked):
@@ -227,7 +229,7 @@ def test_decode_predict_leaves_the_rare_to_protobuf():
     body = pb.PredictRequest(model="m", input=array_to_tensor(X2, raw=True), request_id="r").SerializeToString()
     assert _wire.decode_predict(body) is not None
     parseable = [
-        body + b"\x30\x01",  # field 6, an unknown field
+        body + b"\x78\x01",  # field 15, an unknown field
         body + b"\x0a\x01n",  # model written twice (protobuf: the last wins)
         body + b"\x10\x01\x10\x02",  # version twice
         body + b"\x2a\x01s",  # request_id twice
@@ -247,7 +249,7 @@ def test_an_empty_raw_field_reads_as_protobuf_reads_it():
     blob = b"\x1a" + _varint(len(tensor)) + tensor
     got = _wire.decode_predict(blob)
     assert got is not None and got.raw is False and got.X.shape == (0, 3)
-    assert fields(got) == fields(V1(None).from_message(pb.PredictRequest.FromString(blob)))
+    assert fields(got) == fields(V1(OneModel()).from_message(pb.PredictRequest.FromString(blob)))
 
 
 #: a length-delimited field's key (field 1, wire type 2: 0x0a) written in more bytes
@@ -343,7 +345,7 @@ def test_arbitrary_requests_are_declined_or_decoded_as_protobuf_reads_them(blob)
     got = _wire.decode_predict(blob)
     if got is None:
         return
-    want = V1(None).from_message(pb.PredictRequest.FromString(blob))  # protobuf's reading, as served
+    want = V1(OneModel()).from_message(pb.PredictRequest.FromString(blob))  # protobuf's reading, as served
     assert fields(got) == fields(want)
     assert got.X.tobytes() == want.X.tobytes() and got.X.shape == want.X.shape
 
@@ -541,6 +543,6 @@ def test_arbitrary_infer_requests_are_declined_or_decoded_as_protobuf_reads_them
     got = _wire.decode_infer(blob)
     if got is None:
         return
-    want = OIP(None).from_message(oip.ModelInferRequest.FromString(blob))  # protobuf's reading, as served
+    want = OIP(OneModel()).from_message(oip.ModelInferRequest.FromString(blob))  # protobuf's reading, as served
     assert fields(got) == fields(want)
     assert got.X.tobytes() == want.X.tobytes() and got.X.shape == want.X.shape

@@ -11,15 +11,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import numpy as np
 
 from .. import __version__
 from ..errors import InvalidInput, ScorewireError
 from ..repository import State
 from ..service import ScoringService
-from ..types import PredictRequest, PredictResponse
+from ..types import Inputs, PredictRequest, PredictResponse
 from . import _wire
 from ._calls import Calls
-from ._codec import array_to_oip_raw, oip_datatype, oip_datatype_of, oip_input_to_array
+from ._codec import (
+    array_to_oip_raw,
+    oip_datatype,
+    oip_datatype_of,
+    oip_input_to_array,
+    oip_inputs_to_arrays,
+)
 from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from ._handlers import raw_request, unary
@@ -63,24 +70,36 @@ class OIP(Adapter):
         super().__init__(service, _wire.decode_infer, oip.ModelInferRequest)
 
     def from_message(self, message: oip.ModelInferRequest) -> Request:
-        name, X, error = "", None, None
+        """A request with its one input (a matrix for a tabular model, any rank for
+        another), or its several inputs by name (any rank: the core checks them)."""
+        name, error = "", None
+        X: np.ndarray | dict[str, np.ndarray] | None = None
         try:
-            name, X = oip_input_to_array(message)
+            if len(message.inputs) > 1:
+                X = oip_inputs_to_arrays(message)
+            else:
+                ranks = self.input_ranks(message.model_name, version_of(message.model_version))
+                name, X = oip_input_to_array(message, ranks)
         except InvalidInput as exc:  # raised when the request is answered, under its model
             error = exc
         outputs = tuple(o.name for o in message.outputs)
         return Request(message.model_name, message.model_version, message.id, outputs, name, X, False, error)
 
     def to_core(self, request: Request, deadline: float | None) -> PredictRequest:
-        """The core's request, once the input's name is the model's."""
+        """The core's request: a tabular model's matrix, once the input's name is the
+        model's; any other model's inputs by name."""
         if request.error is not None:
             raise request.error
         mv = self.service.resolve(request.model, _version(request.version))
         assert mv.model is not None
-        expected = mv.model.signature.input.name
-        if request.input_name != expected:
-            raise InvalidInput(f"model {mv.name!r} has one input, named {expected!r}")
-        return PredictRequest(request.model, request.X, mv.version, request.outputs, request.request_id, deadline)
+        X: Inputs = request.X
+        if isinstance(X, np.ndarray):  # one input
+            sig = mv.model.signature
+            if not sig.tabular:
+                X = {request.input_name: X}
+            elif request.input_name != sig.input.name:
+                raise InvalidInput(f"model {mv.name!r} has one input, named {sig.input.name!r}")
+        return PredictRequest(request.model, X, mv.version, request.outputs, request.request_id, deadline)
 
     def encode(self, request: Request, result: PredictResponse) -> oip.ModelInferResponse:
         return response_to_oip(request.request_id, result)
@@ -156,7 +175,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
             name=mv.name,
             versions=[str(v) for v in entry.ready_versions()],
             platform=PLATFORMS.get(mv.model.backend, mv.model.backend),
-            inputs=[T(name=sig.input.name, datatype=oip_datatype(sig.input.dtype), shape=sig.input.shape)],
+            inputs=[T(name=i.name, datatype=oip_datatype(i.dtype), shape=i.shape) for i in sig.inputs],
             outputs=[T(name=o.name, datatype=oip_datatype(o.dtype), shape=o.shape) for o in sig.outputs],
         )
 

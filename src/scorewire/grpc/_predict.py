@@ -16,10 +16,17 @@ from ..monitoring.feedback import FeedbackItem, ItemResult, Outcome
 from ..monitoring.monitor import VersionStats
 from ..repository import ModelEntry, ModelVersion, State
 from ..service import ScoringService
-from ..types import PredictRequest, PredictResponse, Signature
+from ..types import PredictRequest, PredictResponse, Signature, TensorSpec
 from . import _wire
 from ._calls import Calls
-from ._codec import INPUT_RANKS, TRUTH_RANKS, check_shape, dtype_to_v1, fill_tensor, tensor_to_array
+from ._codec import (
+    TRUTH_RANKS,
+    check_shape,
+    dtype_to_v1,
+    fill_tensor,
+    named_tensors_to_arrays,
+    tensor_to_array,
+)
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 from ._handlers import deadline_of, raw_request, unary
@@ -96,13 +103,23 @@ class V1(Adapter):
         super().__init__(service, _wire.decode_predict, pb.PredictRequest)
 
     def from_message(self, message: pb.PredictRequest) -> Request:
-        X = error = None
+        """A request with its ``input`` (a matrix for a tabular model, any rank for
+        another), or its ``inputs`` by name (any rank: the core checks them)."""
+        X: np.ndarray | dict[str, np.ndarray] | None = None
+        error = None
+        named = message.inputs
+        raw = any(n.tensor.raw for n in named) if named else bool(message.input.raw)
         try:
-            X = tensor_to_array(message.input, INPUT_RANKS)
+            if not named:
+                X = tensor_to_array(message.input, self.input_ranks(message.model, message.version or None))
+            elif message.HasField("input"):
+                raise InvalidInput("the request sets both input and inputs; set one")
+            else:
+                X = named_tensors_to_arrays(named)
         except InvalidInput as exc:  # raised when the request is answered, under its model
             error = exc
         return Request(message.model, message.version, message.request_id, tuple(message.outputs), "", X,
-                       bool(message.input.raw), error)  # fmt: skip
+                       raw, error)  # fmt: skip
 
     def to_core(self, request: Request, deadline: float | None) -> PredictRequest:
         if request.error is not None:
@@ -198,13 +215,21 @@ class PredictServicer(pb_grpc.PredictServiceServicer):
         await serve_stream(context, self._calls, self._t_stream, self._v1)
 
 
+def tensor_info(spec: TensorSpec) -> pb.TensorInfo:
+    return pb.TensorInfo(name=spec.name, dtype=dtype_to_v1(spec.dtype), shape=spec.shape, role=spec.role,
+                         dim_names=spec.dim_names)  # fmt: skip
+
+
 def signature_to_pb(sig: Signature) -> pb.Signature:
     return pb.Signature(
-        input=pb.TensorInfo(name=sig.input.name, dtype=dtype_to_v1(sig.input.dtype), shape=sig.input.shape),
-        outputs=[pb.TensorInfo(name=o.name, dtype=dtype_to_v1(o.dtype), shape=o.shape, role=o.role) for o in sig.outputs],
+        input=tensor_info(sig.input),
+        outputs=[tensor_info(o) for o in sig.outputs],
         feature_names=list(sig.feature_names or ()),
         task=sig.task,
         classes=[str(c) for c in (sig.classes or ())],
+        inputs=[tensor_info(i) for i in sig.inputs],
+        tabular=sig.tabular,
+        batched=sig.batched,
     )
 
 
@@ -245,6 +270,8 @@ def stats_to_pb(name: str, stats: list[VersionStats]) -> pb.ModelStats:
             v.drift.features.extend(pb.FeaturePsi(name=n, psi=x) for n, x in zip(d.feature_names, d.psi, strict=True))
             v.drift.sampled_rows, v.drift.estimated_rows = d.sampled_rows, d.estimated_rows
             v.drift.window_s, v.drift.sample_every = d.window_s, d.sample_every
+        else:
+            v.drift.reason = st.drift_reason
         v.drift.alert_threshold, v.drift.moderate_threshold = PSI_ALERT, PSI_MODERATE
         fb = st.feedback
         if fb is not None:

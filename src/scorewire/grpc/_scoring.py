@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ..errors import InvalidInput, Unavailable
+from ..errors import InvalidInput, ScorewireError, Unavailable
 from ..observability import tracing
 from ..service import ScoringService
 from ..types import PredictRequest, PredictResponse
 from ._calls import DRAIN, SHUTTING_DOWN, Calls, abandoned
+from ._codec import INPUT_RANKS, Ranks
 from ._handlers import UNPARSEABLE, UNPARSEABLE_MESSAGE, deadline_of, status_of
 from ._telemetry import RpcTelemetry
 from ._wire import Request
@@ -75,6 +76,16 @@ class Adapter:
         raise NotImplementedError
 
     # ------------------------------------------------------------ written once
+    def input_ranks(self, model: str, version: int | None) -> Ranks | None:
+        """The ranks a request's one input may have: INPUT_RANKS for a tabular model
+        (and for one that cannot answer now: the request fails on that, under its
+        model), None (any, checked by the core against the signature) for any other."""
+        try:
+            mv = self.service.resolve(model, version)
+        except ScorewireError:
+            return INPUT_RANKS
+        return INPUT_RANKS if mv.model is None or mv.model.signature.tabular else None
+
     def read(self, data: bytes) -> Request | Any:
         """A request from its bytes: the common encoding by ``scorewire.grpc._wire``, the
         rest parsed by protobuf; UNPARSEABLE for what protobuf cannot parse."""

@@ -19,7 +19,8 @@ class Request:
     request_id: str
     outputs: tuple[str, ...]
     input_name: str
-    X: np.ndarray  # None only with ``error`` set
+    #: one matrix (or one input of another rank), or inputs by name; None only with ``error`` set
+    X: np.ndarray | dict[str, np.ndarray]
     raw: bool
     error: BaseException | None
     def __init__(
@@ -29,7 +30,7 @@ class Request:
         request_id: str,
         outputs: tuple[str, ...],
         input_name: str,
-        X: np.ndarray | None,
+        X: np.ndarray | dict[str, np.ndarray] | None,
         raw: bool = False,
         error: BaseException | None = None,
     ) -> None: ...

@@ -8,6 +8,7 @@ plain Python and NumPy — no protobuf, no gRPC in sight. ``Client`` is synchron
 ...     p["probabilities"], p["label"], p.version
 ...     client.feedback("wine", {"r-1": [2]})
 ...     for p in client.stream("wine", [X[:1], X[1:2]]): ...
+...     client.predict("recommender", {"dense": dense, "ids": ids})  # inputs by name
 
 Every call has a deadline (``timeout``, the client's by default). The calls that
 are safe to repeat — Predict, the model listings, health checks — are retried by
@@ -32,7 +33,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ._codec import array_to_tensor, tensor_to_array
+from ._codec import array_to_tensor, dtype_of_v1, tensor_to_array
 from ._gen.scorewire.v1 import scorewire_pb2 as pb
 from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 
@@ -98,7 +99,7 @@ class ServedModel:
     """What a client needs of a ready model version, from ``GetModel``."""
 
     version: int
-    input_dtype: str  # "float32" | "float64"
+    input_dtype: str  # "float32" | "float64" (a model that is not tabular: its first input's)
     n_features: int | None
     task: str
     feature_names: tuple[str, ...] = ()
@@ -108,6 +109,10 @@ class ServedModel:
     #: role ("label", "probabilities", "value", "decision") → output name
     roles: dict[str, str] = field(default_factory=dict)
     backend: str = ""
+    #: every input: name → (numpy dtype name, shape; -1 for a free dim)
+    inputs: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    #: True when the model takes one matrix [rows, features]; else send its inputs by name
+    tabular: bool = True
 
 
 @dataclass(frozen=True)
@@ -167,11 +172,22 @@ def _credentials(ca: str | Path | None, cert: str | Path | None, key: str | Path
 
 
 def _predict_request(model: str, X: Any, outputs: Iterable[str], version: int, request_id: str) -> pb.PredictRequest:
+    """``X``: the rows (sent as raw float64, or float32 when X is float32), or a
+    mapping of the model's inputs by name (each sent in its own dtype; strings as
+    STRING)."""
+    request = pb.PredictRequest(model=model, version=version, outputs=list(outputs), request_id=request_id)
+    if isinstance(X, Mapping):
+        for name, value in X.items():
+            a = np.asarray(value)
+            if a.dtype.kind == "O" and a.size and not isinstance(a.reshape(-1)[0], (str, bytes)):
+                raise TypeError(f"input {name!r}: an object array must hold strings")
+            request.inputs.add(name=name, tensor=array_to_tensor(a, raw=True))
+        return request
     X = np.asarray(X)
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
-    return pb.PredictRequest(model=model, version=version, input=array_to_tensor(X, raw=True),
-                             outputs=list(outputs), request_id=request_id)  # fmt: skip
+    request.input.CopyFrom(array_to_tensor(X, raw=True))
+    return request
 
 
 def _prediction(r: pb.PredictResponse) -> Prediction:
@@ -212,16 +228,20 @@ def _served(v: pb.VersionInfo) -> ServedModel:
     for o in sig.outputs:
         if o.role:
             roles.setdefault(o.role, o.name)
+    inputs = sig.inputs or [sig.input]  # a server before inputs were named: its one input
+    tabular = sig.tabular if sig.inputs else True
     return ServedModel(
         version=v.version,
-        input_dtype="float32" if sig.input.dtype == pb.FLOAT32 else "float64",
-        n_features=sig.input.shape[1] if len(sig.input.shape) == 2 else None,
+        input_dtype=("float32" if sig.input.dtype == pb.FLOAT32 else "float64") if tabular else dtype_of_v1(sig.input.dtype),
+        n_features=sig.input.shape[1] if tabular and len(sig.input.shape) == 2 else None,
         task=sig.task,
         feature_names=tuple(sig.feature_names),
         classes=tuple(sig.classes),
         outputs=tuple(o.name for o in sig.outputs),
         roles=roles,
         backend=v.backend,
+        inputs={i.name: (dtype_of_v1(i.dtype), tuple(i.shape)) for i in inputs},
+        tabular=tabular,
     )
 
 
@@ -310,7 +330,8 @@ class Client(_Base):
         self, model: str, X: Any, *, outputs: Iterable[str] = (), version: int = 0, request_id: str = "",
         timeout: float | None = None,
     ) -> Prediction:  # fmt: skip
-        """Score the rows ``X`` (sent as raw float64, or float32 when X is float32)."""
+        """Score the rows ``X`` (sent as raw float64, or float32 when X is float32),
+        or the inputs ``X`` by name (a mapping of arrays, each sent in its dtype)."""
         return _prediction(self._call(self._predict.Predict, _predict_request(model, X, outputs, version, request_id), timeout))
 
     def stream(

@@ -15,6 +15,14 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INT32: _ClassVar[DataType]
     INT64: _ClassVar[DataType]
     STRING: _ClassVar[DataType]
+    BOOL: _ClassVar[DataType]
+    FLOAT16: _ClassVar[DataType]
+    INT8: _ClassVar[DataType]
+    INT16: _ClassVar[DataType]
+    UINT8: _ClassVar[DataType]
+    UINT16: _ClassVar[DataType]
+    UINT32: _ClassVar[DataType]
+    UINT64: _ClassVar[DataType]
 
 class FeedbackOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -38,6 +46,14 @@ FLOAT64: DataType
 INT32: DataType
 INT64: DataType
 STRING: DataType
+BOOL: DataType
+FLOAT16: DataType
+INT8: DataType
+INT16: DataType
+UINT8: DataType
+UINT16: DataType
+UINT32: DataType
+UINT64: DataType
 FEEDBACK_OUTCOME_UNSPECIFIED: FeedbackOutcome
 MATCHED: FeedbackOutcome
 UNKNOWN_ID: FeedbackOutcome
@@ -51,7 +67,7 @@ FAILED: ModelState
 UNLOADED: ModelState
 
 class Tensor(_message.Message):
-    __slots__ = ("dtype", "shape", "raw", "float_values", "double_values", "int32_values", "int64_values", "string_values")
+    __slots__ = ("dtype", "shape", "raw", "float_values", "double_values", "int32_values", "int64_values", "string_values", "bool_values", "uint32_values", "uint64_values")
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +76,9 @@ class Tensor(_message.Message):
     INT32_VALUES_FIELD_NUMBER: _ClassVar[int]
     INT64_VALUES_FIELD_NUMBER: _ClassVar[int]
     STRING_VALUES_FIELD_NUMBER: _ClassVar[int]
+    BOOL_VALUES_FIELD_NUMBER: _ClassVar[int]
+    UINT32_VALUES_FIELD_NUMBER: _ClassVar[int]
+    UINT64_VALUES_FIELD_NUMBER: _ClassVar[int]
     dtype: DataType
     shape: _containers.RepeatedScalarFieldContainer[int]
     raw: bytes
@@ -68,21 +87,34 @@ class Tensor(_message.Message):
     int32_values: _containers.RepeatedScalarFieldContainer[int]
     int64_values: _containers.RepeatedScalarFieldContainer[int]
     string_values: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., raw: _Optional[bytes] = ..., float_values: _Optional[_Iterable[float]] = ..., double_values: _Optional[_Iterable[float]] = ..., int32_values: _Optional[_Iterable[int]] = ..., int64_values: _Optional[_Iterable[int]] = ..., string_values: _Optional[_Iterable[str]] = ...) -> None: ...
+    bool_values: _containers.RepeatedScalarFieldContainer[bool]
+    uint32_values: _containers.RepeatedScalarFieldContainer[int]
+    uint64_values: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., raw: _Optional[bytes] = ..., float_values: _Optional[_Iterable[float]] = ..., double_values: _Optional[_Iterable[float]] = ..., int32_values: _Optional[_Iterable[int]] = ..., int64_values: _Optional[_Iterable[int]] = ..., string_values: _Optional[_Iterable[str]] = ..., bool_values: _Optional[_Iterable[bool]] = ..., uint32_values: _Optional[_Iterable[int]] = ..., uint64_values: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class NamedTensor(_message.Message):
+    __slots__ = ("name", "tensor")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tensor: Tensor
+    def __init__(self, name: _Optional[str] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("model", "version", "input", "outputs", "request_id")
+    __slots__ = ("model", "version", "input", "outputs", "request_id", "inputs")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     input: Tensor
     outputs: _containers.RepeatedScalarFieldContainer[str]
     request_id: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., input: _Optional[_Union[Tensor, _Mapping]] = ..., outputs: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    inputs: _containers.RepeatedCompositeFieldContainer[NamedTensor]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., input: _Optional[_Union[Tensor, _Mapping]] = ..., outputs: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[NamedTensor, _Mapping]]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("model", "version", "request_id", "outputs")
@@ -166,30 +198,38 @@ class FeedbackResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[FeedbackResult, _Mapping]]] = ..., matched: _Optional[int] = ..., unknown: _Optional[int] = ..., expired: _Optional[int] = ..., duplicate: _Optional[int] = ..., invalid: _Optional[int] = ...) -> None: ...
 
 class TensorInfo(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "role")
+    __slots__ = ("name", "dtype", "shape", "role", "dim_names")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    DIM_NAMES_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: DataType
     shape: _containers.RepeatedScalarFieldContainer[int]
     role: str
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., role: _Optional[str] = ...) -> None: ...
+    dim_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., role: _Optional[str] = ..., dim_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Signature(_message.Message):
-    __slots__ = ("input", "outputs", "feature_names", "task", "classes")
+    __slots__ = ("input", "outputs", "feature_names", "task", "classes", "inputs", "tabular", "batched")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TABULAR_FIELD_NUMBER: _ClassVar[int]
+    BATCHED_FIELD_NUMBER: _ClassVar[int]
     input: TensorInfo
     outputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     task: str
     classes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, input: _Optional[_Union[TensorInfo, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., feature_names: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
+    inputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
+    tabular: bool
+    batched: bool
+    def __init__(self, input: _Optional[_Union[TensorInfo, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., feature_names: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., tabular: _Optional[bool] = ..., batched: _Optional[bool] = ...) -> None: ...
 
 class VersionInfo(_message.Message):
     __slots__ = ("version", "state", "backend", "error", "signature", "backend_reason")
@@ -306,7 +346,7 @@ class RequestStats(_message.Message):
     def __init__(self, count: _Optional[int] = ..., rows: _Optional[int] = ..., latency_available: _Optional[bool] = ..., answered: _Optional[int] = ..., errors: _Optional[int] = ..., latency_mean_s: _Optional[float] = ..., latency_p50_s: _Optional[float] = ..., latency_p99_s: _Optional[float] = ...) -> None: ...
 
 class DriftStats(_message.Message):
-    __slots__ = ("available", "features", "sampled_rows", "estimated_rows", "window_s", "alert_threshold", "moderate_threshold", "sample_every")
+    __slots__ = ("available", "features", "sampled_rows", "estimated_rows", "window_s", "alert_threshold", "moderate_threshold", "sample_every", "reason")
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     SAMPLED_ROWS_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +355,7 @@ class DriftStats(_message.Message):
     ALERT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MODERATE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_EVERY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     available: bool
     features: _containers.RepeatedCompositeFieldContainer[FeaturePsi]
     sampled_rows: int
@@ -323,7 +364,8 @@ class DriftStats(_message.Message):
     alert_threshold: float
     moderate_threshold: float
     sample_every: int
-    def __init__(self, available: _Optional[bool] = ..., features: _Optional[_Iterable[_Union[FeaturePsi, _Mapping]]] = ..., sampled_rows: _Optional[int] = ..., estimated_rows: _Optional[float] = ..., window_s: _Optional[float] = ..., alert_threshold: _Optional[float] = ..., moderate_threshold: _Optional[float] = ..., sample_every: _Optional[int] = ...) -> None: ...
+    reason: str
+    def __init__(self, available: _Optional[bool] = ..., features: _Optional[_Iterable[_Union[FeaturePsi, _Mapping]]] = ..., sampled_rows: _Optional[int] = ..., estimated_rows: _Optional[float] = ..., window_s: _Optional[float] = ..., alert_threshold: _Optional[float] = ..., moderate_threshold: _Optional[float] = ..., sample_every: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class FeaturePsi(_message.Message):
     __slots__ = ("name", "psi")
