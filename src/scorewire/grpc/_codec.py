@@ -390,7 +390,8 @@ def oip_input_to_array(request: oip.ModelInferRequest, ranks: Ranks | None = INP
     if n_raw not in (0, 1):
         raise InvalidInput("raw_input_contents must have one entry per input tensor")
     inp = request.inputs[0]
-    return inp.name, _oip_tensor(inp, request.raw_input_contents[0] if n_raw else None, ranks, "input")
+    what = f"input {inp.name[:64]!r}" if inp.name else "input"
+    return inp.name, _oip_tensor(inp, request.raw_input_contents[0] if n_raw else None, ranks, what)
 
 
 def oip_inputs_to_arrays(request: oip.ModelInferRequest, ranks: Ranks | None = None) -> dict[str, np.ndarray]:
