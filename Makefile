@@ -26,7 +26,7 @@ WHEEL_STAMP := $(WHEELHOUSE)/.stamp
 TS_DIR   := tests/clients/ts
 TS_STAMP := $(TS_DIR)/node_modules/.stamp-ci
 TS_BUILT := $(TS_DIR)/dist/client.js
-TS_SRCS  := $(TS_DIR)/client.ts $(TS_DIR)/tsconfig.json $(TS_DIR)/proto/grpc/health/v1/health.proto proto/scorewire/v1/scorewire.proto
+TS_SRCS  := $(TS_DIR)/client.ts $(TS_DIR)/named.ts $(TS_DIR)/tsconfig.json $(TS_DIR)/proto/grpc/health/v1/health.proto proto/scorewire/v1/scorewire.proto
 
 # tests/deploy/: the KServe SDK (its models load the manifests in deploy/kserve) pins
 # protobuf and more than the test environment can take: a venv of its own

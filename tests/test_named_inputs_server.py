@@ -341,3 +341,52 @@ def test_the_server_is_healthy_after(channel, server):
         r = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
         assert r.status == health_pb2.HealthCheckResponse.SERVING, service
     assert not [line for line in server.output if "Traceback" in line or " ERROR " in line]
+
+
+# ------------------------------------------------------------ TypeScript client
+V1_DTYPE = {"float32": "FLOAT32", "float64": "FLOAT64", "int64": "INT64", "uint8": "UINT8", "bool": "BOOL",
+            "object": "STRING"}  # fmt: skip
+
+
+def ts_input(name: str, a: np.ndarray) -> dict:
+    values = [str(v) for v in a.reshape(-1)] if a.dtype == object else a.reshape(-1).tolist()
+    return {"name": name, "dtype": V1_DTYPE[a.dtype.name], "shape": list(a.shape), "values": values}
+
+
+@pytest.mark.slow
+def test_typescript_client_sends_named_tensors(server, good, tmp_path):
+    """1. node/npm and the compiled client (tests/clients/ts, as test_typescript_client
+    builds it); 2. node dist/named.js against the server with every model's request,
+    raw and typed, and two bad ones. Result: outputs equal onnxruntime's; the bad
+    ones INVALID_ARGUMENT (3) naming the input; GetModel shows every input."""
+    from .test_typescript_client import TS, _tool, build_client
+
+    named_js = build_client().parent / "named.js"  # 1.
+    assert named_js.is_file(), f"the build wrote no {named_js}"
+    cases = [
+        {"id": f"{model}-{'raw' if raw else 'typed'}", "model": model, "raw": raw,
+         "inputs": [ts_input(k, v) for k, v in inputs.items()]}
+        for model, inputs in good.items() for raw in (True, False)
+    ] + [
+        {"id": "missing", "model": "recommender", "raw": True, "inputs": [ts_input("dense", good["recommender"]["dense"])]},
+        {"id": "dtype", "model": "recommender", "raw": True,
+         "inputs": [ts_input("dense", good["recommender"]["dense"]), ts_input("ids", np.zeros((ROWS, 2), np.float32))]},
+    ]  # fmt: skip
+    (tmp_path / "cases.json").write_text(json.dumps({"models": sorted(om.MODELS), "cases": cases}))
+    proc = subprocess.run([_tool("node"), str(named_js), server.addr, str(tmp_path / "cases.json")],  # 2.
+                          cwd=TS, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["ok"], (report, proc.stderr[-3000:])
+    sig = report["signatures"]["recommender"]
+    assert sig == {"tabular": False, "inputs": [{"name": "dense", "dtype": "FLOAT32", "shape": [-1, 3]},
+                                                {"name": "ids", "dtype": "INT64", "shape": [-1, 2]}]}  # fmt: skip
+    assert report["signatures"]["image"]["inputs"] == [{"name": "pixels", "dtype": "UINT8", "shape": [-1, 1, 8, 8]}]
+    for model, inputs in good.items():
+        for contents in ("raw", "typed"):
+            r = report["results"][f"{model}-{contents}"]
+            assert (r.get("model"), r.get("version")) == (model, 1), r
+            got = {k: np.asarray(o["values"]).reshape(o["shape"]) for k, o in r["outputs"].items()}
+            assert_outputs(model, inputs, got)
+    for case, want in (("missing", "input 'ids' is missing"), ("dtype", "input 'ids' must be int64, got float32")):
+        r = report["results"][case]
+        assert r["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0] and want in r["details"], r
