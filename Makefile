@@ -92,6 +92,29 @@ $(TS_BUILT): $(TS_STAMP) $(TS_SRCS)
 
 ts-client: $(TS_BUILT)
 
+# The Go client test (tests/test_go_client.py): Debian's Go toolchain, grpc-go and
+# protobuf for Go, protoc and its Go plugins (apt-get needs root, as on CI; ~600 MB),
+# then the client generated from proto/ and built offline in GOPATH mode by
+# tests/clients/go/build.sh (Debian lacks modules grpc-go's go.mod names, so module
+# mode cannot build it), into tests/clients/go/build/.
+GO_DIR   := tests/clients/go
+GO_BUILT := $(GO_DIR)/build/scorewire-go-client
+GO_DEBS  := golang-go golang-google-grpc-dev golang-goprotobuf-dev protoc-gen-go-grpc protobuf-compiler
+.PHONY: go-tools go-client
+
+go-tools:
+	@{ command -v go && command -v protoc && command -v protoc-gen-go && command -v protoc-gen-go-grpc \
+		&& test -d /usr/share/gocode/src/google.golang.org/grpc/health/grpc_health_v1; } >/dev/null 2>&1 || { \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(GO_DEBS); }
+
+$(GO_BUILT): $(GO_DIR)/main.go $(GO_DIR)/build.sh proto/scorewire/v1/scorewire.proto | go-tools
+	$(GO_DIR)/build.sh
+
+go-client: $(GO_BUILT)
+
+# part of `make test`'s setup (its own rule, so the list below stays as it is)
+test: go-client
+
 $(WHEEL_STAMP): $(PY) pyproject.toml setup.py
 	$(PIP) download --quiet --dest $(WHEELHOUSE) pip setuptools wheel 'Cython>=3.0.10' 'numpy>=2.0' .
 	touch $@
