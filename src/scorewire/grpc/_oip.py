@@ -97,8 +97,8 @@ class OIP(Adapter):
         outputs = tuple(o.name for o in message.outputs)
         try:
             classification = requested_classification(message)
-        except InvalidInput as exc:
-            classification, error = {}, error or exc
+        except InvalidInput as exc:  # before the input's: shared memory is why an input is empty
+            classification, error = {}, exc
         if not classification:
             return Request(message.model_name, message.model_version, message.id, outputs, name, X, False, error)
         request = ClassifiedRequest(message.model_name, message.model_version, message.id, outputs, name, X, False, error)

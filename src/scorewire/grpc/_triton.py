@@ -197,7 +197,7 @@ def classify(values: np.ndarray, k: int, labels: Sequence[str] | None) -> np.nda
     is one per column."""
     if values.dtype.kind not in "fiu":
         raise InvalidInput(f"classification needs a numeric output, this one is {values.dtype}")
-    rows = values.reshape(values.shape[0], -1)
+    rows = values.reshape(values.shape[0], int(np.prod(values.shape[1:])))
     n = min(k, rows.shape[1])
     if labels is not None and len(labels) != rows.shape[1]:
         labels = None
