@@ -132,10 +132,10 @@ $(PA_STAMP): $(PY) | perf-analyzer-libs
 
 # libb64 from Debian (apt-get needs root, as on CI)
 perf-analyzer-libs:
-	@test -e /usr/lib/x86_64-linux-gnu/libb64.so.0d || { \
+	@dpkg -s libb64-0d >/dev/null 2>&1 || { \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends libb64-0d; }
 
-perf-analyzer: $(PA_STAMP)
+perf-analyzer: perf-analyzer-libs $(PA_STAMP)
 
 $(KSERVE_STAMP):
 	$(PYTHON) -m venv $(KSERVE_DIR)
