@@ -314,3 +314,17 @@ def test_in_memory_model_keeps_its_config(tmp_path):
     repo.add_model("rec", OnnxModel(om.recommender()), config=ModelConfig(nan_policy="allow"))
     got = run(predict(repo, "rec", _rec(dense=np.full((3, 3), np.inf, np.float32))))
     assert got["score"].shape == (3, 1)
+
+
+def test_triton_model_config_of_a_model_that_does_not_batch(tmp_path):
+    """Triton's way for a model without a batch dim: max_batch_size 0, full dims."""
+    from scorewire.grpc._triton import model_config
+
+    (tmp_path / "fixed" / "1").mkdir(parents=True)
+    (tmp_path / "fixed" / "1" / "model.onnx").write_bytes(text_model(fixed_batch=True).SerializeToString())
+    repo = ModelRepository(tmp_path, n_threads=1)
+    repo.load_all()
+    cfg = model_config(repo.resolve("fixed"), 100)
+    assert cfg.max_batch_size == 0 and not cfg.HasField("dynamic_batching")
+    assert [(i.name, list(i.dims)) for i in cfg.input] == [("tokens", [2, -1])]
+    assert [(o.name, list(o.dims)) for o in cfg.output] == [("mean", [2, 4])]

@@ -180,6 +180,22 @@ def test_triton_metadata_shows_every_input(triton):
     ]
 
 
+def test_triton_model_config_shows_every_input(triton):
+    """Triton's dims: without the batch dim, for a model batched along it."""
+    cfg = triton["config"]["recommender"]
+    assert int(cfg["max_batch_size"]) > 0
+    assert [(i["name"], i["data_type"], i["dims"]) for i in cfg["input"]] == [
+        ("dense", "TYPE_FP32", ["3"]), ("ids", "TYPE_INT64", ["2"])
+    ]
+    assert [(i["name"], i["data_type"], i["dims"]) for i in triton["config"]["image"]["input"]] == [
+        ("pixels", "TYPE_UINT8", ["1", "8", "8"])
+    ]
+    assert triton["config"]["strings"]["input"][0]["data_type"] == "TYPE_STRING"
+    assert [o["data_type"] for o in triton["config"]["outputs"]["output"]] == [
+        "TYPE_FP32", "TYPE_INT64", "TYPE_BOOL", "TYPE_STRING"
+    ]
+
+
 @pytest.mark.parametrize("model", sorted(om.MODELS))
 @pytest.mark.parametrize("contents", ["raw", "typed"])
 def test_triton_outputs_equal_onnxruntime(triton, good, model, contents):

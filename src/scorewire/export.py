@@ -3,7 +3,9 @@
 Linear estimators (optionally behind a StandardScaler, MinMaxScaler or MaxAbsScaler
 in a Pipeline, folded into the weights) become ``model.json``; anything else becomes
 ``model.onnx`` through skl2onnx. Reference feature statistics for drift monitoring
-go to ``reference.json`` beside the artifact.
+go to ``reference.json`` beside the artifact. A saved Keras model whose network is
+linear (see :mod:`scorewire.formats.keras`) becomes ``model.json`` too; Keras files
+are read, never run.
 
 This is the one place in scorewire that unpickles, and only a file the user names:
 the server itself never loads a pickle.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,16 +195,7 @@ def export_estimator(
     if not valid_model_name(name):
         raise InvalidInput(f"invalid model name {name[:64]!r}: use letters, digits, '_', '-', '.'")
     n_features = n_features_of(estimator)
-    model_dir = Path(repo) / name
-    version = next_version(model_dir) if version is None else version
-    if version < 1:
-        raise InvalidInput("the version must be a positive integer")
-    vdir = model_dir / str(version)
-    if vdir.exists() and any(vdir.iterdir()) and not overwrite:
-        raise InvalidInput(f"{vdir} already exists and is not empty")
-    vdir.mkdir(parents=True, exist_ok=True)
-    for old in ("model.json", "model.onnx", "model.pmml", "reference.json"):
-        (vdir / old).unlink(missing_ok=True)
+    vdir = _version_dir(Path(repo) / name, version, overwrite)
 
     spec = linear_spec_from_sklearn(estimator)
     if spec is not None and spec.feature_names is None and reference_names and len(reference_names) == n_features:
@@ -216,16 +209,65 @@ def export_estimator(
         artifact.write_bytes(onnx_from_sklearn(estimator, n_features))
         backend = "onnxruntime"
 
-    ref_path = None
-    if reference is not None:
-        if reference.ndim != 2 or reference.shape[1] != n_features:
-            raise InvalidInput(f"reference data has {reference.shape[-1]} columns, the model takes {n_features}")
-        names = reference_names or (list(spec.feature_names) if spec and spec.feature_names else None)
-        ref_path = vdir / "reference.json"
-        with open(ref_path, "w", encoding="utf-8") as fh:
-            json.dump(reference_statistics(reference, names), fh, indent=1)
-            fh.write("\n")
+    names = reference_names or (list(spec.feature_names) if spec and spec.feature_names else None)
+    ref_path = _write_reference(vdir, reference, names, n_features)
     return ExportResult(artifact=artifact, reference=ref_path, backend=backend)
+
+
+def _version_dir(model_dir: Path, version: int | None, overwrite: bool) -> Path:
+    """The version directory to write (the next version by default), made and emptied
+    of artifacts."""
+    version = next_version(model_dir) if version is None else version
+    if version < 1:
+        raise InvalidInput("the version must be a positive integer")
+    vdir = model_dir / str(version)
+    if vdir.exists() and any(vdir.iterdir()) and not overwrite:
+        raise InvalidInput(f"{vdir} already exists and is not empty")
+    vdir.mkdir(parents=True, exist_ok=True)
+    for old in ("model.json", "model.onnx", "model.pmml", "reference.json"):
+        (vdir / old).unlink(missing_ok=True)
+    return vdir
+
+
+def _write_reference(
+    vdir: Path, reference: np.ndarray | None, names: list[str] | None, n_features: int
+) -> Path | None:
+    """``reference.json`` (drift monitoring's baseline) from reference rows, if given."""
+    if reference is None:
+        return None
+    if reference.ndim != 2 or reference.shape[1] != n_features:
+        raise InvalidInput(f"reference data has {reference.shape[-1]} columns, the model takes {n_features}")
+    ref_path = vdir / "reference.json"
+    with open(ref_path, "w", encoding="utf-8") as fh:
+        json.dump(reference_statistics(reference, names), fh, indent=1)
+        fh.write("\n")
+    return ref_path
+
+
+def export_keras(
+    model_path: str | os.PathLike[str],
+    repo: str | os.PathLike[str],
+    name: str,
+    version: int | None = None,
+    reference: np.ndarray | None = None,
+    reference_names: list[str] | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write a saved Keras model (``.keras`` or ``.h5``) whose network is linear as
+    ``model.json`` into ``repo/name/version/`` (see :mod:`scorewire.formats.keras`)."""
+    from .formats.keras import read_keras
+    from .repository import valid_model_name
+
+    if not valid_model_name(name):
+        raise InvalidInput(f"invalid model name {name[:64]!r}: use letters, digits, '_', '-', '.'")
+    spec = read_keras(model_path)
+    if reference_names and len(reference_names) == spec.n_features:
+        spec = replace(spec, feature_names=tuple(reference_names))
+    vdir = _version_dir(Path(repo) / name, version, overwrite)
+    artifact = vdir / "model.json"
+    dump_linear_json(spec, artifact)
+    ref_path = _write_reference(vdir, reference, reference_names, spec.n_features)
+    return ExportResult(artifact=artifact, reference=ref_path, backend="native")
 
 
 def export_file(
@@ -236,10 +278,9 @@ def export_file(
     reference_csv: str | os.PathLike[str] | None = None,
     target: str | None = None,
 ) -> ExportResult:
-    """Unpickle ``model_path`` (joblib) — trusted, the user's own file — and export it."""
-    import joblib
-
-    estimator = joblib.load(model_path)  # NOTE: unpickling runs code: the user's own file only
+    """Export the model in ``model_path``, by what the file is: a saved Keras model
+    (``.keras`` zip or HDF5 ``.h5``, read without running anything) or a joblib/pickle
+    file of a fitted scikit-learn estimator — unpickled: trusted, the user's own file."""
     ref = names = None
     if reference_csv is not None:
         names, ref = read_csv_matrix(reference_csv)
@@ -248,4 +289,47 @@ def export_file(
                 raise InvalidInput(f"{os.fspath(reference_csv)}: no column {target!r}")
             keep = [i for i, n in enumerate(names) if n != target]
             names, ref = [names[i] for i in keep], ref[:, keep]
-    return export_estimator(estimator, repo, name, version, ref, names)
+    kind = model_file_kind(model_path)
+    if kind == "keras":
+        return export_keras(model_path, repo, name, version, ref, names)
+    return export_estimator(_unpickle(model_path), repo, name, version, ref, names)
+
+
+#: what ``scorewire export`` reads, for the message that refuses anything else
+SUPPORTED_FILES = (
+    "a joblib or pickle file of a fitted scikit-learn estimator, or a Keras model (.keras, or legacy .h5); "
+    "convert other models to ONNX and put model.onnx in the repository"
+)
+
+#: the first bytes of a pickle (protocol 2+) and of the compressed files joblib writes
+_PICKLE_MAGIC = (b"\x80", b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d\x00\x00", b"\x04\x22\x4d\x18")
+
+
+def model_file_kind(model_path: str | os.PathLike[str]) -> str:
+    """``"keras"`` or ``"pickle"``, by the file's first bytes; anything else is refused
+    in one line naming what export reads."""
+    from .formats.keras import is_keras_file
+
+    with open(model_path, "rb") as fh:
+        head = fh.read(8)
+    label = Path(model_path).name
+    if is_keras_file(head):
+        return "keras"
+    if Path(model_path).suffix.lower() in (".keras", ".h5", ".hdf5"):
+        raise InvalidInput(f"{label}: not a Keras model file (no zip or HDF5 header); scorewire export reads {SUPPORTED_FILES}")
+    if head.startswith(_PICKLE_MAGIC):
+        return "pickle"
+    raise InvalidInput(f"{label}: not a file scorewire export reads; it reads {SUPPORTED_FILES}")
+
+
+def _unpickle(model_path: str | os.PathLike[str]) -> Any:
+    """joblib.load, with a file that is not a pickle of an estimator refused in one line."""
+    import joblib
+
+    label = Path(model_path).name
+    try:
+        return joblib.load(model_path)  # NOTE: unpickling runs code: the user's own file only
+    except ModuleNotFoundError as exc:
+        raise InvalidInput(f"{label}: unpickling needs the module {exc.name!r}, which is not installed") from None
+    except Exception as exc:  # a damaged pickle can raise nearly anything (struct.error, …)
+        raise InvalidInput(f"{label}: not a pickle scorewire export can read ({type(exc).__name__}); it reads {SUPPORTED_FILES}") from None

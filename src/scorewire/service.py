@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from .errors import DeadlineExceeded, InvalidInput, ModelLoadError, NotFound, Ov
 from .monitoring import monitor as _monitor
 from .monitoring.feedback import FeedbackItem, ItemResult, route_feedback
 from .observability import tracing
+from .observability.infer_stats import InferStats, StatsSnapshot
 from .observability.metrics import version_metrics
 from .repository import ModelEntry, ModelRepository, ModelVersion, State
 from .tensors import InputSchema, quoted, rows_of, size_of
@@ -120,6 +122,12 @@ class ScoringService:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
+    def row_limit(self, mv: ModelVersion) -> int:
+        """The most rows a request to ``mv`` may carry (more: Overloaded)."""
+        limit = self.max_batch_rows
+        configured = mv.config.max_batch_rows
+        return configured if configured is not None and configured < limit else limit
+
     def resolve(self, model: str, version: int | None = None) -> ModelVersion:
         """The ready version a request for ``model`` (and ``version``) gets."""
         return self.repository.resolve(model, version)
@@ -127,38 +135,51 @@ class ScoringService:
     async def predict(self, request: PredictRequest, span: Span | None = None) -> PredictResponse:
         """Score one request (see the module docstring). ``span``: the request's
         span when it is sampled, else None."""
+        started = perf_counter_ns()
         mv = self.resolve(request.model, request.version)
         lane = self._lane(mv)
-        X = lane.check(request.inputs)
-        model = lane.model
-        outputs = model.output_names(request.outputs)  # unknown names fail here, not in a batch
-        if isinstance(X, np.ndarray):
-            rows, size = X.shape[0], X.size
+        try:
+            X = lane.check(request.inputs)
+            model = lane.model
+            outputs = model.output_names(request.outputs)  # unknown names fail here, not in a batch
+            if isinstance(X, np.ndarray):
+                rows, size = X.shape[0], X.size
+            else:
+                rows, size = rows_of(X), size_of(X)
+            if span is not None:
+                tracing.annotate(span, mv.name, mv.version, model.backend, rows)
+            deadline = request.deadline
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded("the deadline passed before scoring started")
+            checked = perf_counter_ns()
+            batcher = lane.batcher
+            batched = batcher is not None and rows < batcher.config.max_batch_rows  # one as large as a batch would only wait
+            if batched:
+                assert batcher is not None
+                result = await batcher.submit(X, outputs, deadline, span)
+            elif span is not None or self.metrics:
+                result = await self._score_observed(mv, X, outputs, span)
+            elif size >= self.offload_min_values:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._executor, model.predict, X, outputs)
+            else:
+                result = model.predict(X, outputs)
+            scored = perf_counter_ns()
+            monitor = lane.monitor
+            if monitor is not None:
+                if size < self.offload_min_values:
+                    monitor.after_predict(X, request.request_id, result)
+                else:  # a large request's rows are sampled on a worker thread, after the answer
+                    monitor.after_predict(X, request.request_id, result, observe=False)
+                    if monitor.drift is not None:
+                        self._background(monitor.drift.observe, X)
+        except Exception:
+            lane.stats.failed(started)
+            raise
+        if batched:
+            lane.stats.answered_batched(rows, started, checked, scored, perf_counter_ns())
         else:
-            rows, size = rows_of(X), size_of(X)
-        if span is not None:
-            tracing.annotate(span, mv.name, mv.version, model.backend, rows)
-        deadline = request.deadline
-        if deadline is not None and time.monotonic() >= deadline:
-            raise DeadlineExceeded("the deadline passed before scoring started")
-        batcher = lane.batcher
-        if batcher is not None and rows < batcher.config.max_batch_rows:  # one as large as a batch would only wait
-            result = await batcher.submit(X, outputs, deadline, span)
-        elif span is not None or self.metrics:
-            result = await self._score_observed(mv, X, outputs, span)
-        elif size >= self.offload_min_values:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._executor, model.predict, X, outputs)
-        else:
-            result = model.predict(X, outputs)
-        monitor = lane.monitor
-        if monitor is not None:
-            if size < self.offload_min_values:
-                monitor.after_predict(X, request.request_id, result)
-            else:  # a large request's rows are sampled on a worker thread, after the answer
-                monitor.after_predict(X, request.request_id, result, observe=False)
-                if monitor.drift is not None:
-                    self._background(monitor.drift.observe, X)
+            lane.stats.answered_alone(rows, started, checked, scored, perf_counter_ns())
         return PredictResponse(mv.name, mv.version, result, request.request_id)
 
     async def _score_observed(
@@ -208,6 +229,29 @@ class ScoringService:
             self._background(fn, *args)
             return
         loop.call_soon(_run_logged, fn, args)
+
+    def statistics(self, model: str = "", version: int | None = None) -> list[tuple[ModelVersion, StatsSnapshot]]:
+        """The request statistics of the ready versions of ``model`` (or of one;
+        "": of every model), by name and version: what each has answered since it
+        loaded (see :mod:`scorewire.observability.infer_stats`). NotFound for an
+        unknown model or a version that is not ready."""
+        entries = [self.repository.entry(model)] if model else self.models()
+        out = []
+        for entry in entries:
+            versions = dict(entry.versions)
+            if version is not None:
+                mv = versions.get(version)
+                if mv is None or mv.state is not State.READY:
+                    raise NotFound(f"model {entry.name!r} has no ready version {version}")
+                versions = {version: mv}
+            for v in sorted(versions):
+                mv = versions[v]
+                if mv.state is not State.READY:
+                    continue
+                lane = self._lanes.get(mv)
+                stats = lane.stats if lane is not None else InferStats()
+                out.append((mv, stats.snapshot()))
+        return out
 
     # --------------------------------------------------------- control plane
     def models(self) -> list[ModelEntry]:
@@ -348,7 +392,8 @@ class _Lane:
     (a reload makes a new ModelVersion, config and all). A tabular model's matrix is
     checked here; any other model's inputs by name by its :class:`InputSchema`."""
 
-    __slots__ = ("batcher", "check_finite", "dtype", "model", "monitor", "n_features", "name", "row_limit", "schema")
+    __slots__ = ("batcher", "check_finite", "dtype", "model", "monitor", "n_features", "name", "row_limit", "schema",
+                 "stats")  # fmt: skip
 
     def __init__(self, service: ScoringService, mv: ModelVersion) -> None:
         model = mv.model
@@ -361,11 +406,10 @@ class _Lane:
         #: None for a tabular model (given one matrix), else how its named inputs are checked
         self.schema = None if sig.tabular else InputSchema(sig, mv.name)
         config = mv.config
-        limit = service.max_batch_rows
-        if config.max_batch_rows is not None and config.max_batch_rows < limit:
-            limit = config.max_batch_rows
-        self.row_limit = limit
+        self.row_limit = service.row_limit(mv)
         self.check_finite = config.nan_policy == "reject"
+        #: the version's request statistics (OIP ModelStatistics), shared with its batcher
+        self.stats = InferStats()
         self.batcher: DynamicBatcher | None = None
         if config.batching.enabled_for(model.backend) and sig.batched:
             self.batcher = DynamicBatcher(
@@ -375,6 +419,7 @@ class _Lane:
                 executor=service._executor,
                 offload_min_values=service.offload_min_values,
                 metrics=version_metrics(mv.name, mv.version) if service.metrics else None,
+                stats=self.stats,
             )
         monitor = mv.monitor
         if monitor is not None and not monitor.wired:

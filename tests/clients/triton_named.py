@@ -9,7 +9,7 @@ Run by tests/test_named_inputs_server.py in a process of its own (tritonclient's
 
 PLAN.json::
 
-    {"models": [names: get_model_metadata for each],
+    {"models": [names: get_model_metadata and get_model_config for each],
      "infer": [{"id", "model", "inputs": [[input name, array name, datatype or null]],
                 "contents": "raw" | "typed", "outputs": [...],
                 "raw": {input name: hex}}],   # optional: raw contents as given
@@ -139,6 +139,7 @@ def main(addr: str, arrays_path: str, plan_path: str) -> None:
             meta = client.get_model_metadata(m)
             report["metadata"][m] = {"inputs": [tensor_json(t) for t in meta.inputs],
                                      "outputs": [tensor_json(t) for t in meta.outputs]}  # fmt: skip
+            report.setdefault("config", {})[m] = client.get_model_config(m, as_json=True)["config"]
         for case in plan["infer"]:
             if case["contents"] == "raw" and "raw" not in case and not any(i[2] for i in case["inputs"]):
                 report["infer"][case["id"]] = infer_raw(client, case, arrays)

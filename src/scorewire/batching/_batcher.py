@@ -12,7 +12,9 @@ Telemetry: with a :class:`~scorewire.observability.metrics.VersionMetrics`, each
 request's queue wait, each batch's scoring time and rows, and the queue's depth
 in rows are recorded; a request submitted with its (sampled) span gets ``queue``
 and ``score`` spans and a ``batch`` span linked to every sampled request it served
-(recorded after the batch, with its real start and end times).
+(recorded after the batch, with its real start and end times). With an
+:class:`~scorewire.observability.infer_stats.InferStats`, each batch answered adds
+its requests' queue wait and its own durations (merge, score, split) to it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ._merge import batch_key, merge_inputs, rows_match, split_outputs
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
+    from ..observability.infer_stats import InferStats
     from ..observability.metrics import VersionMetrics
 
 log = logging.getLogger("scorewire.batching")
@@ -49,7 +52,7 @@ class _Pending:
     outputs: tuple[str, ...]
     future: asyncio.Future[dict[str, np.ndarray]]
     deadline: float | None  # time.monotonic() seconds
-    queued: float  # time.perf_counter() seconds
+    queued: int  # time.perf_counter_ns()
     rows: int
     key: tuple[tuple[int, ...], ...] | None  # see batch_key: what a batch's requests share
     span: Span | None = None  # the request's span, when sampled
@@ -72,6 +75,7 @@ class DynamicBatcher:
         offload_min_values: int = 16384,
         on_batch: Callable[[int, int], None] | None = None,
         metrics: VersionMetrics | None = None,
+        stats: InferStats | None = None,
     ) -> None:
         self._predict = predict
         self._all = all_outputs
@@ -80,6 +84,7 @@ class DynamicBatcher:
         self._offload_min_values = offload_min_values
         self._on_batch = on_batch
         self._metrics = metrics
+        self._stats = stats
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._wakeup: asyncio.Event | None = None
@@ -123,7 +128,7 @@ class DynamicBatcher:
             self._wakeup = asyncio.Event()
             self._worker = loop.create_task(self._run())
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        pending = _Pending(X, outputs or self._all, future, deadline, time.perf_counter(), rows, key)
+        pending = _Pending(X, outputs or self._all, future, deadline, time.perf_counter_ns(), rows, key)
         if span is not None:
             pending.span = span
             pending.queued_ns = time.time_ns()
@@ -196,10 +201,10 @@ class DynamicBatcher:
 
     async def _score(self, batch: list[_Pending]) -> None:
         metrics = self._metrics
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         if metrics is not None:
             for p in batch:
-                metrics.queue_wait.observe(started - p.queued)
+                metrics.queue_wait.observe((started - p.queued) / 1e9)
         traced = [(p.span, p.queued_ns) for p in batch if p.span is not None]
         started_ns = time.time_ns() if traced else 0
         rows = 0
@@ -207,16 +212,17 @@ class DynamicBatcher:
             X, offsets = merge_inputs([p.X for p in batch])
             rows = offsets[-1]
             names = tuple(dict.fromkeys(n for p in batch for n in p.outputs))
-            scoring = time.perf_counter()
+            scoring = time.perf_counter_ns()
             outputs = await self._call(X, names)
+            scored = time.perf_counter_ns()
+            if metrics is not None:
+                metrics.scored((scored - scoring) / 1e9, rows)
             if len(batch) > 1 and not rows_match(outputs, rows):
                 # an output whose first dim is not the rows cannot be split: each
                 # request is scored alone (the graph's shapes did not say so)
                 parts = [await self._call(p.X, p.outputs) for p in batch]
             else:
                 parts = split_outputs(outputs, offsets, [p.outputs for p in batch])
-            if metrics is not None:
-                metrics.scored(time.perf_counter() - scoring, rows)
         except Exception as exc:  # the batch failed: every waiter hears of it
             if not isinstance(exc, ScorewireError):
                 log.exception("batch of %d requests failed", len(batch))
@@ -226,6 +232,12 @@ class DynamicBatcher:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
+        stats = self._stats
+        if stats is not None:
+            split = time.perf_counter_ns()
+            stats.executed(rows, scoring - started, scored - scoring, split - scored)
+            waited = sum(started - p.queued for p in batch)
+            stats.batch_answered(len(batch), waited, scoring - started, scored - scoring, split - scored)
         if traced:
             tracing.trace_batch(traced, len(batch), rows, started_ns, time.time_ns())
         if self._on_batch is not None:
