@@ -80,7 +80,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                 continue
             sig = mv.model.signature
             print(f"  version {v}: {mv.model.backend}, {sig.task}")
-            print(f"    input  {sig.input.name}: {sig.input.dtype} {list(sig.input.shape)}")
+            for i in sig.inputs:
+                print(f"    input  {i.name}: {i.dtype} {list(i.shape)}")
             for o in sig.outputs:
                 print(f"    output {o.name}: {o.dtype} {list(o.shape)}")
             if sig.classes is not None:
