@@ -143,7 +143,7 @@ def tensor(c: Choices) -> bytes:
     """A scorewire.v1 Tensor."""
     w = Writer(c)
     dims = shape(c)
-    dtype = c.pick([1, 2, 1, 2, 0, 3, 4, 5, 9, 1 << 31, -1])
+    dtype = c.pick([1, 2, 1, 2, 0, 3, 4, 5, 6, 7, 8, 10, 13, 14, 1 << 31, -1])
     n = count(c, dims)
     order = [0, 1, 2]
     if c.chance(4):
@@ -154,11 +154,14 @@ def tensor(c: Choices) -> bytes:
         elif part == 1 and not c.chance(10):
             packed_int64(w, 2, dims)
         elif part == 2:
-            field = c.pick([3, 3, 4, 5, 6, 7, 8])
+            field = c.pick([3, 3, 4, 5, 6, 7, 8, 9, 10, 11])
             size = 4 if field == 4 or (field == 3 and dtype == 1) else 8
-            if field in (3, 4, 5):
+            if field == 3 and dtype in (6, 8, 10):  # BOOL, INT8, UINT8: one byte each
+                data = c.take(n)
+                w.length_delimited(field, data + b"\x00" * (n - len(data)))
+            elif field in (3, 4, 5):
                 w.length_delimited(field, floats(c, n, size))
-            elif field in (6, 7):
+            elif field in (6, 7, 9, 10, 11):
                 w.length_delimited(field, b"".join(varint(c.below(5)) for _ in range(n)))
             else:
                 for _ in range(min(n, 4)):
@@ -168,17 +171,29 @@ def tensor(c: Choices) -> bytes:
     return w.finish()
 
 
+def named_tensor(c: Choices) -> bytes:
+    """A scorewire.v1 NamedTensor: a name (often one of a few) and a Tensor."""
+    w = Writer(c)
+    if not c.chance(10):
+        w.length_delimited(1, c.pick([b"a", b"b", b"input"]) if c.chance(2) else w.string())
+    if not c.chance(10):
+        w.length_delimited(2, tensor(c))
+    return w.finish()
+
+
 def predict_request(c: Choices) -> bytes:
     """A scorewire.v1 PredictRequest."""
     w = Writer(c)
     for _ in range(1 + c.below(7)):
-        field = c.pick([1, 2, 3, 3, 4, 5, 0])
+        field = c.pick([1, 2, 3, 3, 4, 5, 6, 0])
         if field == 0:
             w.noise()
         elif field == 2:
             w.varint_field(2, c.pick([0, 1, 2, (1 << 63) - 1, 1 << 63, (1 << 64) - 1, c.int(8)]))
         elif field == 3:
             w.length_delimited(3, tensor(c))
+        elif field == 6:
+            w.length_delimited(6, named_tensor(c))
         else:
             w.length_delimited(field, w.string())
     return w.finish()
@@ -222,7 +237,8 @@ def infer_input(c: Choices) -> tuple[bytes, bytes | None]:
     """An OIP InferInputTensor, and raw contents for it (None: none)."""
     w = Writer(c)
     dims = shape(c)
-    datatype = c.pick([b"FP32", b"FP64", b"FP32", b"FP64", b"INT64", b"INT32", b"BYTES", b"FP16", b""])
+    datatype = c.pick([b"FP32", b"FP64", b"FP32", b"FP64", b"INT64", b"INT32", b"BYTES", b"FP16", b"",
+                       b"BOOL", b"UINT8", b"INT8", b"UINT64"])
     n = count(c, dims)
     raw = c.chance(2)
     order = [0, 1, 2, 3] if c.chance(2) else [c.below(5) for _ in range(c.below(6))]

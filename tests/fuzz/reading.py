@@ -45,7 +45,7 @@ def same_request(got: _wire.Request, want: _wire.Request) -> None:
         pairs = [(got.X, want.X)]
     for a, b in pairs:
         assert a.dtype == b.dtype and a.shape == b.shape, (a.shape, b.shape)
-        assert a.tobytes() == b.tobytes() if a.dtype.kind != "O" else a.tolist() == b.tolist()
+        assert a.tobytes() == b.tobytes() if a.dtype.kind != "O" else a.reshape(-1).tolist() == b.reshape(-1).tolist()
 
 
 def check(blob: bytes, decode: Callable[[bytes], _wire.Request | None], message_class: Any, adapter: Any) -> None:

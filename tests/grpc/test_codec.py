@@ -202,3 +202,51 @@ def test_typed_floats_decode_through_packed_bytes(dtype, n, rng):
     field = 4 if dtype == "float32" else 5
     assert np.array_equal(packed_values(t, field, np.dtype(dtype).newbyteorder("<")), a, equal_nan=True)
     assert packed_values(pb.Tensor(dtype=pb.FLOAT64, shape=[1]), 5, np.dtype("<f8")) is None
+
+
+def test_bytes_contents_too_short_for_their_shape_allocate_nothing():
+    """Found by make fuzz: a BYTES shape of 2^34 elements with a few raw bytes was
+    an object array of 2^34 slots (128 GiB) before its length was checked."""
+    from scorewire.grpc._codec import bytes_to_array
+
+    with pytest.raises(InvalidInput, match="cannot hold 17179869183 elements"):
+        bytes_to_array(b"\x00" * 8, (1 << 34) - 1, "input 'x'")
+    req = oip.ModelInferRequest(model_name="m")
+    req.inputs.add(name="x", datatype="BYTES", shape=[(1 << 34) - 1])
+    req.raw_input_contents.append(b"\x00" * 8)
+    with pytest.raises(InvalidInput, match="input 'x': raw BYTES contents of 8 bytes"):
+        oip_input_to_array(req, None)
+
+
+def test_dims_beside_a_zero_that_numpy_cannot_hold():
+    """Found by make fuzz: [0, 2^34, 2^34] holds no values, but NumPy refuses the
+    shape (its nonzero dims overflow): InvalidInput at any rank, not a ValueError."""
+    t = pb.Tensor(dtype=pb.INT64, shape=[0, 1 << 34, 1 << 34])
+    with pytest.raises(InvalidInput, match="too large"):
+        tensor_to_array(t)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "field", "values", "want"),
+    [
+        (pb.INT8, "int32_values", [-128, 127], np.array([-128, 127], np.int8)),
+        (pb.UINT8, "uint32_values", [0, 255], np.array([0, 255], np.uint8)),
+        (pb.UINT64, "uint64_values", [0, (1 << 64) - 1], np.array([0, (1 << 64) - 1], np.uint64)),
+        (pb.BOOL, "bool_values", [True, False], np.array([True, False])),
+        (pb.FLOAT16, "float_values", [0.5, -2.0], np.array([0.5, -2.0], np.float16)),
+        (pb.STRING, "string_values", ["a", "bé"], np.array(["a", "bé"], dtype=object)),
+    ],
+)
+def test_v1_typed_values_of_every_dtype(dtype, field, values, want):
+    t = pb.Tensor(dtype=dtype, shape=[2], **{field: values})
+    got = tensor_to_array(pb.Tensor.FromString(t.SerializeToString()))
+    assert got.dtype == want.dtype and got.tolist() == want.tolist()
+    back = array_to_tensor(got, raw=True)  # and raw, round trip (strings stay typed)
+    again = tensor_to_array(back)
+    assert again.dtype == want.dtype and again.tolist() == want.tolist()
+
+
+def test_v1_and_oip_strings_raw_in_the_bytes_layout():
+    raw = b"\x01\x00\x00\x00a\x03\x00\x00\x00b\xc3\xa9"
+    assert tensor_to_array(pb.Tensor(dtype=pb.STRING, shape=[2], raw=raw)).tolist() == [b"a", "bé".encode()]
+    assert array_to_oip_raw(np.array(["a", "bé"], dtype=object)) == raw

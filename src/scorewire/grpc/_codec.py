@@ -100,14 +100,17 @@ def check_shape(shape: list[int] | tuple[int, ...], ranks: Ranks | None) -> int:
         layouts = " or ".join(ranks.layouts.values())
         allowed = " or ".join(str(r) for r in ranks.layouts)
         raise InvalidInput(f"{ranks.what} must have shape {layouts} (rank {allowed}), got rank {rank}")
-    count = 1
+    count = nonzero = 1
     for dim in shape:
         if dim < 0:
             raise InvalidInput("tensor shape has a negative dimension")
         if dim > MAX_ELEMENTS:  # even beside a 0 dim: NumPy cannot describe it
             raise InvalidInput("tensor shape is too large")
         count *= dim
-        if count > MAX_ELEMENTS:
+        if dim:
+            nonzero *= dim
+        # NOTE: NumPy refuses a shape whose nonzero dims overflow, 0 dim or not
+        if count > MAX_ELEMENTS or nonzero > MAX_ELEMENTS:
             raise InvalidInput("tensor shape is too large")
     return count
 
@@ -203,8 +206,10 @@ def bytes_to_array(raw: bytes, count: int, what: str) -> np.ndarray:
     its bytes (the Open Inference Protocol's layout, as Triton writes it) — as an
     object array of ``count`` bytes elements; InvalidInput unless the bytes are
     exactly that."""
-    out = np.empty(count, dtype=object)
     pos, end = 0, len(raw)
+    if count * 4 > end:  # before allocating: each element takes 4 bytes at least
+        raise InvalidInput(f"{what}: raw BYTES contents of {end} bytes cannot hold {count} elements")
+    out = np.empty(count, dtype=object)
     view = memoryview(raw)
     for i in range(count):
         if pos + 4 > end:
