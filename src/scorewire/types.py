@@ -66,26 +66,25 @@ class Signature:
     classes: tuple[object, ...] | None = None
     inputs: tuple[TensorSpec, ...] = ()
     batched: bool = True
+    #: one input of shape [rows, features], float32 or float64, with a fixed feature
+    #: count: what the kernel and the wire codec's fast path take, given as one matrix
+    #: (any other model is given its inputs by name). Worked out once, read per request
+    tabular: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.inputs:
             object.__setattr__(self, "inputs", (self.input,))
         elif self.inputs[0] != self.input:
             raise ValueError("Signature: input must be the first of inputs")
-
-    @property
-    def tabular(self) -> bool:
-        """One input of shape [rows, features], float32 or float64, with a fixed
-        feature count: what the kernel and the wire codec's fast path take, given
-        as one matrix (any other model is given its inputs by name)."""
         inp = self.input
-        return (
+        tabular = (
             len(self.inputs) == 1
             and inp.dtype in ("float32", "float64")
             and len(inp.shape) == 2
             and inp.shape[0] < 0
             and inp.shape[1] >= 0
         )
+        object.__setattr__(self, "tabular", tabular)
 
     @property
     def n_features(self) -> int:
