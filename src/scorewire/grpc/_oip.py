@@ -46,6 +46,10 @@ def _version(text: str) -> int | None:
     return version
 
 
+#: an OIP input without a name: never the model's input's (a name is required)
+_UNNAMED = "\0"
+
+
 def response_to_oip(request_id: str, result: PredictResponse) -> oip.ModelInferResponse:
     """The answer, every output as raw_output_contents (as Triton does)."""
     response = oip.ModelInferResponse(model_name=result.model, model_version=str(result.version), id=request_id)
@@ -71,16 +75,13 @@ class OIP(Adapter):
         outputs = tuple(o.name for o in message.outputs)
         return Request(message.model_name, message.model_version, message.id, outputs, name, X, False, error)
 
-    def to_core(self, request: Request, deadline: float | None) -> PredictRequest:
-        """The core's request, once the input's name is the model's."""
+    def to_core(self, request: Request, deadline: float | None, key: str = "") -> PredictRequest:
+        """The core's request (the core checks the input's name against the model's
+        version that answers it)."""
         if request.error is not None:
             raise request.error
-        mv = self.service.resolve(request.model, _version(request.version))
-        assert mv.model is not None
-        expected = mv.model.signature.input.name
-        if request.input_name != expected:
-            raise InvalidInput(f"model {mv.name!r} has one input, named {expected!r}")
-        return PredictRequest(request.model, request.X, mv.version, request.outputs, request.request_id, deadline)
+        return PredictRequest(request.model, request.X, _version(request.version), request.outputs, request.request_id,
+                              deadline, key, request.input_name or _UNNAMED)  # fmt: skip
 
     def encode(self, request: Request, result: PredictResponse) -> oip.ModelInferResponse:
         return response_to_oip(request.request_id, result)
