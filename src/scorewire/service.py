@@ -26,6 +26,9 @@ retired (it picks again). When the model has a shadow version, a copy of the
 request and of its answer is queued for the shadow after the answer is made (see
 :meth:`ScoringService._mirror`): scored and compared on the monitoring thread,
 bounded, never in the way of an answer.
+
+:class:`RepositoryWatch` (``--poll-interval-s``) loads what changed on disk through
+:meth:`ScoringService.load`, as LoadModel does.
 """
 
 from __future__ import annotations
@@ -561,6 +564,75 @@ class _Mirror:
             assert mv.model is not None
             served = {name: np.concatenate([r[name] for _, _, r in items]) for name in items[0][2]}
             self.monitor.compare(mv.version, mv.model.signature, len(items), served, shadow)
+
+
+class RepositoryWatch:
+    """``--poll-interval-s``: what changed in the repository on disk is loaded (or
+    unloaded) through :meth:`ScoringService.load` — the way LoadModel loads, so
+    health and listeners follow — keeping the versions whose files did not change.
+
+    A model directory is acted on once it looks the same in two polls in a row and
+    differs from what was last loaded (``ModelRepository.fingerprints``: names,
+    sizes, times and inodes, no file read), so a directory still being written is
+    not read; writing it elsewhere and renaming it into place is what makes a new
+    version appear whole (README, "Polling the repository")."""
+
+    def __init__(self, service: ScoringService, baseline: dict[str, tuple[Hashable, ...]] | None = None) -> None:
+        self.service = service
+        #: what each model directory looked like when it was last loaded (None: not yet scanned)
+        self.loaded = dict(baseline) if baseline is not None else None
+        self._previous = dict(baseline) if baseline is not None else {}
+        #: polls done
+        self.polls = 0
+
+    def scan(self) -> dict[str, tuple[Hashable, ...]]:
+        return self.service.repository.fingerprints()
+
+    async def poll(self) -> list[str]:
+        """Look once; load or unload what changed and is stable. The names acted on."""
+        loop = asyncio.get_running_loop()
+        try:
+            now = await loop.run_in_executor(None, self.scan)
+        except (OSError, ModelLoadError) as exc:
+            log.error("polling the repository: %s", exc.message if isinstance(exc, ModelLoadError) else exc)
+            self.polls += 1
+            return []
+        if self.loaded is None:
+            self.loaded = self._previous = now
+            self.polls += 1
+            return []
+        acted = []
+        for name in sorted(set(now) | set(self.loaded)):
+            current = now.get(name)
+            if current == self.loaded.get(name) or current != self._previous.get(name):
+                continue  # unchanged, or still changing
+            acted.append(name)
+            if current is None:
+                self.loaded.pop(name, None)
+                log.info("model %s was removed from the repository: unloading it", name)
+                with contextlib.suppress(NotFound):
+                    self.service.unload(name)
+                continue
+            self.loaded[name] = current
+            log.info("model %s changed in the repository: loading it", name)
+            try:
+                await self.service.load(name, reuse=True)
+            except ScorewireError as exc:
+                log.error("model %s: %s", name, exc.message)
+        self._previous = now
+        self.polls += 1
+        return acted
+
+    async def run(self, interval_s: float) -> None:
+        """Poll every ``interval_s`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.poll()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("polling the repository failed")
 
 
 def _run_logged(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
