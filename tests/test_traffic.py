@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import random
 import threading
 from pathlib import Path
@@ -180,6 +181,8 @@ def test_the_versions_a_split_names_are_served_whatever_the_policy(tmp_path):
         ("[traffic]\nsplit = [1, 2]", "traffic.split must be a table"),
         ("[traffic]\nsplit = { 1 = 1 }\nshadow = 9", "traffic.shadow names version 9, which has no version directory"),
         ("[traffic]\nsplit = { 1 = 1 }\nshadow = 1", "version 1 is in traffic.split"),
+        ("[version_policy]\npolicy = 'specific'\nversions = [2]\n[traffic]\nshadow = 2",
+         "traffic.shadow is version 2 and no other version is served"),
         ("[traffic]\nshadow = 2\nshadow_fraction = 1.5", "traffic.shadow_fraction must be a number in (0, 1]"),
         ("[traffic]\nshadow_fraction = 0.5", "traffic.shadow_fraction needs traffic.shadow"),
         ("[traffic]\nsplit = { 1 = 1 }\nkey_header = 'X-User'", "traffic.key_header must be a metadata header name"),
@@ -436,6 +439,73 @@ def test_a_reload_that_only_moves_traffic_keeps_the_versions_and_their_feedback(
     answered, kept, joined, reread = asyncio.run(main())
     assert set(answered.values()) == {1, 2} and kept and reread
     assert [(v, r.outcome) for v, r in joined] == [(v, Outcome.MATCHED) for v in answered.values()]
+
+
+def test_a_shadow_alone_leaves_the_newest_other_version_serving(tmp_path):
+    """The version policy (latest 1) picks among the versions that are not the
+    shadow: the newest version shadows, the one before it answers everything."""
+    make_model(tmp_path, values([1, 2, 3]), "[traffic]\nshadow = 3\n")
+    repo = ModelRepository(tmp_path, n_threads=1)
+    repo.load_all()
+    entry = repo.entry("m")
+    assert entry.ready_versions() == [2, 3] and entry.shares() == {2: 1.0}
+    assert {repo.route("m", None, f"k{i}")[0].version for i in range(100)} == {2}
+
+
+@pytest.mark.parametrize(
+    "before, after, loading",
+    [
+        # a rollback: the split moves to a version not served until now (policy: the newest)
+        ("[traffic]\nsplit = { 2 = 1 }\n", "[traffic]\nsplit = { 1 = 1 }\n", 1),
+        # the newest version turns shadow: the one before it serves, once loaded
+        ("", "[traffic]\nshadow = 3\n", 2),
+        # the split is dropped and a new version published: the newest takes over, once loaded
+        ("[version_policy]\npolicy = 'all'\n[traffic]\nsplit = { 1 = 1 }\n", "[version_policy]\npolicy = 'all'\n", 4),
+    ],
+    ids=["split-to-unloaded", "newest-turns-shadow", "split-dropped-new-newest"],
+)
+def test_during_a_load_the_versions_that_had_the_traffic_keep_it(tmp_path, monkeypatch, before, after, loading):
+    """While the version a new configuration sends the traffic to loads, the ones
+    that took it before keep it — never a version that took none (nor an error) —
+    and they give it up once it is ready."""
+    import scorewire.repository as repository_module
+
+    model_dir = make_model(tmp_path, values([1, 2, 3]), before)
+    repo = ModelRepository(tmp_path, n_threads=1)
+    repo.load_all()
+    had = set(repo.entry("m").shares())
+    publish(model_dir / "model.toml", after)
+    if loading == 4:
+        make_model(tmp_path, values([4]))
+    loading_now, release = threading.Event(), threading.Event()
+    real_load = repository_module.load_model
+
+    def slow_load(artifact, **kwargs):
+        if Path(artifact).parent.name == str(loading):
+            loading_now.set()
+            release.wait(60)
+        return real_load(artifact, **kwargs)
+
+    monkeypatch.setattr(repository_module, "load_model", slow_load)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        service = ScoringService(repo)
+        reload = loop.run_in_executor(None, functools.partial(repo.load, "m", reuse=True))
+        try:
+            assert await loop.run_in_executor(None, loading_now.wait, 60)
+            during = {(await answer(service, key=f"k{i}")).version for i in range(100)}
+            shares = repo.entry("m").shares()
+        finally:
+            release.set()
+        await reload
+        after = {(await answer(service, key=f"k{i}")).version for i in range(100)}
+        service.close()
+        return during, shares, after
+
+    during, shares, after_load = asyncio.run(main())
+    assert during == had and set(shares) == had and after_load == {loading}
+    assert repo.entry("m").shares() == {loading: 1.0} and not repo.entry("m").previous
 
 
 def test_loading_a_split_that_names_a_missing_version_is_a_load_error(tmp_path):

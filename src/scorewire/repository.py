@@ -119,7 +119,12 @@ class ModelEntry:
     outgoing: set[int] = field(default_factory=set, repr=False)
     #: the versions this load reads (prepare() decides; the others are carried over)
     pending: list[int] = field(default_factory=list, repr=False)
-    #: where requests without a version go when model.toml has a [traffic] section
+    #: while a load is in progress: the share of the traffic each version took
+    #: before it (prepare() sets it, finish() clears it), so that until the versions
+    #: the new configuration sends traffic to are ready, those that had it keep it
+    previous: dict[int, float] = field(default_factory=dict, repr=False)
+    #: where requests without a version go when model.toml has a [traffic] section,
+    #: or while a load is in progress (None: to newest_ready)
     traffic: Traffic | None = field(default=None, repr=False)
 
     def refresh(self) -> None:
@@ -128,7 +133,13 @@ class ModelEntry:
         serving = [v for v in self.ready_versions() if v != shadow]
         current = [v for v in serving if v not in self.outgoing] or serving
         self.newest_ready = self.versions[current[-1]] if current else None
-        self.traffic = Traffic(self) if self.config.traffic.configured else None
+        self.traffic = Traffic(self) if self.config.traffic.configured or self.previous else None
+
+    def shares(self) -> dict[int, float]:
+        """The share of requests without a version each version takes now."""
+        if self.traffic is not None:
+            return dict(self.traffic.shares)
+        return {self.newest_ready.version: 1.0} if self.newest_ready is not None else {}
 
     @property
     def state(self) -> State:
@@ -268,6 +279,7 @@ class ModelRepository:
                     if v not in entry.versions and mv.state is State.READY:
                         entry.versions[v] = mv
                         entry.outgoing.add(v)
+                entry.previous = old.shares()
             entry.refresh()
             self._entries[name] = entry
             self._set_key_header(name, entry.config.traffic.key_header)
@@ -290,23 +302,33 @@ class ModelRepository:
         (``entry.outgoing``), which answered meanwhile."""
         with self._lock:
             gone = []
-            if self._entries.get(entry.name) is entry and entry.outgoing:
+            if self._entries.get(entry.name) is entry and (entry.outgoing or entry.previous):
                 gone = [entry.versions.pop(v) for v in sorted(entry.outgoing)]
                 entry.outgoing.clear()
+                entry.previous = {}
                 entry.refresh()
         self._retire(gone)
 
     def _served(self, config: ModelConfig, on_disk: list[int], model_dir: Path) -> list[int]:
-        """The versions a model serves: the version policy's, and every version its
-        [traffic] section names (ModelLoadError for one without a directory)."""
-        named = config.traffic.versions
+        """The versions a model serves: the version policy's among those that are
+        not its shadow, and every version its [traffic] section names
+        (ModelLoadError for one without a directory, or a shadow with nothing
+        beside it to answer)."""
+        traffic = config.traffic
+        named = traffic.versions
         missing = [v for v in named if v not in on_disk]
         if missing:
-            what = "traffic.shadow" if missing[0] == config.traffic.shadow else "traffic.split"
+            what = "traffic.shadow" if missing[0] == traffic.shadow else "traffic.split"
             raise ModelLoadError(
                 f"{model_dir / 'model.toml'}: {what} names version {missing[0]}, which has no version directory"
             )
-        return sorted(set(config.version_policy.select(on_disk)) | set(named))
+        served = set(config.version_policy.select([v for v in on_disk if v != traffic.shadow])) | set(named)
+        if traffic.shadow is not None and served == {traffic.shadow}:
+            raise ModelLoadError(
+                f"{model_dir / 'model.toml'}: traffic.shadow is version {traffic.shadow} and no other version is "
+                "served: a shadow answers no request"
+            )
+        return sorted(served)
 
     def _set_key_header(self, name: str, header: str) -> None:
         """Record (or, with "", forget) a model's key header (call with the lock held)."""
@@ -510,8 +532,9 @@ def version_fingerprint(path: Path) -> tuple[Hashable, ...]:
 
 class Traffic:
     """Where a model's requests that name no version go (``[traffic]`` in
-    model.toml), as of the last change of its versions: made by
-    :meth:`ModelEntry.refresh` and replaced whole, so requests read it without a lock.
+    model.toml, or a load in progress), as of the last change of its versions: made
+    by :meth:`ModelEntry.refresh` and replaced whole, so requests read it without a
+    lock.
 
     The split's versions divide [0, 1) in ascending version order, each a band as
     wide as its weight's share. A request with a key lands at a point of it drawn
@@ -520,32 +543,49 @@ class Traffic:
     the bands that moved. A version that is not READY takes nothing: a key that
     lands in its band is placed again, by a second hash, among the READY ones by
     their weights (so a caller whose version is down sticks to its stand-in). A
-    request without a key is placed at random. When none of the split's versions is
-    READY, the newest ready version that is not the shadow answers.
+    request without a key is placed at random.
+
+    Without a split, the newest version served (not the shadow, not one a load is
+    retiring) takes everything once it is READY. Until then — none of the split
+    READY, or that version not yet — while a load is in progress the versions that
+    took the traffic before it keep it, in the same shares; otherwise, and after
+    them, the newest ready version that is not the shadow answers.
     """
 
-    __slots__ = ("_bounds", "_members", "_ready", "_ready_bounds", "_salt", "fallback", "fraction", "shadow", "shares")
+    __slots__ = (
+        "_bounds", "_members", "_previous", "_previous_bounds", "_ready", "_ready_bounds", "_salt",
+        "fallback", "fraction", "preferred", "shadow", "shares",
+    )  # fmt: skip
 
     def __init__(self, entry: ModelEntry) -> None:
         config = entry.config.traffic
-        total = 0.0
         self._bounds: list[float] = []  # cumulative weights, one per split version
         self._members: list[ModelVersion | None] = []  # READY record, or None
-        ready_total = 0.0
         self._ready_bounds: list[float] = []
         self._ready: list[ModelVersion] = []
+        total = 0.0
         for version, weight in config.split:
-            mv = entry.versions.get(version)
-            ready = mv is not None and mv.state is State.READY
+            mv = _ready(entry, version)
             total += weight
             self._bounds.append(total)
-            self._members.append(mv if ready else None)
-            if ready:
-                assert mv is not None
-                ready_total += weight
-                self._ready_bounds.append(ready_total)
+            self._members.append(mv)
+            if mv is not None:
+                self._ready_bounds.append((self._ready_bounds or [0.0])[-1] + weight)
                 self._ready.append(mv)
-        #: the newest ready version that is not the shadow: the answer when none of the split is ready
+        #: without a split: the newest version served, once READY (None: a split, or not ready)
+        self.preferred: ModelVersion | None = None
+        if not config.split:
+            newest = max((v for v in entry.versions if v != config.shadow and v not in entry.outgoing), default=None)
+            self.preferred = None if newest is None else _ready(entry, newest)
+        # while a load is in progress: the versions that took the traffic before it
+        self._previous_bounds: list[float] = []
+        self._previous: list[ModelVersion] = []
+        for version, share in sorted(entry.previous.items()):
+            mv = _ready(entry, version)
+            if mv is not None and share > 0:
+                self._previous_bounds.append((self._previous_bounds or [0.0])[-1] + share)
+                self._previous.append(mv)
+        #: the newest ready version that is not the shadow: the answer when nothing above applies
         self.fallback = entry.newest_ready
         shadow = entry.versions.get(config.shadow) if config.shadow is not None else None
         #: the READY shadow version (None: none, or not ready)
@@ -554,23 +594,47 @@ class Traffic:
         self._salt = entry.name.encode("utf-8", "surrogatepass") + b"\0"
         #: the share of requests without a version each version takes now
         self.shares: dict[int, float] = (
-            {mv.version: w / ready_total for mv, w in zip(self._ready, _widths(self._ready_bounds), strict=True)}
+            _shares(self._ready, self._ready_bounds)
             if self._ready
-            else ({self.fallback.version: 1.0} if self.fallback is not None else {})
+            else {self.preferred.version: 1.0}
+            if self.preferred is not None
+            else _shares(self._previous, self._previous_bounds)
+            if self._previous
+            else {self.fallback.version: 1.0}
+            if self.fallback is not None
+            else {}
         )
 
     def pick(self, key: str) -> ModelVersion | None:
         """The version a request with sticky ``key`` ("" for none) gets."""
         ready = self._ready
-        if not ready:
-            return self.fallback
-        if not key:
-            return ready[_band(self._ready_bounds, random.random())]
-        digest = hashlib.blake2b(self._salt + key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-        mv = self._members[_band(self._bounds, int.from_bytes(digest[:4], "big") / 2**32)]
-        if mv is not None:
-            return mv
-        return ready[_band(self._ready_bounds, int.from_bytes(digest[4:], "big") / 2**32)]
+        if ready:
+            if not key:
+                return ready[_band(self._ready_bounds, random.random())]
+            digest = self._digest(key)
+            mv = self._members[_band(self._bounds, int.from_bytes(digest[:4], "big") / 2**32)]
+            if mv is not None:
+                return mv
+            return ready[_band(self._ready_bounds, int.from_bytes(digest[4:], "big") / 2**32)]
+        if self.preferred is not None:
+            return self.preferred
+        if self._previous:
+            u = int.from_bytes(self._digest(key)[:4], "big") / 2**32 if key else random.random()
+            return self._previous[_band(self._previous_bounds, u)]
+        return self.fallback
+
+    def _digest(self, key: str) -> bytes:
+        return hashlib.blake2b(self._salt + key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def _ready(entry: ModelEntry, version: int) -> ModelVersion | None:
+    """The record of ``version`` when it is READY, else None."""
+    mv = entry.versions.get(version)
+    return mv if mv is not None and mv.state is State.READY else None
+
+
+def _shares(members: list[ModelVersion], bounds: list[float]) -> dict[int, float]:
+    return {mv.version: w / bounds[-1] for mv, w in zip(members, _widths(bounds), strict=True)}
 
 
 def _band(bounds: list[float], u: float) -> int:

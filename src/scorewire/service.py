@@ -203,7 +203,7 @@ class ScoringService:
                 monitor.after_predict(X, request.request_id, result, observe=False)
                 if monitor.drift is not None:
                     self._background(monitor.drift.observe, X)
-        if traffic is not None and traffic.shadow is not None:
+        if traffic is not None and traffic.shadow is not None and traffic.shadow is not mv:
             self._mirror(traffic, mv, X, result)
         return PredictResponse(mv.name, mv.version, result, request.request_id)
 
@@ -353,14 +353,6 @@ class ScoringService:
             latency = _monitor.request_summary(model, v) if self.metrics else None
             stats.append(await loop.run_in_executor(None, mv.monitor.stats, v, mv.state.value, latency))
         return stats
-
-    def traffic_shares(self, entry: ModelEntry) -> dict[int, float]:
-        """The share of requests without a version each version of ``entry`` takes
-        now (only READY versions take any)."""
-        traffic = entry.traffic
-        if traffic is not None:
-            return dict(traffic.shares)
-        return {entry.newest_ready.version: 1.0} if entry.newest_ready is not None else {}
 
     def export_monitoring(self) -> None:
         """Set the drift and feedback gauges of every loaded version and add to its

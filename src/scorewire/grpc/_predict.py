@@ -220,9 +220,7 @@ def version_to_pb(mv: ModelVersion, share: float = 0.0, shadow: bool = False) ->
 
 def entry_to_pb(entry: ModelEntry) -> pb.ModelInfo:
     traffic = entry.config.traffic
-    shares = entry.traffic.shares if entry.traffic is not None else (
-        {entry.newest_ready.version: 1.0} if entry.newest_ready is not None else {}
-    )  # fmt: skip
+    shares = entry.shares()
     info = pb.ModelInfo(
         name=entry.name,
         state=_STATES[entry.state],
