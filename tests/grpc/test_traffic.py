@@ -1,7 +1,8 @@
 """Traffic between versions through a real server: the key header the model.toml
 names places callers (unary, streams, OIP), GetModel shows the split and each
 version's share, GetModelStats and /metrics the shadow's disagreement; a bad split
-answers LoadModel with FAILED_PRECONDITION naming model.toml."""
+answers LoadModel with FAILED_PRECONDITION naming model.toml, and a [traffic]
+section the server cannot use fails its model, never a call."""
 
 from __future__ import annotations
 
@@ -166,3 +167,97 @@ def test_load_model_with_a_bad_split_is_failed_precondition_naming_the_file(serv
     finally:
         path.unlink()
         models.LoadModel(pb.LoadModelRequest(name="spare"), timeout=60)
+
+
+#: model.toml files a server cannot use, and what the error says (after the path)
+BAD_TRAFFIC = {
+    "missing-version": ("[traffic]\nsplit = { 1 = 50, 7 = 50 }\n", "traffic.split names version 7, which has no version directory"),
+    "zero-weight": ("[traffic]\nsplit = { 1 = 0 }\n", "the weight of version 1 must be a positive number"),
+    "infinite-weight": ("[traffic]\nsplit = { 1 = inf }\n", "the weight of version 1 must be a positive number"),
+    "shadow-in-split": ("[traffic]\nsplit = { 1 = 1, 2 = 1 }\nshadow = 2\n", "version 2 is in traffic.split"),
+    "reserved-header": ("[traffic]\nsplit = { 1 = 1 }\nkey_header = 'grpc-trace'\n", "traffic.key_header must be"),
+    "lonely-shadow": ("[traffic]\nshadow = 2\n[version_policy]\npolicy = 'specific'\nversions = [2]\n",
+                      "traffic.shadow is version 2 and no other version is served"),
+}  # fmt: skip
+
+
+def test_a_traffic_section_the_server_cannot_use_fails_the_model_never_a_call(tmp_path, caplog):
+    """Each model above, at start: not served (FAILED, no version), its error in
+    GetModel and in the log, naming model.toml; its calls — unary, a stream's
+    message, OIP — answer UNAVAILABLE (NOT_FOUND for a version), LoadModel
+    FAILED_PRECONDITION with the same message, health NOT_SERVING; never INTERNAL.
+    A model whose only ready version is its shadow (its split's version failed)
+    answers UNAVAILABLE and is NOT_SERVING too. The other models serve."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    caplog.set_level("ERROR", logger="scorewire")
+    for name, (toml, _) in BAD_TRAFFIC.items():
+        make_model(tmp_path, values([1, 2]), toml, name=name)
+    make_model(tmp_path, {1: "not json", 2: linear_json(2)}, "[traffic]\nsplit = { 1 = 1 }\nshadow = 2\n", name="shadow-only")
+    make_model(tmp_path, values([1]), name="fine")
+    srv = InProcessServer(Settings(port=0), ModelRepository(tmp_path, n_threads=1))
+    try:
+        with grpc.insecure_channel(srv.addr) as channel:
+            models = pb_grpc.ModelServiceStub(channel)
+            predict_stub = pb_grpc.PredictServiceStub(channel)
+            infer = oip_grpc.GRPCInferenceServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+
+            def calls(name: str) -> dict[str, tuple[str, str]]:
+                """What each kind of call to ``name`` answers: (code, message)."""
+                out = {}
+                for what, version in (("predict", 0), ("predict v1", 1)):
+                    try:
+                        predict_stub.Predict(pb.PredictRequest(model=name, version=version, input=array_to_tensor(ROW, raw=True)),
+                                             timeout=30)  # fmt: skip
+                        out[what] = ("OK", "")
+                    except grpc.RpcError as exc:
+                        out[what] = (exc.code().name, exc.details())
+                [r] = predict_stub.PredictStream(iter([pb.PredictRequest(model=name, input=array_to_tensor(ROW, raw=True))]),
+                                                 timeout=30)  # fmt: skip
+                code = next(c.name for c in grpc.StatusCode if c.value[0] == r.error.code)
+                out["stream"] = (code, r.error.message)
+                inp = oip.ModelInferRequest.InferInputTensor(name="input", datatype="FP64", shape=[1, FEATURES])
+                inp.contents.fp64_contents.extend([0.0] * FEATURES)
+                try:
+                    infer.ModelInfer(oip.ModelInferRequest(model_name=name, inputs=[inp]), timeout=30)
+                    out["oip"] = ("OK", "")
+                except grpc.RpcError as exc:
+                    out["oip"] = (exc.code().name, exc.details())
+                return out
+
+            for name, (_, words) in BAD_TRAFFIC.items():
+                path = str(tmp_path / name / "model.toml")
+                info = models.GetModel(pb.GetModelRequest(name=name), timeout=30)
+                assert info.state == pb.FAILED and not info.versions, name
+                assert info.error.startswith(f"{path}: ") and words in info.error, info.error
+                assert any(r.levelname == "ERROR" and info.error in r.getMessage() for r in caplog.records), name
+                assert calls(name) == {
+                    "predict": ("UNAVAILABLE", f"model {name!r} failed to load"),
+                    "predict v1": ("NOT_FOUND", f"model {name!r} has no version 1"),
+                    "stream": ("UNAVAILABLE", f"model {name!r} failed to load"),
+                    "oip": ("UNAVAILABLE", f"model {name!r} failed to load"),
+                }, name
+                assert not infer.ModelReady(oip.ModelReadyRequest(name=name), timeout=30).ready
+                status = health.Check(health_pb2.HealthCheckRequest(service=f"model/{name}"), timeout=30).status
+                assert status == health_pb2.HealthCheckResponse.NOT_SERVING, name
+                with pytest.raises(grpc.RpcError) as load:
+                    models.LoadModel(pb.LoadModelRequest(name=name), timeout=60)
+                assert load.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                assert load.value.details() == f"model {name!r} failed to load: {info.error}"
+
+            info = models.GetModel(pb.GetModelRequest(name="shadow-only"), timeout=30)
+            assert [(v.version, v.state, v.shadow, v.traffic_share) for v in info.versions] == [
+                (1, pb.FAILED, False, 0.0), (2, pb.READY, True, 0.0)]  # fmt: skip
+            got = calls("shadow-only")
+            unanswered = ("UNAVAILABLE", "model 'shadow-only' has no version ready to take traffic (its shadow takes none)")
+            assert (got["predict"], got["stream"], got["oip"]) == (unanswered,) * 3
+            assert got["predict v1"] == ("UNAVAILABLE", "model 'shadow-only' version 1 failed to load")
+            status = health.Check(health_pb2.HealthCheckRequest(service="model/shadow-only"), timeout=30).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+            assert set(calls("fine").values()) == {("OK", "")}
+            assert health.Check(health_pb2.HealthCheckRequest(service=""), timeout=30).status == (
+                health_pb2.HealthCheckResponse.SERVING)  # fmt: skip
+    finally:
+        srv.stop()

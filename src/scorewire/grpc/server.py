@@ -367,10 +367,12 @@ class Server:
             return
         self._export_model_state(name)
         try:
-            state = self.repository.entry(name).state
+            entry = self.repository.entry(name)
+            # a model whose only ready version is its shadow answers no request without a version
+            serving = entry.state is State.READY and bool(entry.shares())
         except Exception:
-            state = State.UNLOADED
-        status = SERVING if state is State.READY else NOT_SERVING
+            serving = False
+        status = SERVING if serving else NOT_SERVING
         self._background(self.health.set(health_name(name), status))
         if self._loaded:
             self._background(self._update_server_health())
