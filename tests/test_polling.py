@@ -121,3 +121,74 @@ def test_an_unload_by_the_operator_is_not_undone_by_polling(tmp_path):
 
     acted, names = asyncio.run(main())
     assert acted == [[], [], []] and names == []
+
+
+def test_the_readmes_canary_is_published_by_polling(tmp_path):
+    """The README's example as a user runs it, against `scorewire serve
+    --poll-interval-s`: model.toml pins the traffic to version 3; its commands
+    publish version 4 (loaded, taking no traffic), then the split that sends it 10%
+    of the callers (placed by their x-user-id); then 4 is promoted and 3 retired as
+    the README says. Each state is waited for through GetModel, not timed."""
+    import subprocess
+
+    import grpc
+    import numpy as np
+
+    from scorewire.grpc._codec import array_to_tensor
+    from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2 as pb
+    from scorewire.grpc._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
+
+    from .observability.helpers import wait_for
+    from .servers import server_process, wait_for_line
+    from .traffic import FEATURES, readme_block
+
+    make_model(tmp_path / "models", {3: linear_json(3)}, readme_block("poll-example", "toml"), name="credit")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "model.json").write_text(linear_json(4))
+    script = readme_block("publish-example", "sh")
+    first, second = script.split("# 2.")
+    row = array_to_tensor(np.zeros((1, FEATURES)), raw=True)
+
+    def run(commands: str) -> None:
+        subprocess.run(["sh", "-ec", commands], cwd=tmp_path, check=True, timeout=60)
+
+    with server_process("--repo", str(tmp_path / "models"), "--poll-interval-s", "0.1") as server, \
+            grpc.insecure_channel(server.addr) as channel:  # fmt: skip
+        wait_for_line(server, "watching the repository for changes every 0.1 s")
+        models, predict = pb_grpc.ModelServiceStub(channel), pb_grpc.PredictServiceStub(channel)
+
+        def state():
+            info = models.GetModel(pb.GetModelRequest(name="credit"), timeout=30)
+            return (sorted((v.version, pb.ModelState.Name(v.state), round(v.traffic_share, 6)) for v in info.versions),
+                    sorted((w.version, w.weight) for w in info.traffic.weights), info.traffic.key_header)  # fmt: skip
+
+        def reaches(expected, what):
+            wait_for(lambda: state() == expected, timeout=120, what=what)
+
+        def callers() -> dict[str, int]:
+            out = {}
+            for i in range(200):
+                r = predict.Predict(pb.PredictRequest(model="credit", input=row),
+                                    metadata=[("x-user-id", f"user-{i}")], timeout=30)  # fmt: skip
+                assert np.frombuffer(r.outputs["value"].raw, "<f8")[0] == r.version
+                out[f"user-{i}"] = r.version
+            return out
+
+        assert state() == ([(3, "READY", 1.0)], [(3, 100.0)], "")
+        run(first)
+        reaches(([(3, "READY", 1.0), (4, "READY", 0.0)], [(3, 100.0)], ""), "version 4 loaded, taking no traffic")
+        assert set(callers().values()) == {3}
+        run("# 2." + second)
+        reaches(([(3, "READY", 0.9), (4, "READY", 0.1)], [(3, 90.0), (4, 10.0)], "x-user-id"), "the 90/10 split")
+        placed = callers()
+        assert set(placed.values()) == {3, 4} and placed == callers()  # sticky by x-user-id
+        # promote 4: 3 is unloaded; then its directory goes (a reload that changes nothing served)
+        run("cat > models/credit/.model.toml.tmp <<'TOML'\n[traffic]\nsplit = { 4 = 100 }\nTOML\n"
+            "mv models/credit/.model.toml.tmp models/credit/model.toml\n")  # fmt: skip
+        reaches(([(4, "READY", 1.0)], [(4, 100.0)], ""), "version 4 promoted, 3 unloaded")
+        assert set(callers().values()) == {4}
+        loads = sum("model credit changed in the repository" in line for line in list(server.output))
+        run("mv models/credit/3 models/credit/.3.old && rm -r models/credit/.3.old")
+        wait_for(lambda: sum("model credit changed in the repository" in line for line in list(server.output)) > loads,
+                 timeout=120, what="the removal of version 3 seen")  # fmt: skip
+        assert state() == ([(4, "READY", 1.0)], [(4, 100.0)], "") and set(callers().values()) == {4}
