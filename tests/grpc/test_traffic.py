@@ -261,3 +261,18 @@ def test_a_traffic_section_the_server_cannot_use_fails_the_model_never_a_call(tm
                 health_pb2.HealthCheckResponse.SERVING)  # fmt: skip
     finally:
         srv.stop()
+
+
+def test_the_python_client_sees_the_split_and_never_takes_the_shadow_for_the_model(server):
+    """``Client.served(model)`` (what ``scorewire predict`` casts its input by) is a
+    version that takes requests without a version: not the newer shadow, whose
+    input differs here."""
+    from scorewire import Client
+
+    with Client(server.addr, timeout=30) as client:
+        assert client.model("split").traffic == {1: 0.5, 2: 0.5}
+        assert client.served("split").version == 2
+        served = client.served("bad-shadow")
+        assert (served.version, served.n_features) == (1, FEATURES)
+        assert client.served("bad-shadow", 2).n_features == FEATURES + 1
+        assert client.predict("bad-shadow", ROW).version == 1
