@@ -325,8 +325,9 @@ class Server:
             await self.health.set(health_name(entry.name), NOT_SERVING)
 
         async def load(entry: ModelEntry) -> None:
-            for v in list(entry.versions):
+            for v in list(entry.pending):
                 await loop.run_in_executor(None, self.repository.load_version, entry, v)
+            self.repository.finish(entry)  # retires what it no longer serves (a repository loaded before)
             self._update_model_health(entry.name)  # each model as soon as it is ready
 
         await asyncio.gather(*(load(e) for e in entries))
