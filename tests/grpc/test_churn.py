@@ -78,8 +78,7 @@ class Disk:
 
     def remove(self, newest: bool) -> None:
         candidates = [v for v in sorted(self.serial) if v not in self.split and v != self.shadow]
-        if len(self.serial) <= 2 or not candidates:
-            return
+        assert len(self.serial) > 2 and candidates, "every step changes the repository"
         v = candidates[-1] if newest else candidates[0]
         os.rename(self.model_dir / str(v), self.model_dir / f".{v}.old")  # gone from the repository at once
         shutil.rmtree(self.model_dir / f".{v}.old")
@@ -90,8 +89,8 @@ class Disk:
         self.split, self.shadow = {}, None
         if pattern == 0:  # a split of two versions
             self.split = {v: rng.randint(1, 99) for v in rng.sample(versions, 2)}
-        elif pattern == 1:  # a split and a shadow
-            self.split = {v: rng.randint(1, 99) for v in rng.sample(versions, rng.randint(1, len(versions) - 1))}
+        elif pattern == 1:  # a split and a shadow, leaving a version to remove
+            self.split = {v: rng.randint(1, 99) for v in rng.sample(versions, rng.randint(1, len(versions) - 2))}
             self.shadow = rng.choice([v for v in versions if v not in self.split])
         elif pattern == 3:  # a shadow alone: the newest shadows, the newest other version serves
             self.shadow = versions[-1]
