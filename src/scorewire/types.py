@@ -79,6 +79,12 @@ class PredictRequest:
     outputs: tuple[str, ...] = ()
     request_id: str = ""
     deadline: float | None = None  # absolute, time.monotonic() seconds
+    #: places a request without a version in its model's traffic split (sticky:
+    #: the same key, the same version); "" → the request id, or random without one.
+    #: The edge fills it from the metadata header model.toml names ([traffic] key_header)
+    route_key: str = ""
+    #: the input's name as the request gave it ("": not given); checked against the model's
+    input_name: str = ""
 
 
 @dataclass(slots=True)

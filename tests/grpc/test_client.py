@@ -105,7 +105,7 @@ def test_the_client_api_is_pinned(cls):
         assert not any(inspect.iscoroutinefunction(getattr(cls, n)) for n in API)
     assert [f.name for f in Prediction.__dataclass_fields__.values()] == ["model", "version", "request_id", "outputs", "error"]
     assert list(FeedbackResult.__dataclass_fields__) == ["outcomes", "matched", "unknown", "expired", "duplicate", "invalid"]
-    assert list(ModelInfo.__dataclass_fields__) == ["name", "state", "versions", "ready", "error", "warnings"]
+    assert list(ModelInfo.__dataclass_fields__) == ["name", "state", "versions", "ready", "error", "warnings", "traffic"]
     assert list(ServedModel.__dataclass_fields__) == [
         "version", "input_dtype", "n_features", "task", "feature_names", "classes", "outputs", "roles", "backend",
     ]  # fmt: skip

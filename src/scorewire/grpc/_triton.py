@@ -151,11 +151,9 @@ NO_SHARED_MEMORY = "shared memory is not implemented by scorewire: send tensors 
 
 class ClassifiedRequest(Request):
     """A ModelInferRequest that asks for some outputs as top-k classes:
-    ``classification`` maps those outputs to k; ``classes`` (set once the model is
-    known) are the model's class labels, in column order, or None."""
+    ``classification`` maps those outputs to k."""
 
     classification: dict[str, int]
-    classes: tuple[str, ...] | None = None
 
 
 def requested_classification(message: oip.ModelInferRequest) -> dict[str, int]:

@@ -121,6 +121,9 @@ class ModelInfo:
     ready: dict[int, ServedModel]  # the ready versions
     error: str = ""
     warnings: tuple[str, ...] = ()
+    #: the share of the requests without a version each version takes now (a
+    #: model.toml [traffic] split; else the newest ready version takes them all)
+    traffic: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -233,11 +236,13 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
         ready={v.version: _served(v) for v in m.versions if v.state == pb.READY},
         error=m.error,
         warnings=tuple(m.warnings),
+        traffic={v.version: v.traffic_share for v in m.versions if v.traffic_share > 0},
     )
 
 
 def _newest_ready(info: ModelInfo, model: str, version: int) -> ServedModel:
-    ready = [v for v in sorted(info.ready) if version in (0, v)]
+    # version 0: among the versions that take requests without a version (never a shadow)
+    ready = [v for v in sorted(info.ready) if v == version or (not version and (v in info.traffic or not info.traffic))]
     if not ready:
         raise NotReady(f"version {version} of {model!r}" if version else repr(model))
     return info.ready[ready[-1]]
@@ -341,7 +346,8 @@ class Client(_Base):
         return _model_info(self._call(self._models.GetModel, pb.GetModelRequest(name=name), timeout))
 
     def served(self, model: str, version: int = 0, *, timeout: float | None = None) -> ServedModel:
-        """The newest ready version of ``model`` (or ``version``); NotReady when none is."""
+        """The newest ready version of ``model`` that takes requests without a
+        version (or ``version``); NotReady when none is."""
         return _newest_ready(self.model(model, timeout=timeout), model, version)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:

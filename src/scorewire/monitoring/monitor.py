@@ -24,6 +24,7 @@ import numpy as np
 from ..formats.files import DEFAULT, ModelFiles
 from .drift import DriftMonitor, DriftSnapshot
 from .feedback import FeedbackMetrics, FeedbackStore
+from .shadow import ShadowMonitor, ShadowSnapshot
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,14 @@ class VersionStats:
     latency: RequestSummary | None  # None: the server exports no metrics
     drift: DriftSnapshot | None  # None: no reference.json
     feedback: FeedbackMetrics | None
+    #: as a shadow version: its disagreement with each version that served
+    shadow: tuple[ShadowSnapshot, ...] = ()
 
 
 class VersionMonitor:
     """Drift and feedback of one model version, and its request counts."""
 
-    __slots__ = ("drift", "feedback", "requests", "rows", "wired")
+    __slots__ = ("drift", "feedback", "requests", "rows", "shadow", "wired")
 
     def __init__(self, drift: DriftMonitor | None, feedback: FeedbackStore) -> None:
         self.drift = drift
@@ -64,6 +67,8 @@ class VersionMonitor:
         self.rows = 0
         #: True once the service has given it its ``defer`` function
         self.wired = False
+        #: made by the service when the version first shadows another (see monitoring.shadow)
+        self.shadow: ShadowMonitor | None = None
 
     @classmethod
     def for_version(
@@ -110,6 +115,7 @@ class VersionMonitor:
             latency=latency,
             drift=self.drift.snapshot() if self.drift is not None else None,
             feedback=self.feedback.metrics(),
+            shadow=self.shadow.snapshot() if self.shadow is not None else (),
         )
 
 
