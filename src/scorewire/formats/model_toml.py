@@ -34,6 +34,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ModelLoadError
+from .ensemble import EnsembleConfig, parse_ensemble
 from .files import DEFAULT, ModelFiles, quoted
 
 BACKENDS = ("auto", "native", "onnxruntime")
@@ -99,9 +100,13 @@ class ModelConfig:
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     batching: BatchConfig = field(default_factory=BatchConfig)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``[ensemble]``: the model is made of other models (see scorewire.formats.ensemble)
+    ensemble: EnsembleConfig | None = None
 
 
 _TOP_KEYS = {"backend", "nan_policy", "max_batch_rows", "description", "version_policy", "batching"}
+#: the ensemble section (scorewire.formats.ensemble)
+_ENSEMBLE = "ensemble"
 #: sections that other parts of the server read (drift, ...)
 _SECTIONS = {"drift", "monitoring"}
 
@@ -111,7 +116,7 @@ def parse_model_config(data: bytes, source: str = "model.toml") -> ModelConfig:
         doc = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelLoadError(f"{source}: not valid TOML ({str(exc)[:120]})") from None
-    unknown = sorted(set(doc) - _TOP_KEYS - _SECTIONS)
+    unknown = sorted(set(doc) - _TOP_KEYS - _SECTIONS - {_ENSEMBLE})
     if unknown:
         raise ModelLoadError(f"{source}: unknown key(s) {', '.join(quoted(k) for k in unknown[:5])}")
 
@@ -155,6 +160,7 @@ def parse_model_config(data: bytes, source: str = "model.toml") -> ModelConfig:
         description=description,
         version_policy=VersionPolicy(policy, count, tuple(versions)),
         extra={k: doc[k] for k in _SECTIONS if k in doc},
+        ensemble=parse_ensemble(doc[_ENSEMBLE], source) if _ENSEMBLE in doc else None,
     )
 
 
