@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 SERVICE = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 
-PLATFORMS = {"native": "scorewire_native", "onnxruntime": "onnxruntime_onnx"}
+PLATFORMS = {"native": "scorewire_native", "onnxruntime": "onnxruntime_onnx", "ensemble": "ensemble"}
 EXTENSIONS = ["model_repository", "model_repository(unload_dependents)"]
 
 

@@ -323,7 +323,9 @@ class Server:
                 await loop.run_in_executor(None, self.repository.load_version, entry, v)
             self._update_model_health(entry.name)  # each model as soon as it is ready
 
-        await asyncio.gather(*(load(e) for e in entries))
+        # ensembles once the models they are made of are loaded
+        await asyncio.gather(*(load(e) for e in entries if e.config.ensemble is None))
+        await asyncio.gather(*(load(e) for e in entries if e.config.ensemble is not None))
         self._loaded = True
         await self._update_server_health()
         ready = [e.name for e in self.repository.entries() if e.state is State.READY]
