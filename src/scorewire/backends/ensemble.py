@@ -75,9 +75,11 @@ def build_ensemble(
     fold: bool = True,
 ) -> Model:
     """The model of an ensemble over resolved ``members`` (in ``config.members``'
-    order); ``final``: a stacking ensemble's final model. ModelLoadError, naming
-    the member, when they do not fit together. ``fold=False``: never fold (to
-    compare a folded ensemble with its members' combination)."""
+    order); ``final``: a stacking ensemble's final model (default: the config's
+    inline one). ModelLoadError, naming the member, when they do not fit together.
+    ``fold=False``: never fold (to compare a folded ensemble with its members'
+    combination)."""
+    final = final if final is not None else config.final
     if len(members) != len(config.members) or not members:
         raise ModelLoadError("an ensemble needs its members")
     first = members[0]
