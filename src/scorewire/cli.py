@@ -93,6 +93,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_file
 
     result = export_file(args.model, args.repo, args.name, args.version, args.reference_data, args.target)
+    for member in result.members:  # an ensemble's: its members first
+        print(f"wrote {member.artifact} ({member.backend} backend)")
+        if member.reference:
+            print(f"wrote {member.reference}")
     print(f"wrote {result.artifact} ({result.backend} backend)")
     if result.reference:
         print(f"wrote {result.reference}")
@@ -316,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert a fitted scikit-learn estimator into a repository artifact",
         description="Convert a fitted scikit-learn estimator or pipeline (a joblib file) into "
         "model.json (linear models, scalers folded in) or model.onnx (everything else), "
-        "plus reference statistics for drift monitoring. WARNING: this UNPICKLES the "
+        "plus reference statistics for drift monitoring. A VotingClassifier, VotingRegressor, "
+        "StackingClassifier or StackingRegressor becomes an ensemble over one member model per "
+        "estimator, named NAME-<estimator name>. WARNING: this UNPICKLES the "
         "file, which runs code from it: export only files you trust (your own). The "
         "server never loads pickles.",
     )

@@ -424,8 +424,10 @@ def _stack_feed(method: str, name: str) -> str:
 
 
 def _converts_in_float64(fitted: list[Any], linear: list[bool], reference: np.ndarray | None) -> bool:
-    """Whether every member that is not linear converts to ONNX with a float64 input
-    and onnxruntime scores the graph (skl2onnx's tree converters, for one, do not)."""
+    """Whether every member that is not linear converts to ONNX with a float64 input,
+    onnxruntime scores the graph, and it computes in float64: its float outputs are
+    float64 (skl2onnx's tree converters either fail or, for a random forest, give
+    float32 probabilities)."""
     from .backends.ort import OnnxModel
     from .formats.onnx_graph import parse_onnx
 
@@ -438,6 +440,8 @@ def _converts_in_float64(fitted: list[Any], linear: list[bool], reference: np.nd
             model = OnnxModel(parse_onnx(onnx_from_sklearn(m, n, "float64")))
             model.predict(np.asarray(probe, dtype=np.float64))
         except Exception:  # skl2onnx and onnxruntime raise many kinds: any is a "no"
+            return False
+        if any(o.dtype == "float32" for o in model.signature.outputs):
             return False
     return True
 
