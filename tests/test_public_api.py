@@ -7,6 +7,9 @@ import numpy as np
 import scorewire
 
 PUBLIC = [
+    "AsyncClient",
+    "Client",
+    "ClientError",
     "Code",
     "DeadlineExceeded",
     "InternalError",

@@ -10,6 +10,11 @@ The in-process API::
     repo = scorewire.ModelRepository(scorewire.demo_repository())
     repo.load_all()
     repo.resolve("breast-cancer").model.predict(X)
+
+A running server, from Python::
+
+    with scorewire.Client("127.0.0.1:50051") as client:
+        client.predict("breast-cancer", X).outputs["probabilities"]
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from .errors import (
 from .export import export_estimator
 from .formats.linear_spec import LinearSpec
 from .formats.reference import reference_statistics
+from .grpc.client import AsyncClient, Client, ClientError
 from .repository import ModelRepository, ModelVersion, State
 from .types import Signature, TensorSpec
 
@@ -46,6 +52,9 @@ def demo_repository() -> _Path:
 
 
 __all__ = [
+    "AsyncClient",
+    "Client",
+    "ClientError",
     "Code",
     "DeadlineExceeded",
     "InternalError",

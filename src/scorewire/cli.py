@@ -153,7 +153,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with connect(args) as client:
         try:
             served = client.served(args.model, args.version)
-            _, outputs = client.predict(args.model, X.astype(served.input_dtype), args.version, tuple(args.outputs or ()))
+            outputs = client.predict(
+                args.model, X.astype(served.input_dtype), version=args.version, outputs=tuple(args.outputs or ())
+            ).outputs
         except NotReady as exc:
             print(f"scorewire predict: {exc} is not ready", file=sys.stderr)
             return 1
@@ -196,7 +198,7 @@ def _score_file(args: argparse.Namespace, X: np.ndarray, names: list[str]) -> tu
     answered, outputs by name, X in model column order)."""
     from .grpc.client import NotReady
 
-    with connect(args, max_message_bytes=256 * 1024 * 1024) as client:
+    with connect(args, max_message_mb=256) as client:
         try:
             served = client.served(args.model, args.version)
         except NotReady as exc:
@@ -211,7 +213,8 @@ def _score_file(args: argparse.Namespace, X: np.ndarray, names: list[str]) -> tu
         version = 0
         for start in range(0, max(len(X), 1), args.batch_rows):
             chunk = np.ascontiguousarray(X[start : start + args.batch_rows], dtype=served.input_dtype)
-            version, outputs = client.predict(args.model, chunk, args.version or 0, wanted)
+            answer = client.predict(args.model, chunk, version=args.version or 0, outputs=wanted)
+            version, outputs = answer.version, answer.outputs
             for n in wanted:
                 parts[n].append(outputs[n])
     return served, version, {n: np.concatenate(v) for n, v in parts.items()}, X
@@ -381,15 +384,15 @@ def add_connection_arguments(p: argparse.ArgumentParser, timeout: float) -> None
     p.add_argument("--timeout", type=float, default=timeout)
 
 
-def connect(args: argparse.Namespace, max_message_bytes: int | None = None) -> Any:
-    """A grpc.client.Client for the connection arguments."""
+def connect(args: argparse.Namespace, max_message_mb: int | None = None) -> Any:
+    """A :class:`scorewire.Client` for the connection arguments."""
     from .grpc.client import Client
 
     token = None
     if args.token_file:
         with open(args.token_file, encoding="utf-8") as fh:
             token = fh.readline().strip() or None
-    return Client(args.addr, args.timeout, max_message_bytes=max_message_bytes,
+    return Client(args.addr, timeout=args.timeout, max_message_mb=max_message_mb,
                   ca=args.ca, cert=args.cert, key=args.key, token=token)  # fmt: skip
 
 
