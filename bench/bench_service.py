@@ -54,6 +54,10 @@ the demo's models, and ensembles of them. It compares an ensemble with its membe
   mixed-1row-c16           iris-mixed          soft vote of iris-forest and iris-lr, not batched
   mixed-batched-1row-c16   iris-mixed-batched  the same ensemble, batched
 
+Before the servers start, it times ``model.predict`` of one row in-process (no
+gRPC) for the same models: what the ensemble itself adds, free of the server's
+per-request cost and of most of the machine's noise.
+
 Rounds are the outer loop: each round runs every scenario once on each server, so
 a drift of a shared machine spreads over all scenarios alike.
 """
@@ -301,6 +305,61 @@ def ensemble_repository(root: Path) -> Path:
         (root / name / "model.toml").write_text(toml)
         shutil.copy(demo / reference / "1" / "reference.json", root / name / "1" / "reference.json")
     return root
+
+
+#: ``--ensembles``, in-process: (model, what its cost is compared with: one model, or members summed)
+PREDICT_PAIRS = (
+    ("bc-vote3", ("breast-cancer",)),
+    ("bc-folded3", ("breast-cancer",)),
+    ("iris-mixed", ("iris-forest",)),
+    ("iris-mixed", ("iris-forest", "iris-lr")),
+)
+
+
+def predict_costs(root: Path, passes: int = 15, sample_s: float = 0.02) -> dict[str, float]:
+    """In-process, no server: µs per ``model.predict`` of one row (all outputs), for
+    each model of PREDICT_PAIRS; ``passes`` interleaved passes over the models, each
+    a loop of ~``sample_s``; the best pass (garbage collector off, as timeit)."""
+    import gc
+
+    import numpy as np
+
+    from scorewire import ModelRepository
+
+    repo = ModelRepository(root)
+    repo.load_all()
+    names = list(dict.fromkeys(n for a, bs in PREDICT_PAIRS for n in (a, *bs)))
+    rng = np.random.default_rng(0)
+    calls = {}
+    for name in names:
+        model = repo.resolve(name).model
+        sig = model.signature
+        calls[name] = (model.predict, rng.random((1, sig.n_features or 0)).astype(sig.input.np_dtype))
+    best = dict.fromkeys(names, float("inf"))
+    gc.disable()
+    try:
+        for _ in range(passes):
+            for name, (predict, X) in calls.items():
+                n, t0 = 0, time.perf_counter_ns()
+                while True:
+                    for _ in range(20):
+                        predict(X)
+                    n += 20
+                    elapsed = time.perf_counter_ns() - t0
+                    if elapsed > sample_s * 1e9:
+                        break
+                best[name] = min(best[name], elapsed / n / 1e3)
+    finally:
+        gc.enable()
+    return best
+
+
+def predict_report(costs: dict[str, float]) -> str:
+    rows = [
+        [a, " + ".join(bs), f"{costs[a]:.1f}", f"{sum(costs[b] for b in bs):.1f}", f"{costs[a] / sum(costs[b] for b in bs):.2f}"]
+        for a, bs in PREDICT_PAIRS
+    ]  # fmt: skip
+    return table(rows, ["model", "compared with", "µs/call", "µs/call", "×"])
 
 
 def ensemble_report(runs: list[Run], scenarios: Sequence[Scenario]) -> str:
@@ -628,7 +687,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.ensembles:
             servers["noop"] = start_server("noop", [sys.executable, str(NOOP), "--host", HOST, "--port", "0"],
                                            logs / "noop.log", "noop")  # fmt: skip
-        repo = ["--repo", str(ensemble_repository(logs / "models"))] if args.ensembles else []
+        repo = []
+        if args.ensembles:
+            repo = ["--repo", str(ensemble_repository(logs / "models"))]
+            print("in-process model.predict of one row (best of 15 passes):\n")
+            print(predict_report(predict_costs(logs / "models")) + "\n", flush=True)
         argv_sw = [str(scorewire_bin), "serve", "--host", HOST, "--port", "0", *repo, *shlex.split(args.scorewire_args)]
         servers["scorewire"] = start_server("scorewire", argv_sw, logs / "scorewire.log", "scorewire")
         wait_serving(servers["scorewire"].port)

@@ -147,8 +147,8 @@ def test_an_ensemble_is_served_as_a_model_of_its_own(server, client, stubs, root
 
 def test_a_member_unloaded_turns_the_ensemble_not_serving_until_it_is_back(server, client, stubs, root, data):
     """1. mlp unloaded 2. the ensemble is NOT_SERVING, Predict and ModelInfer
-    UNAVAILABLE, GetModel names the member 3. mlp loaded again 4. the ensemble
-    serves again 5. the ensemble unloaded itself: NOT_FOUND."""
+    UNAVAILABLE, GetModel and LoadModel name the member 3. mlp loaded again 4. the
+    ensemble serves again 5. the ensemble unloaded itself: NOT_FOUND."""
     models, oip_stub = stubs
     X = data[0][:5]
     models.UnloadModel(pb.UnloadModelRequest(name="mlp"), timeout=30)
@@ -160,6 +160,8 @@ def test_a_member_unloaded_turns_the_ensemble_not_serving_until_it_is_back(serve
     assert not oip_stub.ModelReady(oip.ModelReadyRequest(name="ens"), timeout=30).ready
     info = models.GetModel(pb.GetModelRequest(name="ens"), timeout=30)
     assert info.state == pb.FAILED and "member 'mlp' cannot be used" in info.versions[0].error
+    code, details = code_of(lambda: models.LoadModel(pb.LoadModelRequest(name="ens"), timeout=60))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "member 'mlp'" in details
     assert client.health("model/lr") == "SERVING"  # the other member is untouched
 
     models.LoadModel(pb.LoadModelRequest(name="mlp"), timeout=60)
