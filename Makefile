@@ -50,7 +50,7 @@ PODMAN        ?= podman
 PODMAN_BUILD_FLAGS ?=
 WHEEL_FLAGS   ?=
 
-.PHONY: serve test bench lint proto demo build clean help ts-client prometheus container-tools kserve-sdk image-base image fuzz
+.PHONY: serve test bench lint proto demo build clean help ts-client prometheus container-tools kserve-sdk image-base image fuzz perf-analyzer perf-analyzer-libs
 
 help:
 	@echo "make serve   start the server on the bundled demo model repository"
@@ -92,6 +92,29 @@ $(TS_BUILT): $(TS_STAMP) $(TS_SRCS)
 
 ts-client: $(TS_BUILT)
 
+# The Go client test (tests/test_go_client.py): Debian's Go toolchain, grpc-go and
+# protobuf for Go, protoc and its Go plugins (apt-get needs root, as on CI; ~600 MB),
+# then the client generated from proto/ and built offline in GOPATH mode by
+# tests/clients/go/build.sh (Debian lacks modules grpc-go's go.mod names, so module
+# mode cannot build it), into tests/clients/go/build/.
+GO_DIR   := tests/clients/go
+GO_BUILT := $(GO_DIR)/build/scorewire-go-client
+GO_DEBS  := golang-go golang-google-grpc-dev golang-goprotobuf-dev protoc-gen-go-grpc protobuf-compiler
+.PHONY: go-tools go-client
+
+go-tools:
+	@{ command -v go && command -v protoc && command -v protoc-gen-go && command -v protoc-gen-go-grpc \
+		&& test -d /usr/share/gocode/src/google.golang.org/grpc/health/grpc_health_v1; } >/dev/null 2>&1 || { \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(GO_DEBS); }
+
+$(GO_BUILT): $(GO_DIR)/main.go $(GO_DIR)/build.sh proto/scorewire/v1/scorewire.proto | go-tools
+	$(GO_DIR)/build.sh
+
+go-client: $(GO_BUILT)
+
+# part of `make test`'s setup (its own rule, so the list below stays as it is)
+test: go-client
+
 $(WHEEL_STAMP): $(PY) pyproject.toml setup.py
 	$(PIP) download --quiet --dest $(WHEELHOUSE) pip setuptools wheel 'Cython>=3.0.10' 'numpy>=2.0' .
 	touch $@
@@ -110,6 +133,32 @@ prometheus:
 container-tools:
 	@{ command -v podman && command -v debootstrap; } >/dev/null 2>&1 || { \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends podman debootstrap; }
+
+# Triton's perf_analyzer (tests/test_perf_analyzer.py, bench/README.md): the binary the
+# tritonclient 2.50.0 wheel carries (the perf-analyzer wheels need a newer glibc),
+# taken out of the wheel; it links Debian's libb64 and the CUDA runtime library,
+# which PyPI's nvidia-cuda-runtime-cu12 ships (no GPU is used). Run it with
+# LD_LIBRARY_PATH=$(PA_DIR)/cuda/nvidia/cuda_runtime/lib.
+PA_DIR   := $(VENV)/perf_analyzer
+PA_BIN   := $(PA_DIR)/bin/perf_analyzer
+PA_STAMP := $(PA_DIR)/.stamp
+
+$(PA_STAMP): $(PY) | perf-analyzer-libs
+	rm -rf $(PA_DIR) && mkdir -p $(PA_DIR)/bin
+	$(PIP) download --quiet --no-deps --only-binary=:all: --dest $(PA_DIR)/wheel 'tritonclient==2.50.0'
+	$(PY) -c 'import sys, zipfile; [w] = sys.argv[1:]; \
+		open("$(PA_BIN)", "wb").write(zipfile.ZipFile(w).read("tritonclient-2.50.0.data/data/bin/perf_analyzer"))' \
+		$(PA_DIR)/wheel/tritonclient-2.50.0-*.whl
+	chmod +x $(PA_BIN) && rm -rf $(PA_DIR)/wheel
+	$(PIP) install --quiet --no-deps --target $(PA_DIR)/cuda 'nvidia-cuda-runtime-cu12>=12.0,<13'
+	touch $@
+
+# libb64 from Debian (apt-get needs root, as on CI)
+perf-analyzer-libs:
+	@dpkg -s libb64-0d >/dev/null 2>&1 || { \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends libb64-0d; }
+
+perf-analyzer: perf-analyzer-libs $(PA_STAMP)
 
 $(KSERVE_STAMP):
 	$(PYTHON) -m venv $(KSERVE_DIR)
@@ -137,7 +186,7 @@ image: $(RUN_STAMP)
 	$(PODMAN) build $(PODMAN_BUILD_FLAGS) --build-arg BASE=$(IMAGE_FROM) --tag $(IMAGE) \
 		--file deploy/container/Containerfile $(IMAGE_CONTEXT)
 
-test: $(TEST_STAMP) $(PB7_STAMP) $(WHEEL_STAMP) $(KSERVE_STAMP) $(IMAGE_BASE) container-tools ts-client prometheus
+test: $(TEST_STAMP) $(PB7_STAMP) $(WHEEL_STAMP) $(KSERVE_STAMP) $(IMAGE_BASE) container-tools ts-client prometheus perf-analyzer
 	$(PY) -m pytest $(ARGS)
 
 bench: $(TEST_STAMP)

@@ -21,7 +21,7 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
 OUT = ROOT / "src" / "scorewire" / "grpc" / "_gen"
-FILES = ["scorewire/v1/scorewire.proto", "inference/grpc_service.proto"]
+FILES = ["scorewire/v1/scorewire.proto", "inference/model_config.proto", "inference/grpc_service.proto"]
 PREFIX = "scorewire.grpc._gen"
 
 

@@ -31,6 +31,7 @@ PUBLIC = [
     "__version__",
     "demo_repository",
     "export_estimator",
+    "export_keras",
     "load_model",
     "reference_statistics",
 ]

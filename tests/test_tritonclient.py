@@ -62,6 +62,11 @@ ERRORS = {
     "typed-29-features": ("breast-cancer", "bc_29", "typed", "StatusCode.INVALID_ARGUMENT"),
     "fp64-to-float32-model": ("iris-forest", "iris_fp64", "raw", "StatusCode.INVALID_ARGUMENT"),
 }
+# Triton's classification extension: request id → (array, output, k)
+CLASSIFY = {
+    "iris-top2": ("iris", "probabilities", 2),
+    "bc-top5": ("bc", "probabilities", 5),  # 2 classes: k is clamped
+}
 # one ModelStreamInfer stream: (request id, model, array); two bad requests in the middle
 STREAM = [
     ("s1", "breast-cancer", "bc"),
@@ -108,6 +113,10 @@ def report(arrays, tmp_path_factory) -> dict:
                 {"id": i, "model": m, "input": a, "contents": c, "outputs": []}
                 for i, (m, a, c, _) in ERRORS.items()
             ),
+        ],
+        "classify": [
+            {"id": i, "model": MODELS[a], "input": a, "output": o, "class_count": k}
+            for i, (a, o, k) in CLASSIFY.items()
         ],
         "stream": [{"id": i, "model": m, "input": a} for i, m, a in STREAM],
     }
@@ -251,3 +260,58 @@ def test_stream_answers_in_order_and_survives_bad_requests(report, arrays, model
         else:
             key = array
             assert_result_matches(response, request_id, key, arrays[key], models[key], [])
+
+
+# ------------------------------------------------------------- Triton's extensions
+def test_server_metadata_lists_the_triton_extensions(report):
+    assert {"classification", "model_configuration", "statistics"} <= set(report["server_metadata"]["extensions"])
+
+
+@pytest.mark.parametrize("key", sorted(MODELS))
+def test_model_config(report, models, key):
+    """get_model_config: Triton's dims (no batch dimension) and the class labels."""
+    sig = models[key].signature
+    config = report["model_config"][MODELS[key]]
+    assert config["name"] == MODELS[key]
+    assert config["backend"] == {"bc": "scorewire_native", "iris": "onnxruntime"}[key]
+    assert int(config["max_batch_size"]) > 0
+    [inp] = config["input"]
+    assert (inp["name"], inp["data_type"], inp["dims"]) == ("input", "TYPE_" + DATATYPE[sig.input.dtype], [str(sig.n_features)])
+    assert json.loads(config["parameters"]["classes"]["string_value"]) == [int(c) for c in sig.classes]
+    assert ("dynamic_batching" in config) == (key == "iris")
+
+
+def test_model_config_of_unknown_model(report):
+    assert report["model_config"]["no-such-model"]["error"]["status"] == "StatusCode.NOT_FOUND"
+
+
+@pytest.mark.parametrize("request_id", sorted(CLASSIFY))
+def test_classification_reads_class_names(report, arrays, models, request_id):
+    """InferRequestedOutput(class_count=k): the top k "value:index:label" per row."""
+    key, output, k = CLASSIFY[request_id]
+    got = report["classify"][request_id]
+    proba = models[key].predict(arrays[key])[output]
+    n = min(k, proba.shape[1])
+    assert (got["datatype"], got["shape"]) == ("BYTES", [proba.shape[0], n])
+    classes = [str(c) for c in models[key].signature.classes]
+    for row, p in zip(got["data"], proba, strict=True):
+        values = [float(s.split(":")[0]) for s in row]
+        indices = [int(s.split(":")[1]) for s in row]
+        assert [s.split(":")[2] for s in row] == [classes[i] for i in indices]
+        np.testing.assert_allclose(values, p[indices], atol=1e-6)  # written with 6 decimals
+        np.testing.assert_allclose(values, np.sort(p)[::-1][:n], atol=1e-6)  # the k largest, largest first
+
+
+def test_inference_statistics(report, arrays):
+    """get_inference_statistics after the session: every model's requests counted."""
+    stats = {s["name"]: s for s in report["statistics"]["model_stats"]}
+    assert set(stats) == {"breast-cancer", "diabetes", "iris-forest", "wine"}
+    bc = stats["breast-cancer"]
+    # to breast-cancer: 3 infer calls, 2 stream messages and 1 classification succeeded;
+    # the 3 bad infer calls and the bad stream message failed its input check
+    assert int(bc["inference_stats"]["success"]["count"]) == 6
+    assert int(bc["inference_stats"]["fail"]["count"]) == 4
+    assert int(bc["inference_count"]) == 6 * len(arrays["bc"])  # every request carried every row
+    assert int(bc["execution_count"]) == 6  # scored alone: the native kernel does not batch
+    assert int(bc["inference_stats"]["compute_infer"]["ns"]) > 0
+    assert [int(b["batch_size"]) for b in bc["batch_stats"]] == [len(arrays["bc"])]

@@ -36,7 +36,7 @@ from .errors import (
     ScorewireError,
     Unavailable,
 )
-from .export import export_estimator
+from .export import export_estimator, export_keras
 from .formats.linear_spec import LinearSpec
 from .formats.reference import reference_statistics
 from .grpc.client import AsyncClient, Client, ClientError
@@ -76,6 +76,7 @@ __all__ = [
     "__version__",
     "demo_repository",
     "export_estimator",
+    "export_keras",
     "load_model",
     "reference_statistics",
 ]

@@ -320,16 +320,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "export",
-        help="convert a fitted scikit-learn estimator into a repository artifact",
+        help="convert a fitted scikit-learn estimator or a Keras model into a repository artifact",
         description="Convert a fitted scikit-learn estimator or pipeline (a joblib file) into "
-        "model.json (linear models, scalers folded in) or model.onnx (everything else), "
+        "model.json (linear models, scalers folded in) or model.onnx (everything else), or a "
+        "saved Keras model (.keras, or legacy .h5) whose network is linear into model.json, "
         "plus reference statistics for drift monitoring. A VotingClassifier, VotingRegressor, "
         "StackingClassifier or StackingRegressor becomes an ensemble over one member model per "
-        "estimator, named NAME-<estimator name>. WARNING: this UNPICKLES the "
-        "file, which runs code from it: export only files you trust (your own). The "
-        "server never loads pickles.",
+        "estimator, named NAME-<estimator name>. WARNING: a joblib file this UNPICKLES, "
+        "which runs code from it: export only files you trust (your own). A Keras file is "
+        "read, never run. The server never loads pickles.",
     )
-    p.add_argument("model", help="a joblib file with a fitted estimator (trusted: it is unpickled)")
+    p.add_argument(
+        "model",
+        help="a joblib file with a fitted estimator (trusted: it is unpickled), or a .keras/.h5 Keras model",
+    )
     p.add_argument("--repo", required=True, help="model repository directory")
     p.add_argument("--name", required=True, help="model name")
     p.add_argument("--version", type=int, help="version number (default: next free)")

@@ -3,7 +3,9 @@
 Linear estimators (optionally behind a StandardScaler, MinMaxScaler or MaxAbsScaler
 in a Pipeline, folded into the weights) become ``model.json``; anything else becomes
 ``model.onnx`` through skl2onnx. Reference feature statistics for drift monitoring
-go to ``reference.json`` beside the artifact.
+go to ``reference.json`` beside the artifact. A saved Keras model whose network is
+linear (see :mod:`scorewire.formats.keras`) becomes ``model.json`` too; Keras files
+are read, never run.
 
 scikit-learn's ensembles — VotingClassifier (soft, hard), VotingRegressor,
 StackingClassifier, StackingRegressor — become an ensemble (``[ensemble]`` in
@@ -227,6 +229,21 @@ def _version_dir(model_dir: Path, version: int | None, overwrite: bool) -> Path:
     return vdir
 
 
+def _write_reference(
+    vdir: Path, reference: np.ndarray | None, names: list[str] | None, n_features: int
+) -> Path | None:
+    """``reference.json`` (drift monitoring's baseline) from reference rows, if given."""
+    if reference is None:
+        return None
+    if reference.ndim != 2 or reference.shape[1] != n_features:
+        raise InvalidInput(f"reference data has {reference.shape[-1]} columns, the model takes {n_features}")
+    ref_path = vdir / "reference.json"
+    with open(ref_path, "w", encoding="utf-8") as fh:
+        json.dump(reference_statistics(reference, names), fh, indent=1)
+        fh.write("\n")
+    return ref_path
+
+
 def _write_model(
     estimator: Any,
     vdir: Path,
@@ -260,16 +277,35 @@ def _write_model(
         artifact.write_bytes(onnx_from_sklearn(estimator, n_features, dtype or "float32"))
         backend = "onnxruntime"
 
-    ref_path = None
-    if reference is not None:
-        if reference.ndim != 2 or reference.shape[1] != n_features:
-            raise InvalidInput(f"reference data has {reference.shape[-1]} columns, the model takes {n_features}")
-        names = reference_names or (list(spec.feature_names) if spec and spec.feature_names else None)
-        ref_path = vdir / "reference.json"
-        with open(ref_path, "w", encoding="utf-8") as fh:
-            json.dump(reference_statistics(reference, names), fh, indent=1)
-            fh.write("\n")
+    names = reference_names or (list(spec.feature_names) if spec and spec.feature_names else None)
+    ref_path = _write_reference(vdir, reference, names, n_features)
     return ExportResult(artifact=artifact, reference=ref_path, backend=backend)
+
+
+def export_keras(
+    model_path: str | os.PathLike[str],
+    repo: str | os.PathLike[str],
+    name: str,
+    version: int | None = None,
+    reference: np.ndarray | None = None,
+    reference_names: list[str] | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write a saved Keras model (``.keras`` or ``.h5``) whose network is linear as
+    ``model.json`` into ``repo/name/version/`` (see :mod:`scorewire.formats.keras`)."""
+    from .formats.keras import read_keras
+    from .repository import valid_model_name
+
+    if not valid_model_name(name):
+        raise InvalidInput(f"invalid model name {name[:64]!r}: use letters, digits, '_', '-', '.'")
+    spec = read_keras(model_path)
+    if reference_names and len(reference_names) == spec.n_features:
+        spec = replace(spec, feature_names=tuple(reference_names))
+    vdir = _version_dir(Path(repo) / name, version, overwrite)
+    artifact = vdir / "model.json"
+    dump_linear_json(spec, artifact)
+    ref_path = _write_reference(vdir, reference, reference_names, spec.n_features)
+    return ExportResult(artifact=artifact, reference=ref_path, backend="native")
 
 
 # ---------------------------------------------------------------------------
@@ -352,7 +388,7 @@ def export_ensemble(
     from sklearn.base import is_classifier
     from sklearn.ensemble import StackingClassifier, StackingRegressor, VotingClassifier
 
-    n_features_of(estimator)
+    n_features = n_features_of(estimator)
     names = [n for n, e in estimator.estimators if not (isinstance(e, str) and e == "drop")]
     fitted = list(estimator.estimators_)
     if len(names) != len(fitted):  # pragma: no cover - scikit-learn keeps them aligned
@@ -405,12 +441,7 @@ def export_ensemble(
         dump_linear_json(final, vdir / "model.json")
     description = f"{type(estimator).__name__} of {len(fitted)}, written by scorewire export"
     (model_dir / "model.toml").write_text(ensemble_toml(config, description), encoding="utf-8")
-    ref_path = None
-    if reference is not None:
-        ref_path = vdir / "reference.json"
-        with open(ref_path, "w", encoding="utf-8") as fh:
-            json.dump(reference_statistics(reference, reference_names), fh, indent=1)
-            fh.write("\n")
+    ref_path = _write_reference(vdir, reference, reference_names, n_features)
     backend = _ensemble_backend(config, results, final)
     return ExportResult(model_dir / "model.toml", ref_path, backend, tuple(results))
 
@@ -464,10 +495,9 @@ def export_file(
     reference_csv: str | os.PathLike[str] | None = None,
     target: str | None = None,
 ) -> ExportResult:
-    """Unpickle ``model_path`` (joblib) — trusted, the user's own file — and export it."""
-    import joblib
-
-    estimator = joblib.load(model_path)  # NOTE: unpickling runs code: the user's own file only
+    """Export the model in ``model_path``, by what the file is: a saved Keras model
+    (``.keras`` zip or HDF5 ``.h5``, read without running anything) or a joblib/pickle
+    file of a fitted scikit-learn estimator — unpickled: trusted, the user's own file."""
     ref = names = None
     if reference_csv is not None:
         names, ref = read_csv_matrix(reference_csv)
@@ -476,4 +506,47 @@ def export_file(
                 raise InvalidInput(f"{os.fspath(reference_csv)}: no column {target!r}")
             keep = [i for i, n in enumerate(names) if n != target]
             names, ref = [names[i] for i in keep], ref[:, keep]
-    return export_estimator(estimator, repo, name, version, ref, names)
+    kind = model_file_kind(model_path)
+    if kind == "keras":
+        return export_keras(model_path, repo, name, version, ref, names)
+    return export_estimator(_unpickle(model_path), repo, name, version, ref, names)
+
+
+#: what ``scorewire export`` reads, for the message that refuses anything else
+SUPPORTED_FILES = (
+    "a joblib or pickle file of a fitted scikit-learn estimator, or a Keras model (.keras, or legacy .h5); "
+    "convert other models to ONNX and put model.onnx in the repository"
+)
+
+#: the first bytes of a pickle (protocol 2+) and of the compressed files joblib writes
+_PICKLE_MAGIC = (b"\x80", b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d\x00\x00", b"\x04\x22\x4d\x18")
+
+
+def model_file_kind(model_path: str | os.PathLike[str]) -> str:
+    """``"keras"`` or ``"pickle"``, by the file's first bytes; anything else is refused
+    in one line naming what export reads."""
+    from .formats.keras import is_keras_file
+
+    with open(model_path, "rb") as fh:
+        head = fh.read(8)
+    label = Path(model_path).name
+    if is_keras_file(head):
+        return "keras"
+    if Path(model_path).suffix.lower() in (".keras", ".h5", ".hdf5"):
+        raise InvalidInput(f"{label}: not a Keras model file (no zip or HDF5 header); scorewire export reads {SUPPORTED_FILES}")
+    if head.startswith(_PICKLE_MAGIC):
+        return "pickle"
+    raise InvalidInput(f"{label}: not a file scorewire export reads; it reads {SUPPORTED_FILES}")
+
+
+def _unpickle(model_path: str | os.PathLike[str]) -> Any:
+    """joblib.load, with a file that is not a pickle of an estimator refused in one line."""
+    import joblib
+
+    label = Path(model_path).name
+    try:
+        return joblib.load(model_path)  # NOTE: unpickling runs code: the user's own file only
+    except ModuleNotFoundError as exc:
+        raise InvalidInput(f"{label}: unpickling needs the module {exc.name!r}, which is not installed") from None
+    except Exception as exc:  # a damaged pickle can raise nearly anything (struct.error, …)
+        raise InvalidInput(f"{label}: not a pickle scorewire export can read ({type(exc).__name__}); it reads {SUPPORTED_FILES}") from None

@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from .errors import DeadlineExceeded, InvalidInput, ModelLoadError, NotFound, Ov
 from .monitoring import monitor as _monitor
 from .monitoring.feedback import FeedbackItem, ItemResult, route_feedback
 from .observability import tracing
+from .observability.infer_stats import InferStats, StatsSnapshot
 from .observability.metrics import version_metrics
 from .repository import ModelEntry, ModelRepository, ModelVersion, State
 from .types import PredictRequest, PredictResponse
@@ -118,6 +120,12 @@ class ScoringService:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
+    def row_limit(self, mv: ModelVersion) -> int:
+        """The most rows a request to ``mv`` may carry (more: Overloaded)."""
+        limit = self.max_batch_rows
+        configured = mv.config.max_batch_rows
+        return configured if configured is not None and configured < limit else limit
+
     def resolve(self, model: str, version: int | None = None) -> ModelVersion:
         """The ready version a request for ``model`` (and ``version``) gets."""
         return self.repository.resolve(model, version)
@@ -125,35 +133,48 @@ class ScoringService:
     async def predict(self, request: PredictRequest, span: Span | None = None) -> PredictResponse:
         """Score one request (see the module docstring). ``span``: the request's
         span when it is sampled, else None."""
+        started = perf_counter_ns()
         mv = self.resolve(request.model, request.version)
         lane = self._lane(mv)
-        X = request.inputs
-        lane.check(X)
-        model = lane.model
-        outputs = model.output_names(request.outputs)  # unknown names fail here, not in a batch
-        if span is not None:
-            tracing.annotate(span, mv.name, mv.version, model.backend, X.shape[0])
-        deadline = request.deadline
-        if deadline is not None and time.monotonic() >= deadline:
-            raise DeadlineExceeded("the deadline passed before scoring started")
-        batcher = lane.batcher
-        if batcher is not None and X.shape[0] < batcher.config.max_batch_rows:  # one as large as a batch would only wait
-            result = await batcher.submit(X, outputs, deadline, span)
-        elif span is not None or self.metrics:
-            result = await self._score_observed(mv, X, outputs, span)
-        elif X.size >= self.offload_min_values:
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._executor, model.predict, X, outputs)
+        try:
+            X = request.inputs
+            lane.check(X)
+            model = lane.model
+            outputs = model.output_names(request.outputs)  # unknown names fail here, not in a batch
+            if span is not None:
+                tracing.annotate(span, mv.name, mv.version, model.backend, X.shape[0])
+            deadline = request.deadline
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded("the deadline passed before scoring started")
+            checked = perf_counter_ns()
+            batcher = lane.batcher
+            batched = batcher is not None and X.shape[0] < batcher.config.max_batch_rows  # one as large as a batch would only wait
+            if batched:
+                assert batcher is not None
+                result = await batcher.submit(X, outputs, deadline, span)
+            elif span is not None or self.metrics:
+                result = await self._score_observed(mv, X, outputs, span)
+            elif X.size >= self.offload_min_values:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._executor, model.predict, X, outputs)
+            else:
+                result = model.predict(X, outputs)
+            scored = perf_counter_ns()
+            monitor = lane.monitor
+            if monitor is not None:
+                if X.size < self.offload_min_values:
+                    monitor.after_predict(X, request.request_id, result)
+                else:  # a large request's rows are sampled on a worker thread, after the answer
+                    monitor.after_predict(X, request.request_id, result, observe=False)
+                    if monitor.drift is not None:
+                        self._background(monitor.drift.observe, X)
+        except Exception:
+            lane.stats.failed(started)
+            raise
+        if batched:
+            lane.stats.answered_batched(X.shape[0], started, checked, scored, perf_counter_ns())
         else:
-            result = model.predict(X, outputs)
-        monitor = lane.monitor
-        if monitor is not None:
-            if X.size < self.offload_min_values:
-                monitor.after_predict(X, request.request_id, result)
-            else:  # a large request's rows are sampled on a worker thread, after the answer
-                monitor.after_predict(X, request.request_id, result, observe=False)
-                if monitor.drift is not None:
-                    self._background(monitor.drift.observe, X)
+            lane.stats.answered_alone(X.shape[0], started, checked, scored, perf_counter_ns())
         return PredictResponse(mv.name, mv.version, result, request.request_id)
 
     async def _score_observed(
@@ -203,6 +224,29 @@ class ScoringService:
             self._background(fn, *args)
             return
         loop.call_soon(_run_logged, fn, args)
+
+    def statistics(self, model: str = "", version: int | None = None) -> list[tuple[ModelVersion, StatsSnapshot]]:
+        """The request statistics of the ready versions of ``model`` (or of one;
+        "": of every model), by name and version: what each has answered since it
+        loaded (see :mod:`scorewire.observability.infer_stats`). NotFound for an
+        unknown model or a version that is not ready."""
+        entries = [self.repository.entry(model)] if model else self.models()
+        out = []
+        for entry in entries:
+            versions = dict(entry.versions)
+            if version is not None:
+                mv = versions.get(version)
+                if mv is None or mv.state is not State.READY:
+                    raise NotFound(f"model {entry.name!r} has no ready version {version}")
+                versions = {version: mv}
+            for v in sorted(versions):
+                mv = versions[v]
+                if mv.state is not State.READY:
+                    continue
+                lane = self._lanes.get(mv)
+                stats = lane.stats if lane is not None else InferStats()
+                out.append((mv, stats.snapshot()))
+        return out
 
     # --------------------------------------------------------- control plane
     def models(self) -> list[ModelEntry]:
@@ -344,7 +388,7 @@ class _Lane:
     properties per request; and the version's batcher. Valid for the version's life
     (a reload makes a new ModelVersion, config and all)."""
 
-    __slots__ = ("batcher", "check_finite", "dtype", "model", "monitor", "n_features", "name", "row_limit")
+    __slots__ = ("batcher", "check_finite", "dtype", "model", "monitor", "n_features", "name", "row_limit", "stats")
 
     def __init__(self, service: ScoringService, mv: ModelVersion) -> None:
         model = mv.model
@@ -355,11 +399,10 @@ class _Lane:
         self.dtype = sig.input.np_dtype
         self.n_features = sig.n_features
         config = mv.config
-        limit = service.max_batch_rows
-        if config.max_batch_rows is not None and config.max_batch_rows < limit:
-            limit = config.max_batch_rows
-        self.row_limit = limit
+        self.row_limit = service.row_limit(mv)
         self.check_finite = config.nan_policy == "reject"
+        #: the version's request statistics (OIP ModelStatistics), shared with its batcher
+        self.stats = InferStats()
         self.batcher: DynamicBatcher | None = None
         if config.batching.enabled_for(model.backend):
             self.batcher = DynamicBatcher(
@@ -369,6 +412,7 @@ class _Lane:
                 executor=service._executor,
                 offload_min_values=service.offload_min_values,
                 metrics=version_metrics(mv.name, mv.version) if service.metrics else None,
+                stats=self.stats,
             )
         monitor = mv.monitor
         if monitor is not None and not monitor.wired:

@@ -9,9 +9,14 @@ This script therefore imports tritonclient, numpy and grpc only — never scorew
 
 PLAN.json names the arrays in ARRAYS.npz and says what to do::
 
-    {"models": [model names: is_model_ready and get_model_metadata for each],
+    {"models": [model names: is_model_ready, get_model_metadata and get_model_config],
      "infer": [{"id", "model", "input", "contents": "raw" | "typed", "outputs": [...]}],
+     "classify": [{"id", "model", "input", "output", "class_count"}],
      "stream": [{"id", "model", "input"}]}
+
+"classify" asks for one output through ``InferRequestedOutput(name, class_count=k)``
+(Triton's classification extension) and reports tritonclient's ``as_numpy`` of it,
+decoded to text. Last, ``get_inference_statistics`` of every model.
 
 "raw" inputs go through ``InferInput.set_data_from_numpy`` (raw_input_contents, the
 tritonclient default); "typed" inputs are set in ``InferTensorContents`` of a
@@ -81,6 +86,14 @@ def result_json(result: grpcclient.InferResult) -> dict[str, Any]:
         "id": response.id,
         "outputs": outputs,
     }
+
+
+def classify(client: grpcclient.InferenceServerClient, case: dict, X: np.ndarray) -> dict[str, Any]:
+    output = grpcclient.InferRequestedOutput(case["output"], class_count=case["class_count"])
+    result = client.infer(case["model"], [raw_input(X)], request_id=case["id"], outputs=[output])
+    out = result.get_output(case["output"])
+    top = result.as_numpy(case["output"])
+    return {**tensor_json(out), "data": [[v.decode() for v in row] for row in top]}
 
 
 def raw_input(X: np.ndarray) -> grpcclient.InferInput:
@@ -156,7 +169,16 @@ def main(addr: str, arrays_path: str, plan_path: str) -> None:
                 )
             else:
                 report["infer"][case["id"]] = infer_typed(stub, case, X)
+        report["model_config"] = {
+            m: capture(lambda m=m: client.get_model_config(m, as_json=True)["config"])
+            for m in plan["models"]
+        }
+        report["classify"] = {
+            case["id"]: capture(lambda case=case: classify(client, case, arrays[case["input"]]))
+            for case in plan.get("classify", [])
+        }
         report["stream"] = stream(client, plan["stream"], arrays)
+        report["statistics"] = capture(lambda: client.get_inference_statistics(as_json=True))
     json.dump(report, sys.stdout)
 
 

@@ -11,7 +11,9 @@ Telemetry: with a :class:`~scorewire.observability.metrics.VersionMetrics`, each
 request's queue wait, each batch's scoring time and rows, and the queue's depth
 in rows are recorded; a request submitted with its (sampled) span gets ``queue``
 and ``score`` spans and a ``batch`` span linked to every sampled request it served
-(recorded after the batch, with its real start and end times).
+(recorded after the batch, with its real start and end times). With an
+:class:`~scorewire.observability.infer_stats.InferStats`, each batch answered adds
+its requests' queue wait and its own durations (merge, score, split) to it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ._merge import merge_inputs, split_outputs
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
+    from ..observability.infer_stats import InferStats
     from ..observability.metrics import VersionMetrics
 
 log = logging.getLogger("scorewire.batching")
@@ -46,7 +49,7 @@ class _Pending:
     outputs: tuple[str, ...]
     future: asyncio.Future[dict[str, np.ndarray]]
     deadline: float | None  # time.monotonic() seconds
-    queued: float  # time.perf_counter() seconds
+    queued: int  # time.perf_counter_ns()
     span: Span | None = None  # the request's span, when sampled
     queued_ns: int = 0  # time.time_ns(), for the span
 
@@ -67,6 +70,7 @@ class DynamicBatcher:
         offload_min_values: int = 16384,
         on_batch: Callable[[int, int], None] | None = None,
         metrics: VersionMetrics | None = None,
+        stats: InferStats | None = None,
     ) -> None:
         self._predict = predict
         self._all = all_outputs
@@ -75,6 +79,7 @@ class DynamicBatcher:
         self._offload_min_values = offload_min_values
         self._on_batch = on_batch
         self._metrics = metrics
+        self._stats = stats
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._wakeup: asyncio.Event | None = None
@@ -114,7 +119,7 @@ class DynamicBatcher:
             self._wakeup = asyncio.Event()
             self._worker = loop.create_task(self._run())
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        pending = _Pending(X, outputs or self._all, future, deadline, time.perf_counter())
+        pending = _Pending(X, outputs or self._all, future, deadline, time.perf_counter_ns())
         if span is not None:
             pending.span = span
             pending.queued_ns = time.time_ns()
@@ -179,10 +184,10 @@ class DynamicBatcher:
 
     async def _score(self, batch: list[_Pending]) -> None:
         metrics = self._metrics
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         if metrics is not None:
             for p in batch:
-                metrics.queue_wait.observe(started - p.queued)
+                metrics.queue_wait.observe((started - p.queued) / 1e9)
         traced = [(p.span, p.queued_ns) for p in batch if p.span is not None]
         started_ns = time.time_ns() if traced else 0
         rows = 0
@@ -190,14 +195,15 @@ class DynamicBatcher:
             X, offsets = merge_inputs([p.X for p in batch])
             rows = X.shape[0]
             names = tuple(dict.fromkeys(n for p in batch for n in p.outputs))
-            scoring = time.perf_counter()
+            scoring = time.perf_counter_ns()
             if X.size >= self._offload_min_values and self._executor is not None:
                 loop = asyncio.get_running_loop()
                 outputs = await loop.run_in_executor(self._executor, self._predict, X, names)
             else:
                 outputs = self._predict(X, names)
+            scored = time.perf_counter_ns()
             if metrics is not None:
-                metrics.scored(time.perf_counter() - scoring, rows)
+                metrics.scored((scored - scoring) / 1e9, rows)
             parts = split_outputs(outputs, offsets, [p.outputs for p in batch])
         except Exception as exc:  # the batch failed: every waiter hears of it
             if not isinstance(exc, ScorewireError):
@@ -208,6 +214,12 @@ class DynamicBatcher:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
+        stats = self._stats
+        if stats is not None:
+            split = time.perf_counter_ns()
+            stats.executed(rows, scoring - started, scored - scoring, split - scored)
+            waited = sum(started - p.queued for p in batch)
+            stats.batch_answered(len(batch), waited, scoring - started, scored - scoring, split - scored)
         if traced:
             tracing.trace_batch(traced, len(batch), rows, started_ns, time.time_ns())
         if self._on_batch is not None:

@@ -3,12 +3,18 @@
 Triton-compatible field numbers, so ``tritonclient[grpc]`` and KServe clients work
 unchanged. Outputs are always returned as ``raw_output_contents`` (what Triton
 does and what tritonclient's ``as_numpy`` reads); inputs may be raw or typed.
+
+Triton's own extensions (see ``_triton``) are served too: ModelConfig,
+ModelStatistics and the ``classification`` parameter of a requested output — what
+Triton's perf_analyzer and clients that read class names need. The RPCs of the
+extensions scorewire has not (shared memory, trace and log settings) answer
+UNIMPLEMENTED, saying what to do instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
@@ -25,16 +31,36 @@ from ._gen.inference import grpc_service_pb2_grpc as oip_grpc
 from ._handlers import raw_request, unary
 from ._scoring import Adapter, serve_stream, serve_unary
 from ._telemetry import RpcTelemetry, version_of
+from ._triton import (
+    NO_SHARED_MEMORY,
+    PLATFORMS,
+    ClassifiedRequest,
+    class_labels,
+    classify,
+    model_config,
+    model_statistics,
+    requested_classification,
+)
 from ._wire import Request
-
-if TYPE_CHECKING:
-    pass
 
 SERVICE = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
+#: the extensions ServerMetadata lists: exactly those served
+EXTENSIONS = [
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "statistics",
+]
 
-PLATFORMS = {"native": "scorewire_native", "onnxruntime": "onnxruntime_onnx", "ensemble": "ensemble"}
-EXTENSIONS = ["model_repository", "model_repository(unload_dependents)"]
+#: what the RPCs of the extensions scorewire has not answer (UNIMPLEMENTED)
+NO_CUDA = "CUDA shared memory is not implemented: scorewire scores on the CPU; send tensors in the request"
+NO_TRACE_SETTINGS = (
+    "trace settings are not implemented: scorewire traces with OpenTelemetry, configured when it starts "
+    "(--trace and the OTEL_* environment variables)"
+)
+NO_LOG_SETTINGS = "log settings are not implemented: set the log level when the server starts (--log-level)"
 
 
 def _version(text: str) -> int | None:
@@ -69,7 +95,15 @@ class OIP(Adapter):
         except InvalidInput as exc:  # raised when the request is answered, under its model
             error = exc
         outputs = tuple(o.name for o in message.outputs)
-        return Request(message.model_name, message.model_version, message.id, outputs, name, X, False, error)
+        try:
+            classification = requested_classification(message)
+        except InvalidInput as exc:  # before the input's: shared memory is why an input is empty
+            classification, error = {}, exc
+        if not classification:
+            return Request(message.model_name, message.model_version, message.id, outputs, name, X, False, error)
+        request = ClassifiedRequest(message.model_name, message.model_version, message.id, outputs, name, X, False, error)
+        request.classification = classification
+        return request
 
     def to_core(self, request: Request, deadline: float | None) -> PredictRequest:
         """The core's request, once the input's name is the model's."""
@@ -80,12 +114,21 @@ class OIP(Adapter):
         expected = mv.model.signature.input.name
         if request.input_name != expected:
             raise InvalidInput(f"model {mv.name!r} has one input, named {expected!r}")
+        if isinstance(request, ClassifiedRequest):
+            request.classes = class_labels(mv.model.signature)
         return PredictRequest(request.model, request.X, mv.version, request.outputs, request.request_id, deadline)
 
     def encode(self, request: Request, result: PredictResponse) -> oip.ModelInferResponse:
+        if isinstance(request, ClassifiedRequest):
+            outputs = dict(result.outputs)
+            for name, k in request.classification.items():
+                outputs[name] = classify(outputs[name], k, request.classes)
+            result = PredictResponse(result.model, result.version, outputs, result.request_id)
         return response_to_oip(request.request_id, result)
 
     def encode_wire(self, request: Request, result: PredictResponse) -> bytes | None:
+        if isinstance(request, ClassifiedRequest):  # BYTES outputs: encode() writes them
+            return None
         return _wire.encode_infer_response(result.model, str(result.version), request.request_id, result.outputs)
 
     def labels(self, request: Request) -> tuple[str, int | None]:
@@ -168,6 +211,50 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     @raw_request
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
         await serve_stream(context, self._calls, self._t_stream, self._oip)
+
+    @unary
+    async def ModelConfig(self, request, context):
+        mv = self.service.resolve(request.name, _version(request.version))
+        return oip.ModelConfigResponse(config=model_config(mv, self.service.row_limit(mv)))
+
+    @unary
+    async def ModelStatistics(self, request, context):
+        if request.version and not request.name:
+            raise InvalidInput("ModelStatistics: a version needs a model name")
+        stats = self.service.statistics(request.name, _version(request.version))
+        return oip.ModelStatisticsResponse(model_stats=[model_statistics(mv, s) for mv, s in stats])
+
+    @unary
+    async def SystemSharedMemoryStatus(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_SHARED_MEMORY)
+
+    @unary
+    async def SystemSharedMemoryRegister(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_SHARED_MEMORY)
+
+    @unary
+    async def SystemSharedMemoryUnregister(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_SHARED_MEMORY)
+
+    @unary
+    async def CudaSharedMemoryStatus(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_CUDA)
+
+    @unary
+    async def CudaSharedMemoryRegister(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_CUDA)
+
+    @unary
+    async def CudaSharedMemoryUnregister(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_CUDA)
+
+    @unary
+    async def TraceSetting(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_TRACE_SETTINGS)
+
+    @unary
+    async def LogSettings(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_LOG_SETTINGS)
 
     @unary
     async def RepositoryIndex(self, request, context):
