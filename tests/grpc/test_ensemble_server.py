@@ -117,7 +117,7 @@ def test_an_ensemble_is_served_as_a_model_of_its_own(server, client, stubs, root
     reason = models.GetModel(pb.GetModelRequest(name="ens"), timeout=30).versions[0].backend_reason
     assert "'lr' v1 (native)" in reason and "'mlp' v1 (onnxruntime)" in reason
     md = oip_stub.ModelMetadata(oip.ModelMetadataRequest(name="ens"), timeout=30)
-    assert md.platform == "ensemble" and md.inputs[0].datatype == "FP64" and list(md.inputs[0].shape) == [-1, D]
+    assert md.platform == "scorewire_ensemble" and md.inputs[0].datatype == "FP64" and list(md.inputs[0].shape) == [-1, D]
     assert oip_stub.ModelReady(oip.ModelReadyRequest(name="ens"), timeout=30).ready
     # 2. scoring: the weighted mean of the members' probabilities, on both protocols
     p = client.predict("ens", X, request_id="ens-batch")
