@@ -93,6 +93,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_file
 
     result = export_file(args.model, args.repo, args.name, args.version, args.reference_data, args.target)
+    for member in result.members:  # an ensemble's: its members first
+        print(f"wrote {member.artifact} ({member.backend} backend)")
+        if member.reference:
+            print(f"wrote {member.reference}")
     print(f"wrote {result.artifact} ({result.backend} backend)")
     if result.reference:
         print(f"wrote {result.reference}")
@@ -320,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a fitted scikit-learn estimator or pipeline (a joblib file) into "
         "model.json (linear models, scalers folded in) or model.onnx (everything else), or a "
         "saved Keras model (.keras, or legacy .h5) whose network is linear into model.json, "
-        "plus reference statistics for drift monitoring. WARNING: a joblib file this UNPICKLES, "
+        "plus reference statistics for drift monitoring. A VotingClassifier, VotingRegressor, "
+        "StackingClassifier or StackingRegressor becomes an ensemble over one member model per "
+        "estimator, named NAME-<estimator name>. WARNING: a joblib file this UNPICKLES, "
         "which runs code from it: export only files you trust (your own). A Keras file is "
         "read, never run. The server never loads pickles.",
     )

@@ -49,10 +49,12 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends.loader import Model, find_artifact, load_model
+from .backends.ensemble import Member, build_ensemble
+from .backends.loader import ARTIFACTS, Model, find_artifact, load_model
 from .backends.native import default_n_threads
 from .errors import ModelLoadError, NotFound, ScorewireError, Unavailable
 from .formats.files import DEFAULT_MAX_MODEL_MB, ModelFiles
+from .formats.linear_json import load_linear_json
 from .formats.model_toml import ModelConfig, load_model_config
 from .monitoring.monitor import VersionMonitor
 
@@ -98,6 +100,8 @@ class ModelVersion:
     fingerprint: tuple[Hashable, ...] = field(default=(), repr=False)
     #: set once the repository no longer serves it, before its retire listeners run
     retired: bool = field(default=False, repr=False)
+    #: an ensemble's version: the member versions it was built from (see "ensembles")
+    members: tuple[ModelVersion, ...] = field(default=(), repr=False)
 
 
 @dataclass
@@ -185,6 +189,7 @@ class ModelRepository:
         self._on_retire.append(listener)
 
     def _retire(self, versions: Iterable[ModelVersion]) -> None:
+        names = []
         for mv in versions:
             mv.retired = True
             for listener in self._on_retire:
@@ -192,6 +197,9 @@ class ModelRepository:
                     listener(mv)
                 except Exception:
                     log.exception("model %s version %d: a retire listener failed", mv.name, mv.version)
+            names.append(mv.name)
+        for name in dict.fromkeys(names):
+            self._refresh_ensembles(name)
 
     # ------------------------------------------------------------- discovery
     def model_names(self) -> list[str]:
@@ -226,9 +234,13 @@ class ModelRepository:
 
     # --------------------------------------------------------------- loading
     def load_all(self) -> None:
-        """Load every model in the repository (errors are recorded, not raised)."""
-        for name in self.model_names():
-            self.load(name)
+        """Load every model in the repository (errors are recorded, not raised);
+        ensembles after the models they are made of."""
+        entries = [self.prepare(name) for name in self.model_names()]
+        for entry in sorted(entries, key=lambda e: e.config.ensemble is not None):
+            for v in list(entry.pending):
+                self.load_version(entry, v)
+            self.finish(entry)
 
     def prepare(self, name: str, reuse: bool = False) -> ModelEntry:
         """Read a model's config and mark the versions it will serve as LOADING
@@ -343,10 +355,14 @@ class ModelRepository:
         path = entry.path / str(version)
         started = time.monotonic()
         fingerprint = version_fingerprint(path)  # before reading: a change meanwhile reads it again later
+        members: tuple[ModelVersion, ...] = ()
         try:
             self.files.check_inside(path)
-            artifact = find_artifact(path)
-            model = load_model(artifact, backend=entry.config.backend, n_threads=self.n_threads, files=self.files)
+            if entry.config.ensemble is not None:
+                model, members = self._load_ensemble(entry, path)
+            else:
+                artifact = find_artifact(path)
+                model = load_model(artifact, backend=entry.config.backend, n_threads=self.n_threads, files=self.files)
             # reference.json, when there is one: a malformed one fails the load like a bad artifact
             monitor = VersionMonitor.for_version(path, model, entry.config.nan_policy, self.files)
         except ScorewireError as exc:
@@ -363,7 +379,7 @@ class ModelRepository:
         else:
             mv = ModelVersion(
                 entry.name, version, path, State.READY, model=model, loaded_at=time.time(), config=entry.config,
-                monitor=monitor, fingerprint=fingerprint,
+                monitor=monitor, fingerprint=fingerprint, members=members,
             )  # fmt: skip
             reason = model.native_reason
             log.info(
@@ -379,6 +395,8 @@ class ModelRepository:
                 entry.refresh()
         if replaced is not None:
             self._retire([replaced])
+        if mv.state is State.READY:
+            self._refresh_ensembles(entry.name)
         return mv
 
     def add_model(
@@ -400,6 +418,7 @@ class ModelRepository:
             entry.refresh()
         if replaced is not None:
             self._retire([replaced])
+        self._refresh_ensembles(name)
         return mv
 
     def unload(self, name: str) -> None:
@@ -410,6 +429,83 @@ class ModelRepository:
         if entry is None:
             raise NotFound(f"no model named {name!r} is loaded")
         self._retire(list(entry.versions.values()))
+
+    # ------------------------------------------------------------- ensembles
+    # An ensemble version is built from the member versions ready when it loads, and
+    # keeps them (ModelVersion.members): a folded ensemble holds their weights. When
+    # one of them stops being served (unloaded, replaced by a reload, dropped by its
+    # version policy) the ensemble version is loaded again at once: on the member's
+    # replacement, or, with none ready, recorded FAILED with an error naming the
+    # member (health NOT_SERVING, requests UNAVAILABLE). When a member turns ready
+    # (LoadModel), every ensemble version that names it and is not ready is loaded
+    # again. Members are models, never ensembles, so this goes one level deep.
+
+    def ensembles_of(self, member: str) -> list[str]:
+        """The ensembles whose model.toml names ``member`` as a member."""
+        with self._lock:
+            return [e.name for e in self._entries.values()
+                    if e.config.ensemble is not None and member in e.config.ensemble.member_names]  # fmt: skip
+
+    def _load_ensemble(self, entry: ModelEntry, path: Path) -> tuple[Model, tuple[ModelVersion, ...]]:
+        """An ensemble version's model over its members' ready versions, and those."""
+        ensemble = entry.config.ensemble
+        assert ensemble is not None
+        if entry.config.backend != "auto":
+            raise ModelLoadError(f"{entry.path / 'model.toml'}: \"backend\" does not apply to an ensemble")
+        found = [p.name for p in (path / name for name in ARTIFACTS) if p.is_file()]
+        final = ensemble.final
+        if ensemble.combiner == "stack" and final is None and "model.json" in found:
+            final = load_linear_json(path / "model.json", self.files)
+            found.remove("model.json")
+        if found:
+            inline = " (its final model is in model.toml)" if ensemble.final is not None else ""
+            raise ModelLoadError(f"{path}: the version directory of an ensemble holds no {', '.join(found)}{inline}")
+        pinned = []
+        for m in ensemble.members:
+            try:
+                if self.entry(m.model).config.ensemble is not None:
+                    raise ModelLoadError("it is an ensemble (members must be models)")
+                pinned.append(self.resolve(m.model, m.version))
+            except ScorewireError as exc:
+                raise ModelLoadError(f"{path}: member {m.describe()} cannot be used: {exc.message}") from None
+        members = [Member(mv.name, mv.version, mv.model, m) for mv, m in zip(pinned, ensemble.members, strict=True)
+                   if mv.model is not None]  # fmt: skip
+        try:
+            model = build_ensemble(ensemble, members, final, self.n_threads)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{path}: {exc.message}") from None
+        return model, tuple(pinned)
+
+    def _refresh_ensembles(self, member: str) -> None:
+        """``member`` changed: load again each version of an ensemble naming it that
+        no longer stands on its members' current ready versions, or is not ready."""
+        with self._lock:
+            changed = self._entries.get(member)
+            if changed is not None and changed.config.ensemble is not None:
+                return  # no ensemble is made of an ensemble
+            dependents = [e for e in self._entries.values()
+                          if e.config.ensemble is not None and member in e.config.ensemble.member_names]  # fmt: skip
+        for entry in dependents:
+            for version, mv in list(entry.versions.items()):
+                if mv.state is State.LOADING or (mv.state is State.READY and self._members_current(mv)):
+                    continue
+                log.info("ensemble %s version %d: member %s changed, loading it again", entry.name, version, member)
+                self.load_version(entry, version)
+
+    def _members_current(self, mv: ModelVersion) -> bool:
+        """True while each member version ``mv`` stands on is still the one its
+        member resolves to, and ready."""
+        ensemble = mv.config.ensemble
+        if ensemble is None:
+            return True
+        for m, pinned in zip(ensemble.members, mv.members, strict=True):
+            entry = self._entries.get(m.model)
+            if entry is None or pinned.state is not State.READY:
+                return False
+            now = entry.newest_ready if m.version is None else entry.versions.get(m.version)
+            if now is not pinned:
+                return False
+        return True
 
     # -------------------------------------------------------------- serving
     def entries(self) -> list[ModelEntry]:

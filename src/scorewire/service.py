@@ -340,12 +340,14 @@ class ScoringService:
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(model)`` on the event loop after :meth:`load` or
-        :meth:`unload` changed ``model`` (the server updates its health then)."""
+        :meth:`unload` changed ``model`` — and for each ensemble made of ``model``,
+        which the repository loaded again with it (the server updates its health then)."""
         self._on_change.append(listener)
 
     def _changed(self, model: str) -> None:
-        for listener in self._on_change:
-            listener(model)
+        for name in (model, *self.repository.ensembles_of(model)):
+            for listener in self._on_change:
+                listener(name)
 
     async def load(self, model: str, reuse: bool = False) -> ModelEntry:
         """(Re)load ``model`` from the repository, on a worker thread; its served

@@ -42,6 +42,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ModelLoadError
+from .ensemble import EnsembleConfig, parse_ensemble
 from .files import DEFAULT, ModelFiles, quoted
 
 BACKENDS = ("auto", "native", "onnxruntime")
@@ -183,6 +184,8 @@ class ModelConfig:
     batching: BatchConfig = field(default_factory=BatchConfig)
     extra: dict[str, Any] = field(default_factory=dict)
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
+    #: ``[ensemble]``: the model is made of other models (see scorewire.formats.ensemble)
+    ensemble: EnsembleConfig | None = None
 
     def same_versions(self, other: ModelConfig) -> bool:
         """True when a version loaded under ``other`` would load the same under this
@@ -192,6 +195,8 @@ class ModelConfig:
 
 
 _TOP_KEYS = {"backend", "nan_policy", "max_batch_rows", "description", "version_policy", "batching", "traffic"}
+#: the ensemble section (scorewire.formats.ensemble)
+_ENSEMBLE = "ensemble"
 #: sections that other parts of the server read (drift, ...)
 _SECTIONS = {"drift", "monitoring"}
 
@@ -201,7 +206,7 @@ def parse_model_config(data: bytes, source: str = "model.toml") -> ModelConfig:
         doc = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelLoadError(f"{source}: not valid TOML ({str(exc)[:120]})") from None
-    unknown = sorted(set(doc) - _TOP_KEYS - _SECTIONS)
+    unknown = sorted(set(doc) - _TOP_KEYS - _SECTIONS - {_ENSEMBLE})
     if unknown:
         raise ModelLoadError(f"{source}: unknown key(s) {', '.join(quoted(k) for k in unknown[:5])}")
 
@@ -246,6 +251,7 @@ def parse_model_config(data: bytes, source: str = "model.toml") -> ModelConfig:
         version_policy=VersionPolicy(policy, count, tuple(versions)),
         extra={k: doc[k] for k in _SECTIONS if k in doc},
         traffic=TrafficConfig.from_toml(doc.get("traffic", {}), source),
+        ensemble=parse_ensemble(doc[_ENSEMBLE], source) if _ENSEMBLE in doc else None,
     )
 
 

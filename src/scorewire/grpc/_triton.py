@@ -29,10 +29,13 @@ from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import model_config_pb2 as mc
 from ._wire import Request
 
-#: scorewire's backends as Triton names a platform (what ModelMetadata says too)
-PLATFORMS = {"native": "scorewire_native", "onnxruntime": "onnxruntime_onnx"}
+#: scorewire's backends as Triton names a platform (what ModelMetadata says too).
+#: NOTE: an ensemble is not Triton's platform "ensemble", a pipeline of steps its
+#: ModelConfig must list (perf_analyzer reads them, and crashes on none): it is one
+#: model that combines its members
+PLATFORMS = {"native": "scorewire_native", "onnxruntime": "onnxruntime_onnx", "ensemble": "scorewire_ensemble"}
 #: ... and as Triton names a backend
-BACKENDS = {"native": "scorewire_native", "onnxruntime": "onnxruntime"}
+BACKENDS = {"native": "scorewire_native", "onnxruntime": "onnxruntime", "ensemble": "scorewire_ensemble"}
 
 _DATA_TYPES = {
     "float32": mc.TYPE_FP32,

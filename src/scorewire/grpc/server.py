@@ -330,7 +330,9 @@ class Server:
             self.repository.finish(entry)  # retires what it no longer serves (a repository loaded before)
             self._update_model_health(entry.name)  # each model as soon as it is ready
 
-        await asyncio.gather(*(load(e) for e in entries))
+        # ensembles once the models they are made of are loaded
+        await asyncio.gather(*(load(e) for e in entries if e.config.ensemble is None))
+        await asyncio.gather(*(load(e) for e in entries if e.config.ensemble is not None))
         self._loaded = True
         await self._update_server_health()
         ready = [e.name for e in self.repository.entries() if e.state is State.READY]
