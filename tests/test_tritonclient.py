@@ -44,6 +44,8 @@ from .servers import server_process
 CLIENT = Path(__file__).parent / "clients" / "triton_client.py"
 MODELS = {"bc": "breast-cancer", "iris": "iris-forest"}  # array name → the model it is for
 ALL_OUTPUTS = {"bc": ["label", "probabilities", "decision"], "iris": ["label", "probabilities"]}
+#: the outputs a model serves only when asked for them by name (native models' explanations)
+BY_NAME = {"bc": ["contributions", "base_value"], "iris": []}
 DATATYPE = {"int64": "INT64", "float64": "FP64", "float32": "FP32"}  # numpy → OIP
 
 # request id → (array, contents, requested outputs); [] asks for every output
@@ -51,6 +53,7 @@ INFER = {
     "bc-raw": ("bc", "raw", []),
     "bc-raw-probabilities": ("bc", "raw", ["probabilities"]),
     "bc-typed": ("bc", "typed", ["decision", "label"]),
+    "bc-raw-explained": ("bc", "raw", ["decision", "contributions", "base_value"]),
     "iris-raw": ("iris", "raw", []),
     "iris-typed": ("iris", "typed", ["probabilities"]),
 }
@@ -139,7 +142,7 @@ def assert_result_matches(
     echoed = (result["model_name"], result["model_version"], result["id"])
     assert echoed == (MODELS[key], "1", request_id)
     assert sorted(result["outputs"]) == sorted(outputs or ALL_OUTPUTS[key])
-    want = model.predict(X)
+    want = model.predict(X, outputs or None)
     for name, got in result["outputs"].items():
         expected = want[name]
         assert got["datatype"] == DATATYPE[expected.dtype.name]
@@ -212,7 +215,7 @@ def test_model_metadata(report, models, key):
     assert meta["outputs"] == [
         {"name": o.name, "datatype": DATATYPE[o.dtype], "shape": list(o.shape)} for o in sig.outputs
     ]
-    assert [o["name"] for o in meta["outputs"]] == ALL_OUTPUTS[key]
+    assert [o["name"] for o in meta["outputs"]] == ALL_OUTPUTS[key] + BY_NAME[key]
     expected_input = {"bc": ("FP64", [-1, 30]), "iris": ("FP32", [-1, 4])}[key]
     assert (meta["inputs"][0]["datatype"], meta["inputs"][0]["shape"]) == expected_input
 

@@ -40,7 +40,7 @@ from .monitoring.feedback import FeedbackItem, ItemResult, route_feedback
 from .observability import tracing
 from .observability.metrics import version_metrics
 from .repository import ModelEntry, ModelRepository, ModelVersion, State
-from .types import PredictRequest, PredictResponse
+from .types import BASE_VALUE, PredictRequest, PredictResponse
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -367,6 +367,7 @@ class _Lane:
                 executor=service._executor,
                 offload_min_values=service.offload_min_values,
                 metrics=version_metrics(mv.name, mv.version) if service.metrics else None,
+                whole_outputs=frozenset(o.name for o in sig.outputs if o.role == BASE_VALUE),
             )
         monitor = mv.monitor
         if monitor is not None and not monitor.wired:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cscorewire/v1/scorewire.proto\x12\x0cscorewire.v1\"\xbb\x01\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.scorewire.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\x12\x14\n\x0c\x66loat_values\x18\x04 \x03(\x02\x12\x15\n\rdouble_values\x18\x05 \x03(\x01\x12\x14\n\x0cint32_values\x18\x06 \x03(\x05\x12\x14\n\x0cint64_values\x18\x07 \x03(\x03\x12\x15\n\rstring_values\x18\x08 \x03(\t\"z\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12#\n\x05input\x18\x03 \x01(\x0b\x32\x14.scorewire.v1.Tensor\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xc8\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12;\n\x07outputs\x18\x04 \x03(\x0b\x32*.scorewire.v1.PredictResponse.OutputsEntry\x1a\x44\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.scorewire.v1.Tensor:\x02\x38\x01\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8e\x01\n\x15PredictStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x31\n\x08response\x18\x02 \x01(\x0b\x32\x1d.scorewire.v1.PredictResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.scorewire.v1.ErrorH\x00\x42\x08\n\x06result\"K\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x05items\x18\x02 \x03(\x0b\x32\x1a.scorewire.v1.FeedbackItem\"G\n\x0c\x46\x65\x65\x64\x62\x61\x63kItem\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12#\n\x05truth\x18\x02 \x01(\x0b\x32\x14.scorewire.v1.Tensor\"v\n\x0e\x46\x65\x65\x64\x62\x61\x63kResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12.\n\x07outcome\x18\x02 \x01(\x0e\x32\x1d.scorewire.v1.FeedbackOutcome\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0f\n\x07message\x18\x04 \x01(\t\"\x98\x01\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.scorewire.v1.FeedbackResult\x12\x0f\n\x07matched\x18\x02 \x01(\x03\x12\x0f\n\x07unknown\x18\x03 \x01(\x03\x12\x0f\n\x07\x65xpired\x18\x04 \x01(\x03\x12\x11\n\tduplicate\x18\x05 \x01(\x03\x12\x0f\n\x07invalid\x18\x06 \x01(\x03\"^\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x64type\x18\x02 \x01(\x0e\x32\x16.scorewire.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04role\x18\x04 \x01(\t\"\x95\x01\n\tSignature\x12\'\n\x05input\x18\x01 \x01(\x0b\x32\x18.scorewire.v1.TensorInfo\x12)\n\x07outputs\x18\x02 \x03(\x0b\x32\x18.scorewire.v1.TensorInfo\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x05 \x03(\t\"\xab\x01\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.scorewire.v1.ModelState\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12*\n\tsignature\x18\x05 \x01(\x0b\x32\x17.scorewire.v1.Signature\x12\x16\n\x0e\x62\x61\x63kend_reason\x18\x06 \x01(\t\"\xa5\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.scorewire.v1.ModelState\x12+\n\x08versions\x18\x03 \x03(\x0b\x32\x19.scorewire.v1.VersionInfo\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x10\n\x08warnings\x18\x06 \x03(\t\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.scorewire.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse\"5\n\x14GetModelStatsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"H\n\nModelStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x08versions\x18\x02 \x03(\x0b\x32\x1a.scorewire.v1.VersionStats\"\xce\x01\n\x0cVersionStats\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.scorewire.v1.ModelState\x12,\n\x08requests\x18\x03 \x01(\x0b\x32\x1a.scorewire.v1.RequestStats\x12\'\n\x05\x64rift\x18\x04 \x01(\x0b\x32\x18.scorewire.v1.DriftStats\x12-\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x05 \x01(\x0b\x32\x1b.scorewire.v1.FeedbackStats\"\xae\x01\n\x0cRequestStats\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x19\n\x11latency_available\x18\x03 \x01(\x08\x12\x10\n\x08\x61nswered\x18\x04 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x03\x12\x16\n\x0elatency_mean_s\x18\x06 \x01(\x01\x12\x15\n\rlatency_p50_s\x18\x07 \x01(\x01\x12\x15\n\rlatency_p99_s\x18\x08 \x01(\x01\"\xd6\x01\n\nDriftStats\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12*\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x18.scorewire.v1.FeaturePsi\x12\x14\n\x0csampled_rows\x18\x03 \x01(\x03\x12\x16\n\x0e\x65stimated_rows\x18\x04 \x01(\x01\x12\x10\n\x08window_s\x18\x05 \x01(\x01\x12\x17\n\x0f\x61lert_threshold\x18\x06 \x01(\x01\x12\x1a\n\x12moderate_threshold\x18\x07 \x01(\x01\x12\x14\n\x0csample_every\x18\x08 \x01(\x03\"\'\n\nFeaturePsi\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03psi\x18\x02 \x01(\x01\"\x92\x02\n\rFeedbackStats\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x13\n\x0bwindow_rows\x18\x02 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x03 \x01(\x01\x12\x10\n\x08log_loss\x18\x04 \x01(\x01\x12\x0f\n\x07roc_auc\x18\x05 \x01(\x01\x12\x0c\n\x04rmse\x18\x06 \x01(\x01\x12\x0b\n\x03mae\x18\x07 \x01(\x01\x12\x10\n\x08recorded\x18\x08 \x01(\x03\x12\x0f\n\x07pending\x18\t \x01(\x03\x12\x0f\n\x07matched\x18\n \x01(\x03\x12\x14\n\x0cmatched_rows\x18\x0b \x01(\x03\x12\x0f\n\x07unknown\x18\x0c \x01(\x03\x12\x0f\n\x07\x65xpired\x18\r \x01(\x03\x12\x11\n\tduplicate\x18\x0e \x01(\x03\x12\x0f\n\x07invalid\x18\x0f \x01(\x03*a\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT64\x10\x02\x12\t\n\x05INT32\x10\x03\x12\t\n\x05INT64\x10\x04\x12\n\n\x06STRING\x10\x05*y\n\x0f\x46\x65\x65\x64\x62\x61\x63kOutcome\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07MATCHED\x10\x01\x12\x0e\n\nUNKNOWN_ID\x10\x02\x12\x0b\n\x07\x45XPIRED\x10\x03\x12\r\n\tDUPLICATE\x10\x04\x12\x0b\n\x07INVALID\x10\x05*[\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\t\n\x05READY\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x0c\n\x08UNLOADED\x10\x04\x32\xfb\x01\n\x0ePredictService\x12\x46\n\x07Predict\x12\x1c.scorewire.v1.PredictRequest\x1a\x1d.scorewire.v1.PredictResponse\x12V\n\rPredictStream\x12\x1c.scorewire.v1.PredictRequest\x1a#.scorewire.v1.PredictStreamResponse(\x01\x30\x01\x12I\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1d.scorewire.v1.FeedbackRequest\x1a\x1e.scorewire.v1.FeedbackResponse2\x8c\x03\n\x0cModelService\x12O\n\nListModels\x12\x1f.scorewire.v1.ListModelsRequest\x1a .scorewire.v1.ListModelsResponse\x12\x42\n\x08GetModel\x12\x1d.scorewire.v1.GetModelRequest\x1a\x17.scorewire.v1.ModelInfo\x12\x44\n\tLoadModel\x12\x1e.scorewire.v1.LoadModelRequest\x1a\x17.scorewire.v1.ModelInfo\x12R\n\x0bUnloadModel\x12 .scorewire.v1.UnloadModelRequest\x1a!.scorewire.v1.UnloadModelResponse\x12M\n\rGetModelStats\x12\".scorewire.v1.GetModelStatsRequest\x1a\x18.scorewire.v1.ModelStatsB.\n\x10\x64\x65v.scorewire.v1P\x01Z\x18scorewire/v1;scorewirev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cscorewire/v1/scorewire.proto\x12\x0cscorewire.v1\"\xbb\x01\n\x06Tensor\x12%\n\x05\x64type\x18\x01 \x01(\x0e\x32\x16.scorewire.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0b\n\x03raw\x18\x03 \x01(\x0c\x12\x14\n\x0c\x66loat_values\x18\x04 \x03(\x02\x12\x15\n\rdouble_values\x18\x05 \x03(\x01\x12\x14\n\x0cint32_values\x18\x06 \x03(\x05\x12\x14\n\x0cint64_values\x18\x07 \x03(\x03\x12\x15\n\rstring_values\x18\x08 \x03(\t\"z\n\x0ePredictRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12#\n\x05input\x18\x03 \x01(\x0b\x32\x14.scorewire.v1.Tensor\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xc8\x01\n\x0fPredictResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12;\n\x07outputs\x18\x04 \x03(\x0b\x32*.scorewire.v1.PredictResponse.OutputsEntry\x1a\x44\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.scorewire.v1.Tensor:\x02\x38\x01\"&\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8e\x01\n\x15PredictStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x31\n\x08response\x18\x02 \x01(\x0b\x32\x1d.scorewire.v1.PredictResponseH\x00\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x13.scorewire.v1.ErrorH\x00\x42\x08\n\x06result\"K\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12)\n\x05items\x18\x02 \x03(\x0b\x32\x1a.scorewire.v1.FeedbackItem\"G\n\x0c\x46\x65\x65\x64\x62\x61\x63kItem\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12#\n\x05truth\x18\x02 \x01(\x0b\x32\x14.scorewire.v1.Tensor\"v\n\x0e\x46\x65\x65\x64\x62\x61\x63kResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12.\n\x07outcome\x18\x02 \x01(\x0e\x32\x1d.scorewire.v1.FeedbackOutcome\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0f\n\x07message\x18\x04 \x01(\t\"\x98\x01\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.scorewire.v1.FeedbackResult\x12\x0f\n\x07matched\x18\x02 \x01(\x03\x12\x0f\n\x07unknown\x18\x03 \x01(\x03\x12\x0f\n\x07\x65xpired\x18\x04 \x01(\x03\x12\x11\n\tduplicate\x18\x05 \x01(\x03\x12\x0f\n\x07invalid\x18\x06 \x01(\x03\"^\n\nTensorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x64type\x18\x02 \x01(\x0e\x32\x16.scorewire.v1.DataType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04role\x18\x04 \x01(\t\"\xb3\x01\n\tSignature\x12\'\n\x05input\x18\x01 \x01(\x0b\x32\x18.scorewire.v1.TensorInfo\x12)\n\x07outputs\x18\x02 \x03(\x0b\x32\x18.scorewire.v1.TensorInfo\x12\x15\n\rfeature_names\x18\x03 \x03(\t\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x05 \x03(\t\x12\x1c\n\x14\x65xplanation_baseline\x18\x06 \x01(\t\"\xab\x01\n\x0bVersionInfo\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.scorewire.v1.ModelState\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12*\n\tsignature\x18\x05 \x01(\x0b\x32\x17.scorewire.v1.Signature\x12\x16\n\x0e\x62\x61\x63kend_reason\x18\x06 \x01(\t\"\xa5\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.scorewire.v1.ModelState\x12+\n\x08versions\x18\x03 \x03(\x0b\x32\x19.scorewire.v1.VersionInfo\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x10\n\x08warnings\x18\x06 \x03(\t\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.scorewire.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\" \n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse\"5\n\x14GetModelStatsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"H\n\nModelStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12,\n\x08versions\x18\x02 \x03(\x0b\x32\x1a.scorewire.v1.VersionStats\"\xce\x01\n\x0cVersionStats\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.scorewire.v1.ModelState\x12,\n\x08requests\x18\x03 \x01(\x0b\x32\x1a.scorewire.v1.RequestStats\x12\'\n\x05\x64rift\x18\x04 \x01(\x0b\x32\x18.scorewire.v1.DriftStats\x12-\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x05 \x01(\x0b\x32\x1b.scorewire.v1.FeedbackStats\"\xae\x01\n\x0cRequestStats\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x19\n\x11latency_available\x18\x03 \x01(\x08\x12\x10\n\x08\x61nswered\x18\x04 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x03\x12\x16\n\x0elatency_mean_s\x18\x06 \x01(\x01\x12\x15\n\rlatency_p50_s\x18\x07 \x01(\x01\x12\x15\n\rlatency_p99_s\x18\x08 \x01(\x01\"\xd6\x01\n\nDriftStats\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12*\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x18.scorewire.v1.FeaturePsi\x12\x14\n\x0csampled_rows\x18\x03 \x01(\x03\x12\x16\n\x0e\x65stimated_rows\x18\x04 \x01(\x01\x12\x10\n\x08window_s\x18\x05 \x01(\x01\x12\x17\n\x0f\x61lert_threshold\x18\x06 \x01(\x01\x12\x1a\n\x12moderate_threshold\x18\x07 \x01(\x01\x12\x14\n\x0csample_every\x18\x08 \x01(\x03\"\'\n\nFeaturePsi\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03psi\x18\x02 \x01(\x01\"\x92\x02\n\rFeedbackStats\x12\x0c\n\x04task\x18\x01 \x01(\t\x12\x13\n\x0bwindow_rows\x18\x02 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x03 \x01(\x01\x12\x10\n\x08log_loss\x18\x04 \x01(\x01\x12\x0f\n\x07roc_auc\x18\x05 \x01(\x01\x12\x0c\n\x04rmse\x18\x06 \x01(\x01\x12\x0b\n\x03mae\x18\x07 \x01(\x01\x12\x10\n\x08recorded\x18\x08 \x01(\x03\x12\x0f\n\x07pending\x18\t \x01(\x03\x12\x0f\n\x07matched\x18\n \x01(\x03\x12\x14\n\x0cmatched_rows\x18\x0b \x01(\x03\x12\x0f\n\x07unknown\x18\x0c \x01(\x03\x12\x0f\n\x07\x65xpired\x18\r \x01(\x03\x12\x11\n\tduplicate\x18\x0e \x01(\x03\x12\x0f\n\x07invalid\x18\x0f \x01(\x03*a\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT64\x10\x02\x12\t\n\x05INT32\x10\x03\x12\t\n\x05INT64\x10\x04\x12\n\n\x06STRING\x10\x05*y\n\x0f\x46\x65\x65\x64\x62\x61\x63kOutcome\x12 \n\x1c\x46\x45\x45\x44\x42\x41\x43K_OUTCOME_UNSPECIFIED\x10\x00\x12\x0b\n\x07MATCHED\x10\x01\x12\x0e\n\nUNKNOWN_ID\x10\x02\x12\x0b\n\x07\x45XPIRED\x10\x03\x12\r\n\tDUPLICATE\x10\x04\x12\x0b\n\x07INVALID\x10\x05*[\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\t\n\x05READY\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x12\x0c\n\x08UNLOADED\x10\x04\x32\xfb\x01\n\x0ePredictService\x12\x46\n\x07Predict\x12\x1c.scorewire.v1.PredictRequest\x1a\x1d.scorewire.v1.PredictResponse\x12V\n\rPredictStream\x12\x1c.scorewire.v1.PredictRequest\x1a#.scorewire.v1.PredictStreamResponse(\x01\x30\x01\x12I\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1d.scorewire.v1.FeedbackRequest\x1a\x1e.scorewire.v1.FeedbackResponse2\x8c\x03\n\x0cModelService\x12O\n\nListModels\x12\x1f.scorewire.v1.ListModelsRequest\x1a .scorewire.v1.ListModelsResponse\x12\x42\n\x08GetModel\x12\x1d.scorewire.v1.GetModelRequest\x1a\x17.scorewire.v1.ModelInfo\x12\x44\n\tLoadModel\x12\x1e.scorewire.v1.LoadModelRequest\x1a\x17.scorewire.v1.ModelInfo\x12R\n\x0bUnloadModel\x12 .scorewire.v1.UnloadModelRequest\x1a!.scorewire.v1.UnloadModelResponse\x12M\n\rGetModelStats\x12\".scorewire.v1.GetModelStatsRequest\x1a\x18.scorewire.v1.ModelStatsB.\n\x10\x64\x65v.scorewire.v1P\x01Z\x18scorewire/v1;scorewirev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\020dev.scorewire.v1P\001Z\030scorewire/v1;scorewirev1'
   _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._loaded_options = None
   _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_options = b'8\001'
-  _globals['_DATATYPE']._serialized_start=3023
-  _globals['_DATATYPE']._serialized_end=3120
-  _globals['_FEEDBACKOUTCOME']._serialized_start=3122
-  _globals['_FEEDBACKOUTCOME']._serialized_end=3243
-  _globals['_MODELSTATE']._serialized_start=3245
-  _globals['_MODELSTATE']._serialized_end=3336
+  _globals['_DATATYPE']._serialized_start=3053
+  _globals['_DATATYPE']._serialized_end=3150
+  _globals['_FEEDBACKOUTCOME']._serialized_start=3152
+  _globals['_FEEDBACKOUTCOME']._serialized_end=3273
+  _globals['_MODELSTATE']._serialized_start=3275
+  _globals['_MODELSTATE']._serialized_end=3366
   _globals['_TENSOR']._serialized_start=47
   _globals['_TENSOR']._serialized_end=234
   _globals['_PREDICTREQUEST']._serialized_start=236
@@ -63,39 +63,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSORINFO']._serialized_start=1173
   _globals['_TENSORINFO']._serialized_end=1267
   _globals['_SIGNATURE']._serialized_start=1270
-  _globals['_SIGNATURE']._serialized_end=1419
-  _globals['_VERSIONINFO']._serialized_start=1422
-  _globals['_VERSIONINFO']._serialized_end=1593
-  _globals['_MODELINFO']._serialized_start=1596
-  _globals['_MODELINFO']._serialized_end=1761
-  _globals['_LISTMODELSREQUEST']._serialized_start=1763
-  _globals['_LISTMODELSREQUEST']._serialized_end=1782
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1784
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1845
-  _globals['_GETMODELREQUEST']._serialized_start=1847
-  _globals['_GETMODELREQUEST']._serialized_end=1878
-  _globals['_LOADMODELREQUEST']._serialized_start=1880
-  _globals['_LOADMODELREQUEST']._serialized_end=1912
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1914
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1948
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1950
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1971
-  _globals['_GETMODELSTATSREQUEST']._serialized_start=1973
-  _globals['_GETMODELSTATSREQUEST']._serialized_end=2026
-  _globals['_MODELSTATS']._serialized_start=2028
-  _globals['_MODELSTATS']._serialized_end=2100
-  _globals['_VERSIONSTATS']._serialized_start=2103
-  _globals['_VERSIONSTATS']._serialized_end=2309
-  _globals['_REQUESTSTATS']._serialized_start=2312
-  _globals['_REQUESTSTATS']._serialized_end=2486
-  _globals['_DRIFTSTATS']._serialized_start=2489
-  _globals['_DRIFTSTATS']._serialized_end=2703
-  _globals['_FEATUREPSI']._serialized_start=2705
-  _globals['_FEATUREPSI']._serialized_end=2744
-  _globals['_FEEDBACKSTATS']._serialized_start=2747
-  _globals['_FEEDBACKSTATS']._serialized_end=3021
-  _globals['_PREDICTSERVICE']._serialized_start=3339
-  _globals['_PREDICTSERVICE']._serialized_end=3590
-  _globals['_MODELSERVICE']._serialized_start=3593
-  _globals['_MODELSERVICE']._serialized_end=3989
+  _globals['_SIGNATURE']._serialized_end=1449
+  _globals['_VERSIONINFO']._serialized_start=1452
+  _globals['_VERSIONINFO']._serialized_end=1623
+  _globals['_MODELINFO']._serialized_start=1626
+  _globals['_MODELINFO']._serialized_end=1791
+  _globals['_LISTMODELSREQUEST']._serialized_start=1793
+  _globals['_LISTMODELSREQUEST']._serialized_end=1812
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1814
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1875
+  _globals['_GETMODELREQUEST']._serialized_start=1877
+  _globals['_GETMODELREQUEST']._serialized_end=1908
+  _globals['_LOADMODELREQUEST']._serialized_start=1910
+  _globals['_LOADMODELREQUEST']._serialized_end=1942
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1944
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1978
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1980
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=2001
+  _globals['_GETMODELSTATSREQUEST']._serialized_start=2003
+  _globals['_GETMODELSTATSREQUEST']._serialized_end=2056
+  _globals['_MODELSTATS']._serialized_start=2058
+  _globals['_MODELSTATS']._serialized_end=2130
+  _globals['_VERSIONSTATS']._serialized_start=2133
+  _globals['_VERSIONSTATS']._serialized_end=2339
+  _globals['_REQUESTSTATS']._serialized_start=2342
+  _globals['_REQUESTSTATS']._serialized_end=2516
+  _globals['_DRIFTSTATS']._serialized_start=2519
+  _globals['_DRIFTSTATS']._serialized_end=2733
+  _globals['_FEATUREPSI']._serialized_start=2735
+  _globals['_FEATUREPSI']._serialized_end=2774
+  _globals['_FEEDBACKSTATS']._serialized_start=2777
+  _globals['_FEEDBACKSTATS']._serialized_end=3051
+  _globals['_PREDICTSERVICE']._serialized_start=3369
+  _globals['_PREDICTSERVICE']._serialized_end=3620
+  _globals['_MODELSERVICE']._serialized_start=3623
+  _globals['_MODELSERVICE']._serialized_end=4019
 # @@protoc_insertion_point(module_scope)
