@@ -38,6 +38,11 @@ language would send; 8192-row requests carry raw bytes):
   stream-1row     PredictStream      1  1 stream x 16 messages in flight
   forest-1row-c16 v1 Predict         1  1 x 16  (iris-forest: onnxruntime, 4 float32)
   oip-1row-c16    OIP ModelInfer     1  1 x 16  (raw_input_contents, as tritonclient)
+  explain-1row-c16 v1 Predict        1  1 x 16  (1row-c16's request naming its outputs and
+                                                the explanations: contributions, base_value)
+
+explain-1row-c16 is compared with scorewire's own 1row-c16 (the same request without
+the explanations), not with the noop: what asking for them costs.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ class Scenario:
     features: int = 30
     dtype: str = "float64"
     raw: bool = False
+    outputs: str = ""  # comma-separated output names; "": the model's default outputs
 
     def loadgen_args(self) -> list[str]:
         args = [
@@ -87,6 +93,8 @@ class Scenario:
             "--dtype", self.dtype, "--rows", str(self.rows),
             "--connections", str(self.connections), "--concurrency", str(self.concurrency),
         ]  # fmt: skip
+        if self.outputs:
+            args += ["--outputs", self.outputs]
         return [*args, "--raw"] if self.raw else args
 
 
@@ -100,6 +108,8 @@ SCENARIOS = (
     Scenario("forest-1row-c16", "v1", rows=1, connections=1, concurrency=16,
              model="iris-forest", features=4, dtype="float32"),
     Scenario("oip-1row-c16", "oip", rows=1, connections=1, concurrency=16, raw=True),
+    Scenario("explain-1row-c16", "v1", rows=1, connections=1, concurrency=16,
+             outputs="label,probabilities,decision,contributions,base_value"),
 )  # fmt: skip
 
 
@@ -114,6 +124,7 @@ class Target:
     bound: float
     at_least: bool = True
     base: str | None = None  # the noop scenario compared with (default: the same)
+    base_server: str = "noop"  # whose run of ``base`` it is compared with
 
 
 TARGETS = (
@@ -129,7 +140,11 @@ TARGETS = (
     Target("256row-c8", "256-row rows/s ≥ 0.8× noop", "rows_per_s", 0.8),
     Target("stream-1row", "PredictStream ≥ 2× noop unary 1-row c16 req/s", "req_per_s", 2.0, base="1row-c16"),
     Target("forest-1row-c16", "ONNX forest ≥ 0.6× noop", "req_per_s", 0.6),
-)
+    Target("explain-1row-c16", "explanations: CPU/req ≤ 1.2× scorewire 1row-c16", "cpu_us", 1.2, at_least=False,
+           base="1row-c16", base_server="scorewire"),
+    Target("explain-1row-c16", "explanations: throughput ≥ 1/1.2× scorewire 1row-c16", "req_per_s", 1 / 1.2,
+           base="1row-c16", base_server="scorewire"),
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------- servers
@@ -383,7 +398,7 @@ def report(runs: list[Run], scenarios: Sequence[Scenario], servers: Sequence[str
         base = t.base or t.scenario
         if t.scenario not in names or base not in names:
             continue
-        value = summary[(t.scenario, "scorewire")][t.metric] / summary[(base, "noop")][t.metric]
+        value = summary[(t.scenario, "scorewire")][t.metric] / summary[(base, t.base_server)][t.metric]
         if value != value:
             verdict = "n/a"
         else:
@@ -392,7 +407,7 @@ def report(runs: list[Run], scenarios: Sequence[Scenario], servers: Sequence[str
     targets = table(target_rows, ["scenario", "target", "measured ×", ""])
 
     problems = [f"  {r.scenario} / {r.server} / round {r.round}: {r.problem}" for r in runs if r.problem]
-    text = f"{results}\n\nscorewire / noop (medians):\n\n{ratios}\n\nTargets (issue 4):\n\n{targets}\n"
+    text = f"{results}\n\nscorewire / noop (medians):\n\n{ratios}\n\nTargets (issues 4 and 16):\n\n{targets}\n"
     if VARIANT in servers:
         variant_rows = []
         for s in scenarios:
@@ -456,6 +471,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per scenario (default 3)")
     p.add_argument("--threads", type=int, default=2, help="loadgen client threads (default 2)")
     p.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
+    p.add_argument("--rounds-outer", action="store_true",
+                   help="run every scenario in each round (scenarios alternate) instead of all rounds of one "
+                        "scenario first: for comparing scenarios, e.g. --only 1row-c16,explain-1row-c16")  # fmt: skip
     p.add_argument("--scorewire-args", default="", help='extra flags for scorewire serve, e.g. "--n-threads 1"')
     p.add_argument("--variant", default="", help='a third server, interleaved: scorewire with these extra flags '
                    '(e.g. "--trace --trace-ratio 0.01"); prints variant / scorewire ratios')  # fmt: skip
@@ -503,31 +521,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             servers[VARIANT] = start_server(VARIANT, argv_v, logs / "variant.log", "scorewire")
             wait_serving(servers[VARIANT].port)
         names = list(servers)
-        for s in scenarios:
-            for round_ in range(1, args.rounds + 1):
-                for name in names:
-                    server = servers[name]
-                    if not server.alive():
-                        if not server.dead_reported:
-                            server.dead_reported = True
-                            print(f"!! {name} is not running (exit code {server.proc.returncode}); its log:\n"
-                                  f"{server.log_tail()}", flush=True)  # fmt: skip
-                        runs.append(Run(s.name, name, round_, problem="server not running"))
-                        continue
-                    others = [v for k, v in servers.items() if k != name]
-                    run = run_once(s, server, others, args, round_)
-                    runs.append(run)
-                    r = run.result
-                    print(f"  {s.name:16} {name:9} round {round_}: "
-                          f"{fmt(run.metric('req_per_s')):>7} req/s  p50 {fmt(run.metric('p50_us')):>6} µs  "
-                          f"p99 {fmt(run.metric('p99_us')):>7} µs  CPU {fmt(run.metric('cpu_us')):>5} µs/req  "
-                          f"loadgen {fmt(r.get('client_cpu_us_per_call', float('nan'))):>4} µs/call  "
-                          f"other {run.other_cores:.2f} cores"
-                          + (f"  !! {run.problem}" if run.problem else ""), flush=True)  # fmt: skip
-                    if not server.alive() and not server.dead_reported:
+        rounds = range(1, args.rounds + 1)
+        # all rounds of a scenario, then the next one; or (--rounds-outer) every
+        # scenario in each round, so that scenarios compared with each other alternate
+        order = [(s, r) for r in rounds for s in scenarios] if args.rounds_outer else [
+            (s, r) for s in scenarios for r in rounds]  # fmt: skip
+        for s, round_ in order:
+            for name in names:
+                server = servers[name]
+                if not server.alive():
+                    if not server.dead_reported:
                         server.dead_reported = True
-                        print(f"!! {name} died during {s.name} round {round_} (exit code "
-                              f"{server.proc.returncode}); its log:\n{server.log_tail()}", flush=True)  # fmt: skip
+                        print(f"!! {name} is not running (exit code {server.proc.returncode}); its log:\n"
+                              f"{server.log_tail()}", flush=True)  # fmt: skip
+                    runs.append(Run(s.name, name, round_, problem="server not running"))
+                    continue
+                others = [v for k, v in servers.items() if k != name]
+                run = run_once(s, server, others, args, round_)
+                runs.append(run)
+                r = run.result
+                print(f"  {s.name:16} {name:9} round {round_}: "
+                      f"{fmt(run.metric('req_per_s')):>7} req/s  p50 {fmt(run.metric('p50_us')):>6} µs  "
+                      f"p99 {fmt(run.metric('p99_us')):>7} µs  CPU {fmt(run.metric('cpu_us')):>5} µs/req  "
+                      f"loadgen {fmt(r.get('client_cpu_us_per_call', float('nan'))):>4} µs/call  "
+                      f"other {run.other_cores:.2f} cores"
+                      + (f"  !! {run.problem}" if run.problem else ""), flush=True)  # fmt: skip
+                if not server.alive() and not server.dead_reported:
+                    server.dead_reported = True
+                    print(f"!! {name} died during {s.name} round {round_} (exit code "
+                          f"{server.proc.returncode}); its log:\n{server.log_tail()}", flush=True)  # fmt: skip
     finally:
         for server in servers.values():
             stop_server(server)
