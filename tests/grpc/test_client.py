@@ -109,6 +109,7 @@ def test_the_client_api_is_pinned(cls):
     assert list(ModelInfo.__dataclass_fields__) == ["name", "state", "versions", "ready", "error", "warnings"]
     assert list(ServedModel.__dataclass_fields__) == [
         "version", "input_dtype", "n_features", "task", "feature_names", "classes", "outputs", "roles", "backend",
+        "explanation_baseline",
     ]  # fmt: skip
     assert set(stubs.__all__) == {"array_to_tensor", "oip", "oip_grpc", "pb", "pb_grpc", "tensor_to_array"}
     assert hasattr(stubs.pb_grpc, "PredictServiceStub") and hasattr(stubs.oip_grpc, "GRPCInferenceServiceStub")
