@@ -9,7 +9,16 @@ features), for batches of 1 to 131072 rows:
 * explain: ``NativeLinearModel.predict(X, outputs=("probabilities", "contributions", "base_value"))``
 
 and prints the time per row of each and their ratio (explain / score; the issue's
-target for bulk scoring is at most 2). The two are interleaved as in
+target for bulk scoring is at most 2).
+
+Then the request path, in-process: a serialized 1-row scorewire.v1 PredictRequest
+(typed ``double_values``, as the service benchmark's loadgen sends) read and answered
+to response bytes by the server's own adapter over a ScoringService on the demo
+repository — the requests of bench_service.py's 1row-c16 (no output named),
+named-1row-c16 (label, probabilities, decision) and explain-1row-c16 (the same and the
+explanations) — as CPU time per request on this thread,
+without gRPC's transport or the event loop's other work: steadier on a shared machine
+than the service benchmark, which measures the whole server. The two are interleaved as in
 bench_kernel.py: ``--reps`` passes over every configuration, in each one sample of
 ~``--sample-ms`` per method, the order of the two alternating from pass to pass; a
 cell is the best of its samples, the median beside it. Timing never fails the run.
@@ -18,6 +27,7 @@ cell is the best of its samples, the median beside it. Timing never fails the ru
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import gc
 import os
@@ -29,8 +39,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from bench_kernel import balanced_orders, calibrate, cpu_model, fmt_time, table
 
-from scorewire import demo_repository, load_model
+from scorewire import ModelRepository, demo_repository, load_model
 from scorewire.backends.native import default_n_threads
+from scorewire.grpc._predict import V1
+from scorewire.grpc.stubs import array_to_tensor, pb
+from scorewire.service import ScoringService
 
 MODELS = ("breast-cancer", "wine")
 BATCHES = (1, 64, 1024, 16384, 131072)
@@ -52,6 +65,50 @@ def loop_for(predict: Callable[..., object], X: np.ndarray, outputs: tuple[str, 
         return perf_counter_ns() - t0
 
     return loop
+
+
+#: the service benchmark's 1-row requests to the 30-feature model
+REQUEST_OUTPUTS = {
+    "1row-c16": (),
+    "named-1row-c16": ("label", "probabilities", "decision"),
+    "explain-1row-c16": ("label", "probabilities", "decision", "contributions", "base_value"),
+}
+
+
+def request_path(reps: int, calls: int) -> dict[str, list[float]]:
+    """CPU ns per 1-row Predict, bytes to bytes through the v1 adapter, for each of
+    REQUEST_OUTPUTS: ``reps`` samples of ``calls`` calls each, in an order that
+    turns each pass."""
+    repo = ModelRepository(demo_repository(), n_threads=1)
+    repo.load_all()
+    adapter = V1(ScoringService(repo))
+    X = np.random.default_rng(1).standard_normal((1, 30))
+    blobs = {
+        name: pb.PredictRequest(model="breast-cancer", input=array_to_tensor(X, raw=False), outputs=outputs,
+                                request_id="r-1").SerializeToString()
+        for name, outputs in REQUEST_OUTPUTS.items()
+    }  # fmt: skip
+
+    async def loop(blob: bytes, n: int) -> int:
+        read, answer = adapter.read, adapter.answer_wire
+        t0 = time.thread_time_ns()
+        for _ in range(n):
+            body = await answer(read(blob), None)
+        t = time.thread_time_ns() - t0
+        assert isinstance(body, bytes)
+        return t
+
+    async def main() -> dict[str, list[float]]:
+        samples: dict[str, list[float]] = {name: [] for name in blobs}
+        for name in blobs:
+            await loop(blobs[name], calls)  # warm-up
+        names = list(blobs)
+        for rep in range(reps):
+            for name in names[rep % len(names) :] + names[: rep % len(names)]:
+                samples[name].append(await loop(blobs[name], calls) / calls)
+        return samples
+
+    return asyncio.run(main())
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -121,6 +178,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print("Targets (issue 16; bulk = batches of 1024 rows and more):")
     print("\n".join(verdicts))
+    print()
+    gc.collect()
+    gc.disable()
+    try:
+        path = request_path(reps=4 * reps, calls=2000 if args.quick else 10000)
+    finally:
+        gc.enable()
+    plain, explained = path["named-1row-c16"], path["explain-1row-c16"]
+    ratios = sorted(e / p for p, e in zip(plain, explained, strict=True))
+    print()
+    print("The request path, in-process (a 1-row v1 Predict to the 30-feature model, bytes to bytes, "
+          f"CPU time per request; {len(plain)} samples each, interleaved):")  # fmt: skip
+    print()
+    print(table(["request", "best", "median"], [
+        [name, fmt_time(min(v)), fmt_time(statistics.median(v))] for name, v in path.items()
+    ]))  # fmt: skip
+    print()
+    print(f"- explain-1row-c16 / named-1row-c16, CPU per request: {min(explained) / min(plain):.3f} (best), "
+          f"{statistics.median(explained) / statistics.median(plain):.3f} (median), paired samples "
+          f"{ratios[0]:.3f}–{ratios[-1]:.3f}; target < 1.2")  # fmt: skip
     print()
     print(f"run took {time.monotonic() - started:.0f} s; load average at the end "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
