@@ -276,6 +276,32 @@ def test_a_model_output_named_contributions_keeps_its_name(rng):
         model.predict(X, ("base_value",))
 
 
+@pytest.mark.usefixtures("simd")
+@pytest.mark.parametrize("k", [1, 3, 12])  # 12: wider than the kernel's on-stack scratch
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ["C", "F", "strided", "read-only"])
+def test_the_kernel_grid(k, dtype, layout, rng):
+    """Every memory layout the kernel reads, both dtypes, batch sizes 0 to past the
+    parallel threshold, one and two threads: the contributions are the closed form
+    to the last bit (one subtraction and one product in float64, rounded once to the
+    input's dtype, in NumPy as in the kernel), with or without other outputs."""
+    d = 9
+    W, b, mu = rng.normal(size=(k, d)), rng.normal(size=k), rng.normal(size=d)
+    spec = LinearSpec("classification", "softmax" if k > 1 else "logistic", W, b, classes=tuple(range(max(k, 2))))
+    for n_threads in (1, 2):
+        model = NativeLinearModel(spec, n_threads=n_threads, baseline=mu)
+        for n in (0, 1, 7, 1000, 8000):  # 8000 x 9 x k: past the parallel threshold
+            base = rng.normal(size=(n, 2 * d)).astype(dtype)
+            X = {"C": np.ascontiguousarray(base[:, :d]), "F": np.asfortranarray(base[:, :d]),
+                 "strided": base[:, ::2][:, :d], "read-only": np.ascontiguousarray(base[:, :d])}[layout]  # fmt: skip
+            X.flags.writeable = layout != "read-only"
+            want = (W[None] * (X.astype(np.float64)[:, None, :] - mu)).astype(dtype)
+            for names in (EXPLAIN, ("label", "contributions")):
+                got = model.predict(X, names)["contributions"]
+                np.testing.assert_array_equal(got.reshape(n, k, d), want)
+            assert model.predict(X, EXPLAIN)["base_value"].dtype == dtype
+
+
 def test_large_batches_on_helper_threads_equal_one_row_at_a_time(bc, rng):
     """Above the parallel threshold the blocks run on the kernel's helper threads;
     each row's explanation is the one it gets alone."""
