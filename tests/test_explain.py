@@ -86,6 +86,13 @@ def write_reference(vdir, X: np.ndarray, names=None) -> np.ndarray:
     return np.asarray([f["mean"] for f in doc["features"]])
 
 
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """This module's own generator: drawing from the session's (tests/conftest.py)
+    would change the data of every test that runs after this module."""
+    return np.random.default_rng(16)
+
+
 @pytest.fixture(scope="module")
 def bc():
     data = load_breast_cancer()
