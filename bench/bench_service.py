@@ -38,6 +38,14 @@ language would send; 8192-row requests carry raw bytes):
   stream-1row     PredictStream      1  1 stream x 16 messages in flight
   forest-1row-c16 v1 Predict         1  1 x 16  (iris-forest: onnxruntime, 4 float32)
   oip-1row-c16    OIP ModelInfer     1  1 x 16  (raw_input_contents, as tritonclient)
+  named-1row-c16  v1 Predict         1  1 x 16  (1row-c16's request naming its three
+                                                outputs: label, probabilities, decision)
+  explain-1row-c16 v1 Predict        1  1 x 16  (the same naming the explanations too:
+                                                contributions, base_value)
+
+explain-1row-c16 is compared with scorewire's own named-1row-c16 (the same request
+without the explanations), not with the noop: what asking for them costs. Run the two
+together: ``--only named-1row-c16,explain-1row-c16`` (rounds alternate them).
 
 ``--ensembles`` runs other scenarios, on scorewire alone (no noop server), over a
 repository it writes to a temporary directory (see :func:`ensemble_repository`):
@@ -103,6 +111,7 @@ class Scenario:
     features: int = 30
     dtype: str = "float64"
     raw: bool = False
+    outputs: str = ""  # comma-separated output names; "": the model's default outputs
 
     def loadgen_args(self) -> list[str]:
         args = [
@@ -110,6 +119,8 @@ class Scenario:
             "--dtype", self.dtype, "--rows", str(self.rows),
             "--connections", str(self.connections), "--concurrency", str(self.concurrency),
         ]  # fmt: skip
+        if self.outputs:
+            args += ["--outputs", self.outputs]
         return [*args, "--raw"] if self.raw else args
 
 
@@ -123,6 +134,9 @@ SCENARIOS = (
     Scenario("forest-1row-c16", "v1", rows=1, connections=1, concurrency=16,
              model="iris-forest", features=4, dtype="float32"),
     Scenario("oip-1row-c16", "oip", rows=1, connections=1, concurrency=16, raw=True),
+    Scenario("named-1row-c16", "v1", rows=1, connections=1, concurrency=16, outputs="label,probabilities,decision"),
+    Scenario("explain-1row-c16", "v1", rows=1, connections=1, concurrency=16,
+             outputs="label,probabilities,decision,contributions,base_value"),
 )  # fmt: skip
 
 #: ``--ensembles``: on the repository of :func:`ensemble_repository`
@@ -164,6 +178,7 @@ class Target:
     bound: float
     at_least: bool = True
     base: str | None = None  # the noop scenario compared with (default: the same)
+    base_server: str = "noop"  # whose run of ``base`` it is compared with
 
 
 TARGETS = (
@@ -179,7 +194,11 @@ TARGETS = (
     Target("256row-c8", "256-row rows/s ≥ 0.8× noop", "rows_per_s", 0.8),
     Target("stream-1row", "PredictStream ≥ 2× noop unary 1-row c16 req/s", "req_per_s", 2.0, base="1row-c16"),
     Target("forest-1row-c16", "ONNX forest ≥ 0.6× noop", "req_per_s", 0.6),
-)
+    Target("explain-1row-c16", "explanations: CPU/req < 1.2× scorewire named-1row-c16", "cpu_us", 1.2,
+           at_least=False, base="named-1row-c16", base_server="scorewire"),
+    Target("explain-1row-c16", "explanations: throughput > 1/1.2× scorewire named-1row-c16", "req_per_s", 1 / 1.2,
+           base="named-1row-c16", base_server="scorewire"),
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------- servers
@@ -571,7 +590,7 @@ def report(runs: list[Run], scenarios: Sequence[Scenario], servers: Sequence[str
         base = t.base or t.scenario
         if t.scenario not in names or base not in names:
             continue
-        value = summary[(t.scenario, "scorewire")][t.metric] / summary[(base, "noop")][t.metric]
+        value = summary[(t.scenario, "scorewire")][t.metric] / summary[(base, t.base_server)][t.metric]
         if value != value:
             verdict = "n/a"
         else:
@@ -580,7 +599,7 @@ def report(runs: list[Run], scenarios: Sequence[Scenario], servers: Sequence[str
     targets = table(target_rows, ["scenario", "target", "measured ×", ""])
 
     problems = [f"  {r.scenario} / {r.server} / round {r.round}: {r.problem}" for r in runs if r.problem]
-    text = f"{results}\n\nscorewire / noop (medians):\n\n{ratios}\n\nTargets (issue 4):\n\n{targets}\n"
+    text = f"{results}\n\nscorewire / noop (medians):\n\n{ratios}\n\nTargets (issues 4 and 16):\n\n{targets}\n"
     if VARIANT in servers:
         variant_rows = []
         for s in scenarios:

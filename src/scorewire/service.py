@@ -66,7 +66,7 @@ from .observability import tracing
 from .observability.infer_stats import InferStats, StatsSnapshot
 from .observability.metrics import version_metrics
 from .repository import ModelEntry, ModelRepository, ModelVersion, State, Traffic
-from .types import PredictRequest, PredictResponse
+from .types import BASE_VALUE, PredictRequest, PredictResponse
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -500,6 +500,7 @@ class _Lane:
                 offload_min_values=service.offload_min_values,
                 metrics=version_metrics(mv.name, mv.version) if service.metrics else None,
                 stats=self.stats,
+                whole_outputs=frozenset(o.name for o in sig.outputs if o.role == BASE_VALUE),
             )
         monitor = mv.monitor
         if monitor is not None and not monitor.wired:

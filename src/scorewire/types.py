@@ -14,12 +14,27 @@ _DTYPES = {name: np.dtype(name) for name in ("float32", "float64", "int32", "int
 #: what an output carries, whatever it is named
 ROLES = ("value", "decision", "probabilities", "label")
 
+#: the explanations every native model gives when asked for them by name (never by
+#: default), under these names and roles: each feature's contribution to each
+#: decision column, and the decision at the baseline they are measured from; for
+#: every row, the contributions summed over the features plus the base value are the
+#: decision (see the README, "Explanations")
+CONTRIBUTIONS = "contributions"
+BASE_VALUE = "base_value"
+EXPLANATIONS = (CONTRIBUTIONS, BASE_VALUE)
+#: the baselines explanations are measured from: the feature means of the version's
+#: reference.json, or zeros when it has none
+BASELINE_REFERENCE = "reference"
+BASELINE_ZEROS = "zeros"
+
 
 @dataclass(frozen=True)
 class TensorSpec:
     """Name, dtype and shape of one input or output; -1 marks a free dimension.
-    An output's ``role`` (one of ROLES, "" when it has none of them) says what it
-    carries: monitoring and clients read it instead of guessing from names."""
+    An output's ``role`` (one of ROLES or EXPLANATIONS, "" when it has none of them)
+    says what it carries: monitoring and clients read it instead of guessing from
+    names. The base value (role BASE_VALUE) is the one output without a row
+    dimension: the same for every row of every request."""
 
     name: str
     dtype: str  # numpy dtype name: "float32", "float64", "int64", "object" (strings)
@@ -39,13 +54,16 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Signature:
-    """What a model takes and gives: one 2-D input of ``n_features`` columns."""
+    """What a model takes and gives: one 2-D input of ``n_features`` columns.
+    ``explanation_baseline``: what its explanations are measured from
+    (BASELINE_REFERENCE or BASELINE_ZEROS), "" for a model without them."""
 
     input: TensorSpec
     outputs: tuple[TensorSpec, ...]
     feature_names: tuple[str, ...] | None = None
     task: str = "regression"  # "regression" | "classification"
     classes: tuple[object, ...] | None = None
+    explanation_baseline: str = ""
 
     @property
     def n_features(self) -> int:
@@ -66,6 +84,7 @@ class Signature:
             "outputs": [o.to_dict() for o in self.outputs],
             "feature_names": list(self.feature_names) if self.feature_names else None,
             "classes": list(self.classes) if self.classes is not None else None,
+            "explanation_baseline": self.explanation_baseline or None,
         }
 
 

@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 
 from ..errors import InvalidInput, ModelLoadError
-from ..types import Signature, TensorSpec
+from ..types import EXPLANATIONS, Signature, TensorSpec
 
 _ONNX_DTYPES = {
     "tensor(float)": "float32",
@@ -204,6 +204,10 @@ class OnnxModel:
         names = tuple(requested)
         for name in names:
             if name not in self._all:
+                if name in EXPLANATIONS:
+                    raise InvalidInput(
+                        f"output {name!r}: explanations are available for native models; this one runs on onnxruntime"
+                    )
                 raise InvalidInput(f"unknown output {name[:64]!r}; this model gives {list(self._all)}")
         return names
 

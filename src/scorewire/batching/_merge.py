@@ -6,7 +6,7 @@ No asyncio here: these are plain functions over arrays, tested on their own
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -23,12 +23,16 @@ def merge_inputs(inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
 
 
 def split_outputs(
-    outputs: dict[str, np.ndarray], offsets: Sequence[int], wanted: Sequence[Sequence[str]]
+    outputs: dict[str, np.ndarray],
+    offsets: Sequence[int],
+    wanted: Sequence[Sequence[str]],
+    whole: Collection[str] = (),
 ) -> list[dict[str, np.ndarray]]:
     """Slice each batch output back into per-request outputs (views, no copies),
-    keeping only the names each request asked for."""
+    keeping only the names each request asked for. The outputs named in ``whole``
+    have no row dimension (a model's base value): each request gets them as they are."""
     result = []
     for i, names in enumerate(wanted):
         lo, hi = offsets[i], offsets[i + 1]
-        result.append({name: outputs[name][lo:hi] for name in names})
+        result.append({name: outputs[name] if name in whole else outputs[name][lo:hi] for name in names})
     return result

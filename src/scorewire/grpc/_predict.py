@@ -205,6 +205,7 @@ def signature_to_pb(sig: Signature) -> pb.Signature:
         feature_names=list(sig.feature_names or ()),
         task=sig.task,
         classes=[str(c) for c in (sig.classes or ())],
+        explanation_baseline=sig.explanation_baseline,
     )
 
 

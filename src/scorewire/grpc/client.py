@@ -105,9 +105,12 @@ class ServedModel:
     classes: tuple[str, ...] = ()
     #: output names in the model's own order
     outputs: tuple[str, ...] = ()
-    #: role ("label", "probabilities", "value", "decision") → output name
+    #: role ("label", "probabilities", "value", "decision", "contributions",
+    #: "base_value") → output name
     roles: dict[str, str] = field(default_factory=dict)
     backend: str = ""
+    #: what the explanations are measured from: "reference" or "zeros" ("" without them)
+    explanation_baseline: str = ""
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ def _served(v: pb.VersionInfo) -> ServedModel:
         outputs=tuple(o.name for o in sig.outputs),
         roles=roles,
         backend=v.backend,
+        explanation_baseline=sig.explanation_baseline,
     )
 
 

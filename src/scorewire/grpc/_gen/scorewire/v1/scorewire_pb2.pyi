@@ -178,18 +178,20 @@ class TensorInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., role: _Optional[str] = ...) -> None: ...
 
 class Signature(_message.Message):
-    __slots__ = ("input", "outputs", "feature_names", "task", "classes")
+    __slots__ = ("input", "outputs", "feature_names", "task", "classes", "explanation_baseline")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_BASELINE_FIELD_NUMBER: _ClassVar[int]
     input: TensorInfo
     outputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     task: str
     classes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, input: _Optional[_Union[TensorInfo, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., feature_names: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
+    explanation_baseline: str
+    def __init__(self, input: _Optional[_Union[TensorInfo, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., feature_names: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., explanation_baseline: _Optional[str] = ...) -> None: ...
 
 class VersionInfo(_message.Message):
     __slots__ = ("version", "state", "backend", "error", "signature", "backend_reason", "traffic_share", "shadow")
