@@ -192,6 +192,11 @@ test: $(TEST_STAMP) $(PB7_STAMP) $(WHEEL_STAMP) $(KSERVE_STAMP) $(IMAGE_BASE) co
 bench: $(TEST_STAMP)
 	$(PY) bench/bench_kernel.py $(ARGS)
 
+# What asking for explanations costs in bulk, in-process (bench/README.md, "Explanations").
+.PHONY: bench-explain
+bench-explain: $(TEST_STAMP)
+	$(PY) bench/bench_explain.py $(ARGS)
+
 # Service benchmark (bench/README.md): scorewire against a do-nothing gRPC server,
 # driven by a C++ load generator built against Debian's gRPC (installed if missing).
 .PHONY: bench-service

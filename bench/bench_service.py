@@ -38,12 +38,43 @@ language would send; 8192-row requests carry raw bytes):
   stream-1row     PredictStream      1  1 stream x 16 messages in flight
   forest-1row-c16 v1 Predict         1  1 x 16  (iris-forest: onnxruntime, 4 float32)
   oip-1row-c16    OIP ModelInfer     1  1 x 16  (raw_input_contents, as tritonclient)
+  named-1row-c16  v1 Predict         1  1 x 16  (1row-c16's request naming its three
+                                                outputs: label, probabilities, decision)
+  explain-1row-c16 v1 Predict        1  1 x 16  (the same naming the explanations too:
+                                                contributions, base_value)
+
+explain-1row-c16 is compared with scorewire's own named-1row-c16 (the same request
+without the explanations), not with the noop: what asking for them costs. Run the two
+together: ``--only named-1row-c16,explain-1row-c16`` (rounds alternate them).
+
+``--ensembles`` runs other scenarios, on scorewire alone (no noop server), over a
+repository it writes to a temporary directory (see :func:`ensemble_repository`):
+the demo's models, and ensembles of them. It compares an ensemble with its members
+(ratios of medians, ensemble / member), all 1-row v1 Predict requests:
+
+  name                     model               what
+  member-1row-c{1,16}      breast-cancer       one logistic model (30 float64)
+  vote3-1row-c{1,16}       bc-vote3            soft vote of 3 logistic members: 3 kernel calls
+  folded3-1row-c{1,16}     bc-folded3          stacking of the same 3 members' decisions,
+                                               folded into one linear model: 1 kernel call
+  forest-1row-c16          iris-forest         onnxruntime (4 float32), batched (its default)
+  iris-lr-1row-c16         iris-lr             a native logistic model of the same input
+  mixed-1row-c16           iris-mixed          soft vote of iris-forest and iris-lr, not batched
+  mixed-batched-1row-c16   iris-mixed-batched  the same ensemble, batched
+
+Before the servers start, it times ``model.predict`` of one row in-process (no
+gRPC) for the same models: what the ensemble itself adds, free of the server's
+per-request cost and of most of the machine's noise.
+
+Rounds are the outer loop: each round runs every scenario once on each server, so
+a drift of a shared machine spreads over all scenarios alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -80,6 +111,7 @@ class Scenario:
     features: int = 30
     dtype: str = "float64"
     raw: bool = False
+    outputs: str = ""  # comma-separated output names; "": the model's default outputs
 
     def loadgen_args(self) -> list[str]:
         args = [
@@ -87,6 +119,8 @@ class Scenario:
             "--dtype", self.dtype, "--rows", str(self.rows),
             "--connections", str(self.connections), "--concurrency", str(self.concurrency),
         ]  # fmt: skip
+        if self.outputs:
+            args += ["--outputs", self.outputs]
         return [*args, "--raw"] if self.raw else args
 
 
@@ -100,7 +134,37 @@ SCENARIOS = (
     Scenario("forest-1row-c16", "v1", rows=1, connections=1, concurrency=16,
              model="iris-forest", features=4, dtype="float32"),
     Scenario("oip-1row-c16", "oip", rows=1, connections=1, concurrency=16, raw=True),
+    Scenario("named-1row-c16", "v1", rows=1, connections=1, concurrency=16, outputs="label,probabilities,decision"),
+    Scenario("explain-1row-c16", "v1", rows=1, connections=1, concurrency=16,
+             outputs="label,probabilities,decision,contributions,base_value"),
 )  # fmt: skip
+
+#: ``--ensembles``: on the repository of :func:`ensemble_repository`
+ENSEMBLE_SCENARIOS = (
+    *(
+        Scenario(f"{name}-1row-c{c}", "v1", rows=1, connections=1, concurrency=c, model=model)
+        for c in (1, 16)
+        for name, model in (("member", "breast-cancer"), ("vote3", "bc-vote3"), ("folded3", "bc-folded3"))
+    ),
+    *(
+        Scenario(f"{name}-1row-c16", "v1", rows=1, connections=1, concurrency=16, model=model, features=4,
+                 dtype="float32")
+        for name, model in (("forest", "iris-forest"), ("iris-lr", "iris-lr"), ("mixed", "iris-mixed"),
+                            ("mixed-batched", "iris-mixed-batched"))
+    ),
+)  # fmt: skip
+
+#: ``--ensembles``: (scenario, the scenario it is compared with)
+ENSEMBLE_PAIRS = (
+    ("vote3-1row-c1", "member-1row-c1"),
+    ("folded3-1row-c1", "member-1row-c1"),
+    ("vote3-1row-c16", "member-1row-c16"),
+    ("folded3-1row-c16", "member-1row-c16"),
+    ("mixed-1row-c16", "forest-1row-c16"),
+    ("mixed-1row-c16", "iris-lr-1row-c16"),
+    ("mixed-batched-1row-c16", "forest-1row-c16"),
+    ("mixed-batched-1row-c16", "mixed-1row-c16"),
+)
 
 
 @dataclass(frozen=True)
@@ -114,6 +178,7 @@ class Target:
     bound: float
     at_least: bool = True
     base: str | None = None  # the noop scenario compared with (default: the same)
+    base_server: str = "noop"  # whose run of ``base`` it is compared with
 
 
 TARGETS = (
@@ -129,7 +194,11 @@ TARGETS = (
     Target("256row-c8", "256-row rows/s ≥ 0.8× noop", "rows_per_s", 0.8),
     Target("stream-1row", "PredictStream ≥ 2× noop unary 1-row c16 req/s", "req_per_s", 2.0, base="1row-c16"),
     Target("forest-1row-c16", "ONNX forest ≥ 0.6× noop", "req_per_s", 0.6),
-)
+    Target("explain-1row-c16", "explanations: CPU/req < 1.2× scorewire named-1row-c16", "cpu_us", 1.2,
+           at_least=False, base="named-1row-c16", base_server="scorewire"),
+    Target("explain-1row-c16", "explanations: throughput > 1/1.2× scorewire named-1row-c16", "req_per_s", 1 / 1.2,
+           base="named-1row-c16", base_server="scorewire"),
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------- servers
@@ -198,6 +267,144 @@ def stop_server(server: Server) -> None:
         except subprocess.TimeoutExpired:
             server.proc.kill()
             server.proc.wait(5)
+
+
+# ------------------------------------------------------------- --ensembles
+def _ensemble_toml(combiner: str, members: Sequence[str], extra: str = "", output: str = "") -> str:
+    lines = [extra, "[ensemble]", f'combiner = "{combiner}"'] if extra else ["[ensemble]", f'combiner = "{combiner}"']
+    for m in members:
+        lines += ["", "[[ensemble.members]]", f'model = "{m}"'] + ([f'output = "{output}"'] if output else [])
+    return "\n".join(lines) + "\n"
+
+
+def ensemble_repository(root: Path) -> Path:
+    """Write the repository of ``--ensembles`` into ``root``: the demo's models;
+    bc-a, bc-b, bc-c (copies of breast-cancer); iris-lr (a native logistic model of
+    iris, float32 like iris-forest, fitted here); and the ensembles over them, each
+    with its members' reference.json so that every model pays for drift alike:
+
+    * bc-vote3: soft vote of bc-a, bc-b, bc-c (three kernel calls per batch);
+    * bc-folded3: stacking of their decisions into a logistic model with weights
+      1/3 (folded at load time into one linear model: one kernel call);
+    * iris-mixed: soft vote of iris-forest (onnxruntime) and iris-lr (native);
+    * iris-mixed-batched: the same, with ``[batching] enabled = true``.
+    """
+    import shutil
+
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    import scorewire
+    from scorewire.export import linear_spec_from_sklearn
+    from scorewire.formats.linear_json import dump_linear_json
+
+    demo = scorewire.demo_repository()
+    for model in demo.iterdir():
+        if model.is_dir():
+            shutil.copytree(model, root / model.name)
+    for copy in ("bc-a", "bc-b", "bc-c"):
+        shutil.copytree(demo / "breast-cancer" / "1", root / copy / "1")
+    X, y = load_iris(return_X_y=True)
+    spec = linear_spec_from_sklearn(LogisticRegression(max_iter=1000).fit(X, y))
+    assert spec is not None
+    (root / "iris-lr" / "1").mkdir(parents=True)
+    dump_linear_json(dataclasses.replace(spec, dtype="float32"), root / "iris-lr" / "1" / "model.json")
+
+    final = '\n[ensemble.final]\nkind = "logistic"\ncoefficients = [[0.3333, 0.3333, 0.3333]]\nintercepts = [0.0]\nclasses = [0, 1]\n'
+    ensembles = {
+        "bc-vote3": ("breast-cancer", _ensemble_toml("soft_vote", ["bc-a", "bc-b", "bc-c"])),
+        "bc-folded3": ("breast-cancer", _ensemble_toml("stack", ["bc-a", "bc-b", "bc-c"], output="decision") + final),
+        "iris-mixed": ("iris-forest", _ensemble_toml("soft_vote", ["iris-forest", "iris-lr"])),
+        "iris-mixed-batched": (
+            "iris-forest", _ensemble_toml("soft_vote", ["iris-forest", "iris-lr"], extra="[batching]\nenabled = true\n")
+        ),
+    }  # fmt: skip
+    for name, (reference, toml) in ensembles.items():
+        (root / name / "1").mkdir(parents=True)
+        (root / name / "model.toml").write_text(toml)
+        shutil.copy(demo / reference / "1" / "reference.json", root / name / "1" / "reference.json")
+    return root
+
+
+#: ``--ensembles``, in-process: (model, what its cost is compared with: one model, or members summed)
+PREDICT_PAIRS = (
+    ("bc-vote3", ("breast-cancer",)),
+    ("bc-folded3", ("breast-cancer",)),
+    ("iris-mixed", ("iris-forest",)),
+    ("iris-mixed", ("iris-forest", "iris-lr")),
+)
+
+
+def predict_costs(root: Path, passes: int = 15, sample_s: float = 0.02) -> dict[str, float]:
+    """In-process, no server: µs per ``model.predict`` of one row (all outputs), for
+    each model of PREDICT_PAIRS; ``passes`` interleaved passes over the models, each
+    a loop of ~``sample_s``; the best pass (garbage collector off, as timeit)."""
+    import gc
+
+    import numpy as np
+
+    from scorewire import ModelRepository
+
+    repo = ModelRepository(root)
+    repo.load_all()
+    names = list(dict.fromkeys(n for a, bs in PREDICT_PAIRS for n in (a, *bs)))
+    rng = np.random.default_rng(0)
+    calls = {}
+    for name in names:
+        model = repo.resolve(name).model
+        sig = model.signature
+        calls[name] = (model.predict, rng.random((1, sig.n_features or 0)).astype(sig.input.np_dtype))
+    best = dict.fromkeys(names, float("inf"))
+    gc.disable()
+    try:
+        for _ in range(passes):
+            for name, (predict, X) in calls.items():
+                n, t0 = 0, time.perf_counter_ns()
+                while True:
+                    for _ in range(20):
+                        predict(X)
+                    n += 20
+                    elapsed = time.perf_counter_ns() - t0
+                    if elapsed > sample_s * 1e9:
+                        break
+                best[name] = min(best[name], elapsed / n / 1e3)
+    finally:
+        gc.enable()
+    return best
+
+
+def predict_report(costs: dict[str, float]) -> str:
+    rows = [
+        [a, " + ".join(bs), f"{costs[a]:.1f}", f"{sum(costs[b] for b in bs):.1f}", f"{costs[a] / sum(costs[b] for b in bs):.2f}"]
+        for a, bs in PREDICT_PAIRS
+    ]  # fmt: skip
+    return table(rows, ["model", "compared with", "µs/call", "µs/call", "×"])
+
+
+def ensemble_report(runs: list[Run], scenarios: Sequence[Scenario]) -> str:
+    """``--ensembles``: each scenario on scorewire, and each ensemble over what it is
+    compared with (ratios of the medians)."""
+    summary = {s.name: summarise(runs, s.name, "scorewire") for s in scenarios}
+    rows = [
+        [s.name, s.model, fmt(m["req_per_s"]), fmt(m["p50_us"]), fmt(m["p99_us"]), fmt(m["cpu_us"]),
+         f"{m['spread'] * 100:.0f}%", f"{m['other']:.2f}"]
+        for s in scenarios
+        for m in (summary[s.name],)
+    ]  # fmt: skip
+    results = table(rows, ["scenario", "model", "req/s", "p50 µs", "p99 µs", "CPU µs/req", "spread", "other"])
+    pair_rows = [
+        [a, b, f"{x['req_per_s'] / y['req_per_s']:.2f}", f"{x['cpu_us'] / y['cpu_us']:.2f}",
+         f"{x['p50_us'] / y['p50_us']:.2f}", f"{x['p99_us'] / y['p99_us']:.2f}"]
+        for a, b in ENSEMBLE_PAIRS
+        if a in summary and b in summary
+        for x, y in ((summary[a], summary[b]),)
+    ]  # fmt: skip
+    ratios = table(pair_rows, ["scenario", "compared with", "throughput ×", "CPU/req ×", "p50 ×", "p99 ×"])
+    problems = [f"  {r.scenario} / {r.server} / round {r.round}: {r.problem}" for r in runs if r.problem]
+    text = f"{results}\n\nratios of the medians:\n\n{ratios}\n"
+    if problems:
+        text += "\nProblems:\n" + "\n".join(problems) + "\n"
+    return text
 
 
 # ------------------------------------------------------------------ CPU times
@@ -383,7 +590,7 @@ def report(runs: list[Run], scenarios: Sequence[Scenario], servers: Sequence[str
         base = t.base or t.scenario
         if t.scenario not in names or base not in names:
             continue
-        value = summary[(t.scenario, "scorewire")][t.metric] / summary[(base, "noop")][t.metric]
+        value = summary[(t.scenario, "scorewire")][t.metric] / summary[(base, t.base_server)][t.metric]
         if value != value:
             verdict = "n/a"
         else:
@@ -392,7 +599,7 @@ def report(runs: list[Run], scenarios: Sequence[Scenario], servers: Sequence[str
     targets = table(target_rows, ["scenario", "target", "measured ×", ""])
 
     problems = [f"  {r.scenario} / {r.server} / round {r.round}: {r.problem}" for r in runs if r.problem]
-    text = f"{results}\n\nscorewire / noop (medians):\n\n{ratios}\n\nTargets (issue 4):\n\n{targets}\n"
+    text = f"{results}\n\nscorewire / noop (medians):\n\n{ratios}\n\nTargets (issues 4 and 16):\n\n{targets}\n"
     if VARIANT in servers:
         variant_rows = []
         for s in scenarios:
@@ -456,6 +663,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds per scenario (default 3)")
     p.add_argument("--threads", type=int, default=2, help="loadgen client threads (default 2)")
     p.add_argument("--only", default="", help="comma-separated scenario names (default: all)")
+    p.add_argument("--ensembles", action="store_true",
+                   help="ensembles against their members, on scorewire alone (see above)")  # fmt: skip
     p.add_argument("--scorewire-args", default="", help='extra flags for scorewire serve, e.g. "--n-threads 1"')
     p.add_argument("--variant", default="", help='a third server, interleaved: scorewire with these extra flags '
                    '(e.g. "--trace --trace-ratio 0.01"); prints variant / scorewire ratios')  # fmt: skip
@@ -477,7 +686,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no load generator at {args.loadgen}: build it with `make -C bench/loadgen` "
               "(or run `make bench-service`)", file=sys.stderr)  # fmt: skip
         return 2
-    scenarios = [s for s in SCENARIOS if not args.only or s.name in args.only.split(",")]
+    pool = ENSEMBLE_SCENARIOS if args.ensembles else SCENARIOS
+    scenarios = [s for s in pool if not args.only or s.name in args.only.split(",")]
     if not scenarios:
         print(f"no scenario matches --only {args.only!r}", file=sys.stderr)
         return 2
@@ -493,9 +703,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     names: list[str] = []
     runs: list[Run] = []
     try:
-        servers["noop"] = start_server("noop", [sys.executable, str(NOOP), "--host", HOST, "--port", "0"],
-                                       logs / "noop.log", "noop")  # fmt: skip
-        argv_sw = [str(scorewire_bin), "serve", "--host", HOST, "--port", "0", *shlex.split(args.scorewire_args)]
+        if not args.ensembles:
+            servers["noop"] = start_server("noop", [sys.executable, str(NOOP), "--host", HOST, "--port", "0"],
+                                           logs / "noop.log", "noop")  # fmt: skip
+        repo = []
+        if args.ensembles:
+            repo = ["--repo", str(ensemble_repository(logs / "models"))]
+            print("in-process model.predict of one row (best of 15 passes):\n")
+            print(predict_report(predict_costs(logs / "models")) + "\n", flush=True)
+        argv_sw = [str(scorewire_bin), "serve", "--host", HOST, "--port", "0", *repo, *shlex.split(args.scorewire_args)]
         servers["scorewire"] = start_server("scorewire", argv_sw, logs / "scorewire.log", "scorewire")
         wait_serving(servers["scorewire"].port)
         if args.variant:
@@ -503,8 +719,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             servers[VARIANT] = start_server(VARIANT, argv_v, logs / "variant.log", "scorewire")
             wait_serving(servers[VARIANT].port)
         names = list(servers)
-        for s in scenarios:
-            for round_ in range(1, args.rounds + 1):
+        for round_ in range(1, args.rounds + 1):
+            for s in scenarios:
                 for name in names:
                     server = servers[name]
                     if not server.alive():
@@ -533,8 +749,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_server(server)
 
     print()
-    print(report(runs, scenarios, names, args.variant))
-    print("other = CPU cores busy with anything but the two servers and the loadgen during a run (median).")
+    print(ensemble_report(runs, scenarios) if args.ensembles else report(runs, scenarios, names, args.variant))
+    print("other = CPU cores busy with anything but the servers and the loadgen during a run (median).")
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in runs], indent=1))
         print(f"raw results: {args.json}")

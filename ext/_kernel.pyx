@@ -15,7 +15,8 @@ Layering, bottom to top (as scikit-learn's ``_loss.pyx``):
 2. Block loops over raw memory: for a block of ``BLOCK_ROWS`` rows, the decision
    ``z = X @ W.T + b`` (row-major X: a dot product per row; column-major X: an axpy
    per column, so an F-ordered input is never copied) into a scratch buffer that
-   stays in L1, then the link (identity, sigmoid, softmax, …) and the labels. Large
+   stays in L1, then the link (identity, sigmoid, softmax, …), the labels and, when
+   asked for, each feature's contribution to the decision. Large
    batches are split into blocks that helper threads claim (``_pool.h``: the caller
    never waits for a helper that has not started); builds without that pool use
    OpenMP's ``prange``.
@@ -105,11 +106,15 @@ cdef enum Role:
     _DECISION = 1       # the decision z, (n, k)
     _PROBABILITIES = 2  # the link applied to z, (n, k_out)
     _LABEL = 3          # classes[predicted class index], (n,)
+    _CONTRIBUTIONS = 4  # W[c, j] * (X[i, j] - baseline[j]), (n, d) or (n, k, d), X's dtype
+    _BASE_VALUE = 5     # W @ baseline + b, (k,), X's dtype: the same for every row
 
 ROLE_VALUE = _VALUE
 ROLE_DECISION = _DECISION
 ROLE_PROBABILITIES = _PROBABILITIES
 ROLE_LABEL = _LABEL
+ROLE_CONTRIBUTIONS = _CONTRIBUTIONS
+ROLE_BASE_VALUE = _BASE_VALUE
 
 cdef enum:
     # Rows per block: large enough to amortise the per-block work, small enough that
@@ -316,6 +321,9 @@ cdef struct Job:
     Py_ssize_t k_out
     bint o64               #     zo and out are float64 (else float32)
     long long* labels      # OUT (n,) class indices, or NULL
+    bint decide            #     the decision is needed (z, zo, out or labels is set)
+    const double* mu       # IN  (d,) the explanation baseline
+    void* contrib          # OUT (n, k, d) contributions in X's dtype, or NULL
     Py_ssize_t block_rows  # rows per parallel block (a multiple of BLOCK_ROWS)
 
 
@@ -374,12 +382,43 @@ cdef void _link_block(const double* z, Py_ssize_t m, Py_ssize_t k, int link,
             _link_row(z + i * k, k, link, out + i * k_out)
 
 
-cdef void _score_rows(const Job* jb, const in_t* X, out_t* zo, out_t* out,
-                      Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    """Decision, link and labels for rows r0 <= i < r1, BLOCK_ROWS at a time.
+cdef void _contrib_block(const in_t* X, Py_ssize_t sr, Py_ssize_t sc,
+                         const double* W, const double* mu, Py_ssize_t d, Py_ssize_t k,
+                         Py_ssize_t m, in_t* out) noexcept nogil:
+    """out[i, c, j] = W[c, j] * (X[i, j] - mu[j]) for the m rows i < m starting at X
+    (out C-ordered (m, k, d), X addressed as in _decision_block).
 
-    The decision goes to jb.z when the caller gave one, else to an on-stack scratch
-    block (k <= SCRATCH_K is guaranteed then); zo, out and jb.labels may be NULL.
+    Each element is one subtraction and one multiplication in float64, then rounded
+    to X's dtype: no sum, so no order to fix, and the same bits whichever path the
+    decision takes (the compiler vectorises the contiguous loop by itself; there is
+    no separate AVX2 version to keep in step).
+    """
+    cdef Py_ssize_t i, j, c
+    cdef const in_t* x
+    cdef const double* w
+    cdef in_t* o
+    for i in range(m):
+        x = X + i * sr
+        o = out + i * k * d
+        for c in range(k):
+            w = W + c * d
+            if sc == 1:
+                for j in range(d):
+                    o[j] = <in_t>(w[j] * (<double>x[j] - mu[j]))
+            else:
+                for j in range(d):
+                    o[j] = <in_t>(w[j] * (<double>x[j * sc] - mu[j]))
+            o += d
+
+
+cdef void _score_rows(const Job* jb, const in_t* X, out_t* zo, out_t* out,
+                      in_t* contrib, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
+    """Decision, link, labels and contributions for rows r0 <= i < r1, BLOCK_ROWS
+    at a time.
+
+    The decision (when jb.decide) goes to jb.z when the caller gave one, else to an
+    on-stack scratch block (k <= SCRATCH_K is guaranteed then); zo, out, jb.labels
+    and contrib may be NULL.
     """
     cdef double scratch[BLOCK_ROWS * SCRATCH_K]
     cdef double* z
@@ -388,6 +427,13 @@ cdef void _score_rows(const Job* jb, const in_t* X, out_t* zo, out_t* out,
     while i0 < r1:
         i1 = i0 + BLOCK_ROWS if i0 + BLOCK_ROWS < r1 else r1
         m = i1 - i0
+        if contrib != NULL:
+            # contributions = W[None, :, :] * (X[:, None, :] - mu)
+            _contrib_block(X + i0 * jb.sr, jb.sr, jb.sc, jb.W, jb.mu, jb.d, k, m,
+                           contrib + i0 * k * jb.d)
+        if not jb.decide:
+            i0 = i1
+            continue
         z = jb.z + i0 * k if jb.z != NULL else scratch
         _decision_block(X + i0 * jb.sr, jb.sr, jb.sc, jb.W, jb.b, jb.d, k, m, z,
                         jb.stream)
@@ -406,14 +452,18 @@ cdef void _run_rows(const Job* jb, Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
     """_score_rows for this job's input and output dtypes."""
     if jb.x64:
         if jb.o64:
-            _score_rows(jb, <const double*>jb.X, <double*>jb.zo, <double*>jb.out, r0, r1)
+            _score_rows(jb, <const double*>jb.X, <double*>jb.zo, <double*>jb.out,
+                        <double*>jb.contrib, r0, r1)
         else:
-            _score_rows(jb, <const double*>jb.X, <float*>jb.zo, <float*>jb.out, r0, r1)
+            _score_rows(jb, <const double*>jb.X, <float*>jb.zo, <float*>jb.out,
+                        <double*>jb.contrib, r0, r1)
     else:
         if jb.o64:
-            _score_rows(jb, <const float*>jb.X, <double*>jb.zo, <double*>jb.out, r0, r1)
+            _score_rows(jb, <const float*>jb.X, <double*>jb.zo, <double*>jb.out,
+                        <float*>jb.contrib, r0, r1)
         else:
-            _score_rows(jb, <const float*>jb.X, <float*>jb.zo, <float*>jb.out, r0, r1)
+            _score_rows(jb, <const float*>jb.X, <float*>jb.zo, <float*>jb.out,
+                        <float*>jb.contrib, r0, r1)
 
 
 cdef void _run_block(void* ctx, ptrdiff_t blk) noexcept nogil:
@@ -506,6 +556,11 @@ cdef class LinearKernel:
         ``ROLE_VALUE`` has shape (n,) instead of (n, 1) (a single regression target).
     classes : ndarray of shape (n_classes,), optional
         ``ROLE_LABEL`` gives ``classes[index]`` (the class indices when None).
+    baseline : ndarray of shape (d,), float64, contiguous, optional
+        The feature values explanations are measured from (zeros when None):
+        ``ROLE_CONTRIBUTIONS`` gives ``coef[c, j] * (X[i, j] - baseline[j])`` and
+        ``ROLE_BASE_VALUE`` ``coef @ baseline + intercept``, so that for every row
+        ``contributions.sum(-1) + base_value`` is the decision.
     """
 
     cdef readonly object coef
@@ -517,11 +572,17 @@ cdef class LinearKernel:
     cdef readonly Py_ssize_t n_link_columns
     cdef readonly bint out64
     cdef readonly bint value_1d
+    cdef readonly object baseline
     cdef const double* _w
     cdef const double* _b
+    cdef const double* _mu
+    cdef object _base64   # base value, read-only float64 (k,)
+    cdef object _base32   # ... rounded to float32
 
     def __cinit__(self, cnp.ndarray coef, cnp.ndarray intercept, int link,
-                  bint out64=True, bint value_1d=False, object classes=None):
+                  bint out64=True, bint value_1d=False, object classes=None,
+                  object baseline=None):
+        import numpy
         self.coef = coef
         self.intercept = intercept
         self.link = link
@@ -533,6 +594,15 @@ cdef class LinearKernel:
         self.n_link_columns = 2 if link == 1 else self.n_decisions
         self._w = <const double*>cnp.PyArray_DATA(coef)
         self._b = <const double*>cnp.PyArray_DATA(intercept)
+        if baseline is None:
+            baseline = numpy.zeros(self.n_features)
+        self.baseline = baseline
+        self._mu = <const double*>cnp.PyArray_DATA(<cnp.ndarray>baseline)
+        # base_value = coef @ baseline + intercept: the decision at the baseline
+        self._base64 = coef @ baseline + intercept
+        self._base32 = self._base64.astype(numpy.float32)
+        self._base64.flags.writeable = False
+        self._base32.flags.writeable = False
 
     def try_predict(self, object X, tuple plan, int n_threads):
         """:meth:`predict` when X can be scored as it is, else None.
@@ -572,24 +642,29 @@ cdef class LinearKernel:
         plan : tuple of (name, role) pairs
             The outputs wanted: ``ROLE_VALUE`` / ``ROLE_DECISION`` (the decision
             ``X @ coef.T + intercept``), ``ROLE_PROBABILITIES`` (its link),
-            ``ROLE_LABEL`` (``classes[index]``).
+            ``ROLE_LABEL`` (``classes[index]``), ``ROLE_CONTRIBUTIONS`` (each
+            feature's part of the decision: (n, d) for one decision column, else
+            (n, k, d)), ``ROLE_BASE_VALUE`` (the decision at the baseline, (k,)).
         n_threads : int
             Threads for large batches (1 = the calling thread only).
 
         Returns
         -------
         dict
-            name -> new array. Float outputs are float64 when ``out64``, else float32;
-            outputs of the same role are the same array.
+            name -> new array. Float outputs are float64 when ``out64``, else float32,
+            but for the explanations, which have X's dtype (the base value is one
+            shared read-only array); outputs of the same role are the same array.
         """
         return self._predict(X, plan, n_threads)
 
     cdef object _predict(self, cnp.ndarray X, tuple plan, int n_threads):
-        cdef cnp.npy_intp dims[2]
+        cdef cnp.npy_intp dims[3]
         cdef Py_ssize_t n = cnp.PyArray_DIM(X, 0), k = self.n_decisions
         cdef int role, ftype = cnp.NPY_FLOAT64 if self.out64 else cnp.NPY_FLOAT32
+        cdef int xtype = cnp.PyArray_TYPE(X)
         cdef bint want_dec = False
         cdef object dec = None, proba = None, labels = None, lab = None, val = None
+        cdef object contrib = None
         cdef dict result
         for pair in plan:
             if (<tuple>pair)[1] == _DECISION:
@@ -610,12 +685,21 @@ cdef class LinearKernel:
                 dims[1] = k
             elif role == _LABEL and labels is None:
                 labels = cnp.PyArray_EMPTY(1, dims, cnp.NPY_INT64, 0)
+            elif role == _CONTRIBUTIONS and contrib is None:
+                # (n, d) for one decision column, else (n, k, d)
+                dims[2] = self.n_features
+                if k == 1:
+                    dims[1] = self.n_features
+                    contrib = cnp.PyArray_EMPTY(2, dims, xtype, 0)
+                    dims[1] = k
+                else:
+                    contrib = cnp.PyArray_EMPTY(3, dims, xtype, 0)
         # float64 decisions go straight to the output, float32 ones are rounded from
         # the float64 scratch
         if self.out64:
-            self._score(X, dec, None, proba, labels, n_threads)
+            self._score(X, dec, None, proba, labels, contrib, n_threads)
         else:
-            self._score(X, None, dec, proba, labels, n_threads)
+            self._score(X, None, dec, proba, labels, contrib, n_threads)
         # name them
         result = {}
         for pair in plan:
@@ -632,6 +716,10 @@ cdef class LinearKernel:
                 if val is None:
                     val = dec.reshape(n)  # a view: (n,) beside the decision's (n, 1)
                 result[name] = val
+            elif role == _CONTRIBUTIONS:
+                result[name] = contrib
+            elif role == _BASE_VALUE:
+                result[name] = self._base64 if xtype == cnp.NPY_FLOAT64 else self._base32
             else:
                 result[name] = dec
         return result
@@ -655,19 +743,21 @@ cdef class LinearKernel:
 
         Nothing is checked. The GIL is released unless the batch is tiny.
         """
-        self._score(X, z, None, out, labels, n_threads)
+        self._score(X, z, None, out, labels, None, n_threads)
 
     cdef _score(self, cnp.ndarray X, object z, object zo, object out, object labels,
-                int n_threads):
+                object contrib, int n_threads):
         """Fill a Job from arrays (z: float64 decisions or None; zo: float32 decisions
-        or None; out: link output of zo's dtype, or None) and run it."""
+        or None; out: link output of zo's dtype, or None; contrib: contributions of X's
+        dtype, C-contiguous, or None) and run it."""
         cdef Job jb
         cdef Py_ssize_t isz = cnp.PyArray_ITEMSIZE(X)
         cdef cnp.npy_intp dims[2]
         jb.n = cnp.PyArray_DIM(X, 0)
         if jb.n == 0:
             return
-        if z is None and self.n_decisions > SCRATCH_K:
+        jb.decide = not (z is None and zo is None and out is None and labels is None)
+        if jb.decide and z is None and self.n_decisions > SCRATCH_K:
             # too wide for the blocks' on-stack scratch: one of n rows
             dims[0] = jb.n
             dims[1] = self.n_decisions
@@ -695,6 +785,8 @@ cdef class LinearKernel:
             jb.o64 = cnp.PyArray_TYPE(<cnp.ndarray>zo) == cnp.NPY_FLOAT64
         jb.labels = NULL if labels is None else <long long*>cnp.PyArray_DATA(
             <cnp.ndarray>labels)
+        jb.mu = self._mu
+        jb.contrib = NULL if contrib is None else cnp.PyArray_DATA(<cnp.ndarray>contrib)
         jb.block_rows = BLOCK_ROWS
         if jb.n * jb.d * jb.k < _NOGIL_MIN_WORK:
             _run(&jb, 1)

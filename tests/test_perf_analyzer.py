@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+import scorewire
 
 from .servers import server_process
 
@@ -105,6 +108,29 @@ def test_streaming_against_a_batched_model(server):
     assert srv["requests"] > 0
     assert srv["inferences"] == 2 * srv["requests"]
     assert srv["executions"] > 0
+
+
+@pytest.fixture(scope="module")
+def ensemble_server(tmp_path_factory):
+    """A repository with bc-vote: a soft vote of two copies of the demo's breast-cancer."""
+    root = tmp_path_factory.mktemp("ensembles")
+    demo = scorewire.demo_repository()
+    for copy in ("bc-a", "bc-b"):
+        shutil.copytree(demo / "breast-cancer" / "1", root / copy / "1")
+    (root / "bc-vote" / "1").mkdir(parents=True)
+    (root / "bc-vote" / "model.toml").write_text('[ensemble]\ncombiner = "soft_vote"\nmembers = ["bc-a", "bc-b"]\n')
+    with server_process("--repo", str(root)) as s:
+        yield s
+
+
+def test_unary_against_an_ensemble(ensemble_server):
+    """An ensemble's ModelConfig names scorewire's own platform, not Triton's
+    "ensemble" (a pipeline of steps, which perf_analyzer reads from the config and
+    crashed on when there were none): it is measured as any model."""
+    client, srv = report_of(perf_analyzer(ensemble_server.addr, "bc-vote", "-b", "2"))
+    assert client["requests"] > 0
+    assert srv["requests"] > 0
+    assert srv["inferences"] == 2 * srv["requests"]
 
 
 def test_an_unknown_model_fails_the_run_with_the_servers_message(server):

@@ -255,9 +255,10 @@ def test_outputs_declare_their_roles(tmp_path):
 
     demo = scorewire.demo_repository()
     roles = {n: {o.name: o.role for o in scorewire.load_model(demo / n / "1").signature.outputs} for n in ("breast-cancer", "diabetes", "iris-forest")}
+    explained = {"contributions": "contributions", "base_value": "base_value"}  # native models only
     assert roles == {
-        "breast-cancer": {"label": "label", "probabilities": "probabilities", "decision": "decision"},
-        "diabetes": {"value": "value"},
+        "breast-cancer": {"label": "label", "probabilities": "probabilities", "decision": "decision", **explained},
+        "diabetes": {"value": "value", **explained},
         "iris-forest": {"label": "label", "probabilities": "probabilities"},
     }
     # renamed outputs keep their roles
@@ -266,4 +267,6 @@ def test_outputs_declare_their_roles(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps(spec))
     sig = scorewire.load_model(tmp_path / "model.json").signature
     assert (sig.output_for("label"), sig.output_for("probabilities"), sig.output_for("value")) == ("cls", "p", None)
-    assert [(o.name, o.role) for o in signature_to_pb(sig).outputs] == [("cls", "label"), ("p", "probabilities")]
+    assert [(o.name, o.role) for o in signature_to_pb(sig).outputs] == [
+        ("cls", "label"), ("p", "probabilities"), ("contributions", "contributions"), ("base_value", "base_value"),
+    ]  # fmt: skip

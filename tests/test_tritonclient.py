@@ -44,6 +44,8 @@ from .servers import server_process
 CLIENT = Path(__file__).parent / "clients" / "triton_client.py"
 MODELS = {"bc": "breast-cancer", "iris": "iris-forest"}  # array name → the model it is for
 ALL_OUTPUTS = {"bc": ["label", "probabilities", "decision"], "iris": ["label", "probabilities"]}
+#: the outputs a model serves only when asked for them by name (native models' explanations)
+BY_NAME = {"bc": ["contributions", "base_value"], "iris": []}
 DATATYPE = {"int64": "INT64", "float64": "FP64", "float32": "FP32"}  # numpy → OIP
 
 # request id → (array, contents, requested outputs); [] asks for every output
@@ -51,6 +53,7 @@ INFER = {
     "bc-raw": ("bc", "raw", []),
     "bc-raw-probabilities": ("bc", "raw", ["probabilities"]),
     "bc-typed": ("bc", "typed", ["decision", "label"]),
+    "bc-raw-explained": ("bc", "raw", ["decision", "contributions", "base_value"]),
     "iris-raw": ("iris", "raw", []),
     "iris-typed": ("iris", "typed", ["probabilities"]),
 }
@@ -148,7 +151,7 @@ def assert_result_matches(
     echoed = (result["model_name"], result["model_version"], result["id"])
     assert echoed == (MODELS[key], "1", request_id)
     assert sorted(result["outputs"]) == sorted(outputs or ALL_OUTPUTS[key])
-    want = model.predict(X)
+    want = model.predict(X, outputs or None)
     for name, got in result["outputs"].items():
         expected = want[name]
         assert got["datatype"] == DATATYPE[expected.dtype.name]
@@ -221,7 +224,7 @@ def test_model_metadata(report, models, key):
     assert meta["outputs"] == [
         {"name": o.name, "datatype": DATATYPE[o.dtype], "shape": list(o.shape)} for o in sig.outputs
     ]
-    assert [o["name"] for o in meta["outputs"]] == ALL_OUTPUTS[key]
+    assert [o["name"] for o in meta["outputs"]] == ALL_OUTPUTS[key] + BY_NAME[key]
     expected_input = {"bc": ("FP64", [-1, 30]), "iris": ("FP32", [-1, 4])}[key]
     assert (meta["inputs"][0]["datatype"], meta["inputs"][0]["shape"]) == expected_input
 
@@ -307,11 +310,12 @@ def test_inference_statistics(report, arrays):
     stats = {s["name"]: s for s in report["statistics"]["model_stats"]}
     assert set(stats) == {"breast-cancer", "diabetes", "iris-forest", "wine"}
     bc = stats["breast-cancer"]
-    # to breast-cancer: 3 infer calls, 2 stream messages and 1 classification succeeded;
+    # to breast-cancer: 4 infer calls (one asking for explanations), 2 stream messages and
+    # 1 classification succeeded;
     # the 3 bad infer calls and the bad stream message failed its input check
-    assert int(bc["inference_stats"]["success"]["count"]) == 6
+    assert int(bc["inference_stats"]["success"]["count"]) == 7
     assert int(bc["inference_stats"]["fail"]["count"]) == 4
-    assert int(bc["inference_count"]) == 6 * len(arrays["bc"])  # every request carried every row
-    assert int(bc["execution_count"]) == 6  # scored alone: the native kernel does not batch
+    assert int(bc["inference_count"]) == 7 * len(arrays["bc"])  # every request carried every row
+    assert int(bc["execution_count"]) == 7  # scored alone: the native kernel does not batch
     assert int(bc["inference_stats"]["compute_infer"]["ns"]) > 0
     assert [int(b["batch_size"]) for b in bc["batch_stats"]] == [len(arrays["bc"])]

@@ -4,6 +4,7 @@
     scorewire models  [--repo DIR]                       load a repository, print signatures
     scorewire export  MODEL.joblib --repo DIR --name N   scikit-learn → repository
     scorewire predict --model N [--addr] FILE|-          score a CSV/JSON file via a server
+    scorewire explain --model N [--top K] FILE|-         each row's K largest feature contributions
     scorewire evaluate --model N --data F.csv --target C score a labelled file via a server,
                       [--reference M.joblib]             print its metrics (and the parity check)
     scorewire health  [--addr] [--service S]             exit 0 only when SERVING
@@ -24,6 +25,7 @@ import numpy as np
 
 from . import __version__
 from .errors import ScorewireError
+from .types import BASE_VALUE, CONTRIBUTIONS
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 
@@ -86,6 +88,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(f"    output {o.name}: {o.dtype} {list(o.shape)}")
             if sig.classes is not None:
                 print(f"    classes {list(sig.classes)}")
+            if sig.explanation_baseline:
+                print(f"    explanations from a {sig.explanation_baseline} baseline")
     return 1 if failed else 0
 
 
@@ -94,6 +98,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_file
 
     result = export_file(args.model, args.repo, args.name, args.version, args.reference_data, args.target)
+    for member in result.members:  # an ensemble's: its members first
+        print(f"wrote {member.artifact} ({member.backend} backend)")
+        if member.reference:
+            print(f"wrote {member.reference}")
     print(f"wrote {result.artifact} ({result.backend} backend)")
     if result.reference:
         print(f"wrote {result.reference}")
@@ -122,21 +130,49 @@ def read_rows(path: str) -> np.ndarray:
     return np.asarray([[float(v) for v in r] for r in records], dtype=np.float64)
 
 
-def _print_outputs(outputs: dict[str, np.ndarray], fmt: str) -> None:
+def _feature_names(served: Any, d: int) -> list[str]:
+    """The model's feature names, or f0, f1, ... when it has none."""
+    names = list(served.feature_names)
+    return names if len(names) == d else [f"f{j}" for j in range(d)]
+
+
+def _print_outputs(outputs: dict[str, np.ndarray], fmt: str, served: Any) -> None:
+    """One CSV row per input row (or one JSON object): an output's columns are
+    ``name_j``, but for the explanations: ``contributions:FEATURE`` (with several
+    decision columns ``contributions:CLASS:FEATURE``) and the base value, repeated
+    on every row, as ``base_value`` (``base_value:CLASS``)."""
     if fmt == "json":
         print(json.dumps({k: v.tolist() for k, v in outputs.items()}))
         return
+    roles = {name: role for role, name in served.roles.items()}
+    n = next((len(v) for name, v in outputs.items() if roles.get(name) != BASE_VALUE), 0)
     columns: list[tuple[str, np.ndarray]] = []
     for name, value in outputs.items():
-        if value.ndim == 1:
+        role = roles.get(name)
+        if role == CONTRIBUTIONS:
+            features = _feature_names(served, value.shape[-1])
+            if value.ndim == 2:
+                columns.extend((f"{name}:{f}", value[:, j]) for j, f in enumerate(features))
+            else:
+                for c, cls in enumerate(_class_names(served, value.shape[1])):
+                    columns.extend((f"{name}:{cls}:{f}", value[:, c, j]) for j, f in enumerate(features))
+        elif role == BASE_VALUE:
+            heads = [name] if value.shape[0] == 1 else [f"{name}:{c}" for c in _class_names(served, value.shape[0])]
+            columns.extend((h, np.repeat(value[c], n)) for c, h in enumerate(heads))
+        elif value.ndim == 1:
             columns.append((name, value))
         else:
             columns.extend((f"{name}_{j}", value[:, j]) for j in range(value.shape[1]))
     writer = csv.writer(sys.stdout)
     writer.writerow([c for c, _ in columns])
-    n = len(columns[0][1]) if columns else 0
     for i in range(n):
         writer.writerow([_fmt(col[i]) for _, col in columns])
+
+
+def _class_names(served: Any, k: int) -> list[str]:
+    """The classes of k decision columns, or 0, 1, ... when the model states none."""
+    classes = [str(c) for c in served.classes]
+    return classes if len(classes) == k else [str(c) for c in range(k)]
 
 
 def _fmt(v: Any) -> str:
@@ -161,7 +197,78 @@ def cmd_predict(args: argparse.Namespace) -> int:
             return 1
     order = served.outputs  # the model's own output order
     names = sorted(outputs, key=lambda n: order.index(n) if n in order else len(order))
-    _print_outputs({name: outputs[name] for name in names}, args.format)
+    _print_outputs({name: outputs[name] for name in names}, args.format, served)
+    return 0
+
+
+# ----------------------------------------------------------------- explain
+def explain_rows(
+    contributions: np.ndarray, base_value: np.ndarray, columns: np.ndarray, top: int
+) -> list[tuple[float, float, list[tuple[int, float]], float]]:
+    """Per row: (decision, base value, the ``top`` (feature, contribution) pairs of
+    largest magnitude, largest first, and the sum of the other contributions) of
+    decision column ``columns[i]``. ``contributions`` is (rows, features) or (rows,
+    columns, features); the decision is their sum plus the base value."""
+    if contributions.ndim == 2:
+        contributions = contributions[:, None, :]
+    out = []
+    for i, c in enumerate(columns):
+        row = contributions[i, c].astype(np.float64)
+        order = np.argsort(-np.abs(row), kind="stable")[:top]
+        rest = float(row.sum() - row[order].sum())
+        base = float(base_value[c])
+        out.append((float(row.sum()) + base, base, [(int(j), float(row[j])) for j in order], rest))
+    return out
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .grpc.client import ClientError, NotReady
+
+    if args.top < 1:
+        raise ValueError("--top must be at least 1")
+    X = read_rows(args.file)
+    with connect(args) as client:
+        try:
+            served = client.served(args.model, args.version)
+            if not served.explanation_baseline:
+                print(f"scorewire explain: model {args.model!r} has no explanations "
+                      f"({served.backend} backend; they are available for native models)", file=sys.stderr)  # fmt: skip
+                return 1
+            contrib_name, base_name = served.roles[CONTRIBUTIONS], served.roles[BASE_VALUE]
+            label_name = served.roles.get("label")
+            wanted = (contrib_name, base_name, *((label_name,) if label_name else ()))
+            outputs = client.predict(
+                args.model, X.astype(served.input_dtype), version=args.version, outputs=wanted
+            ).outputs
+        except NotReady as exc:
+            print(f"scorewire explain: {exc} is not ready", file=sys.stderr)
+            return 1
+        except ClientError as err:
+            print(f"scorewire explain: {err}", file=sys.stderr)
+            return 1
+    contributions, base = outputs[contrib_name], outputs[base_name]
+    k = base.shape[0]
+    classes = _class_names(served, k)
+    if k == 1:
+        columns = np.zeros(len(contributions), dtype=np.int64)
+    elif label_name and len(served.classes) == k:
+        # the column of the predicted class (the server's label rule, read off its labels)
+        columns = np.asarray([classes.index(str(v)) for v in outputs[label_name]], dtype=np.int64)
+    else:
+        columns = (contributions.sum(axis=-1) + base).argmax(axis=1)
+    features = _feature_names(served, contributions.shape[-1])
+    rows = explain_rows(contributions, base, columns, args.top)
+    print(f"model {args.model} version {served.version}: decision = base value + the contributions "
+          f"of {len(features)} features, measured from a {served.explanation_baseline} baseline")  # fmt: skip
+    width = max(len(f) for f in features)
+    labels = [str(v) for v in outputs[label_name]] if label_name else None
+    for i, (decision, base_value, top, rest) in enumerate(rows):
+        label = f", class {labels[i] if labels is not None else classes[columns[i]]}" if labels or k > 1 else ""
+        print(f"row {i}: decision {decision:.6g}{label} (base value {base_value:.6g})")
+        for j, value in top:
+            print(f"  {features[j]:<{width}}  {value:+.6g}")
+        if len(top) < len(features):
+            print(f"  {f'({len(features) - len(top)} other features)':<{width}}  {rest:+.6g}")
     return 0
 
 
@@ -321,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a fitted scikit-learn estimator or pipeline (a joblib file) into "
         "model.json (linear models, scalers folded in) or model.onnx (everything else), or a "
         "saved Keras model (.keras, or legacy .h5) whose network is linear into model.json, "
-        "plus reference statistics for drift monitoring. WARNING: a joblib file this UNPICKLES, "
+        "plus reference statistics for drift monitoring. A VotingClassifier, VotingRegressor, "
+        "StackingClassifier or StackingRegressor becomes an ensemble over one member model per "
+        "estimator, named NAME-<estimator name>. WARNING: a joblib file this UNPICKLES, "
         "which runs code from it: export only files you trust (your own). A Keras file is "
         "read, never run. The server never loads pickles.",
     )
@@ -344,6 +453,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     add_connection_arguments(p, timeout=30.0)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "explain",
+        help="print each row's largest feature contributions, from a running server",
+        description="Score a CSV or JSON file through a running server, asking a native model for its "
+        "explanations, and print for each row its decision, the base value and the --top features "
+        "that moved it most (by absolute contribution; the decision is the base value plus all "
+        "contributions). For a model with several decision columns, the predicted class's column.",
+    )
+    p.add_argument("file", help="CSV (header optional), JSON (a list of rows), or - for stdin")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", type=int, default=0)
+    p.add_argument("--top", type=int, default=5, help="features per row (default 5)")
+    add_connection_arguments(p, timeout=30.0)
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser(
         "evaluate",

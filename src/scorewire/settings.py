@@ -156,6 +156,12 @@ class Settings:
         metadata={"help": "with --metrics-port: how often the drift (PSI) and feedback gauges are "
                           "recomputed, seconds"},
     )  # fmt: skip
+    poll_interval_s: float = field(
+        default=0.0,
+        metadata={"help": "watch the repository: every this many seconds, load what changed on disk (a new, "
+                          "changed or removed version directory or model.toml, a new or removed model "
+                          "directory) once it looks the same in two polls in a row (0: off)"},
+    )  # fmt: skip
     peers: str = field(
         default="",
         metadata={"help": "other replicas of this server (their own addresses, not a load balancer's) to "
@@ -214,6 +220,8 @@ class Settings:
             problems.append("max_connection_idle_s and max_connection_age_s must not be negative")
         if self.monitor_interval_s <= 0:
             problems.append("monitor_interval_s must be positive")
+        if not 0 <= self.poll_interval_s < float("inf"):
+            problems.append("poll_interval_s must be 0 (off) or positive")
         if self.shutdown_grace_s < 0 or self.drain_delay_s < 0:
             problems.append("shutdown_grace_s and drain_delay_s must not be negative")
         if not 1 <= self.workers <= 256:

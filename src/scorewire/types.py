@@ -25,12 +25,27 @@ Inputs = Union[np.ndarray, Mapping[str, np.ndarray]]  # noqa: UP007 (a runtime a
 #: what an output carries, whatever it is named
 ROLES = ("value", "decision", "probabilities", "label")
 
+#: the explanations every native model gives when asked for them by name (never by
+#: default), under these names and roles: each feature's contribution to each
+#: decision column, and the decision at the baseline they are measured from; for
+#: every row, the contributions summed over the features plus the base value are the
+#: decision (see the README, "Explanations")
+CONTRIBUTIONS = "contributions"
+BASE_VALUE = "base_value"
+EXPLANATIONS = (CONTRIBUTIONS, BASE_VALUE)
+#: the baselines explanations are measured from: the feature means of the version's
+#: reference.json, or zeros when it has none
+BASELINE_REFERENCE = "reference"
+BASELINE_ZEROS = "zeros"
+
 
 @dataclass(frozen=True)
 class TensorSpec:
     """Name, dtype and shape of one input or output; -1 marks a free dimension.
-    An output's ``role`` (one of ROLES, "" when it has none of them) says what it
-    carries: monitoring and clients read it instead of guessing from names."""
+    An output's ``role`` (one of ROLES or EXPLANATIONS, "" when it has none of them)
+    says what it carries: monitoring and clients read it instead of guessing from
+    names. The base value (role BASE_VALUE) is the one output without a row
+    dimension: the same for every row of every request."""
 
     name: str
     dtype: str  # numpy dtype name (one of DTYPES): "float32", "int64", "object" (strings), …
@@ -57,13 +72,16 @@ class Signature:
     """What a model takes and gives. ``input`` is the first of ``inputs`` (the only
     one of a tabular model: a 2-D float input of ``n_features`` columns; ``inputs``
     defaults to it). ``batched``: the first dim of every input is the rows (always
-    so for a tabular model), so requests may be merged along it."""
+    so for a tabular model), so requests may be merged along it.
+    ``explanation_baseline``: what its explanations are measured from
+    (BASELINE_REFERENCE or BASELINE_ZEROS), "" for a model without them."""
 
     input: TensorSpec
     outputs: tuple[TensorSpec, ...]
     feature_names: tuple[str, ...] | None = None
     task: str = "regression"  # "regression" | "classification"
     classes: tuple[object, ...] | None = None
+    explanation_baseline: str = ""
     inputs: tuple[TensorSpec, ...] = ()
     batched: bool = True
     #: one input of shape [rows, features], float32 or float64, with a fixed feature
@@ -109,6 +127,7 @@ class Signature:
             "outputs": [o.to_dict() for o in self.outputs],
             "feature_names": list(self.feature_names) if self.feature_names else None,
             "classes": list(self.classes) if self.classes is not None else None,
+            "explanation_baseline": self.explanation_baseline or None,
         }
 
 
@@ -123,6 +142,12 @@ class PredictRequest:
     outputs: tuple[str, ...] = ()
     request_id: str = ""
     deadline: float | None = None  # absolute, time.monotonic() seconds
+    #: places a request without a version in its model's traffic split (sticky:
+    #: the same key, the same version); "" → the request id, or random without one.
+    #: The edge fills it from the metadata header model.toml names ([traffic] key_header)
+    route_key: str = ""
+    #: the input's name as the request gave it ("": not given); checked against the model's
+    input_name: str = ""
 
 
 @dataclass(slots=True)

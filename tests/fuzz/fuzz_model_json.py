@@ -4,8 +4,8 @@ the loader makes of it.
 Oracle, for any bytes: ``parse_linear_json`` returns a LinearSpec or raises
 ModelLoadError — one line that starts with the file's name — and nothing else;
 a spec becomes a ``NativeLinearModel`` whose signature can be read and which
-scores a few rows into the outputs its signature lists, or the load fails with a
-ModelLoadError. Nothing allocates more than the size limit says (libFuzzer's
+scores a few rows into the outputs its signature lists (the explanations when named,
+the others by default), or the load fails with a ModelLoadError. Nothing allocates more than the size limit says (libFuzzer's
 ``-rss_limit_mb``), nothing hangs (``-timeout``).
 
 The first byte chooses how the rest is read: as the file itself, or as the choices
@@ -26,6 +26,7 @@ with harness.instrumented(__name__):
     from scorewire.backends.native import NativeLinearModel
     from scorewire.errors import ModelLoadError
     from scorewire.formats.linear_json import parse_linear_json
+    from scorewire.types import EXPLANATIONS
 
 SOURCE = "models/m/1/model.json"
 BASE = {
@@ -52,10 +53,13 @@ def score(spec) -> None:  # type: ignore[no-untyped-def]
     if spec.n_features > 100_000:
         return
     X = np.linspace(-1, 1, 3 * spec.n_features).reshape(3, spec.n_features).astype(spec.dtype)
-    out = model.predict(X)
+    out = model.predict(X, signature.output_names)  # the explanations are given only by name
     assert set(out) == {o.name for o in signature.outputs}
+    assert set(model.predict(X)) == set(signature.output_names) - set(EXPLANATIONS)
     for o in signature.outputs:
-        assert out[o.name].shape[0] == 3 and out[o.name].ndim == len(o.shape), (o, out[o.name].shape)
+        got = out[o.name].shape
+        # -1: the rows; any other dimension is as the signature states it (the base value's)
+        assert len(got) == len(o.shape) and got == tuple(3 if s == -1 else s for s in o.shape), (o, got)
 
 
 def document(data: bytes) -> bytes:

@@ -26,6 +26,7 @@ from scorewire.grpc import stubs
 from scorewire.grpc.client import FeedbackResult, ModelInfo, NotReady, Prediction, ServedModel
 from scorewire.repository import ModelRepository
 from scorewire.settings import Settings
+from scorewire.types import EXPLANATIONS
 
 from ..security.certs import Authority
 from ..servers import ROOT, InProcessServer
@@ -105,10 +106,10 @@ def test_the_client_api_is_pinned(cls):
         assert not any(inspect.iscoroutinefunction(getattr(cls, n)) for n in API)
     assert [f.name for f in Prediction.__dataclass_fields__.values()] == ["model", "version", "request_id", "outputs", "error"]
     assert list(FeedbackResult.__dataclass_fields__) == ["outcomes", "matched", "unknown", "expired", "duplicate", "invalid"]
-    assert list(ModelInfo.__dataclass_fields__) == ["name", "state", "versions", "ready", "error", "warnings"]
+    assert list(ModelInfo.__dataclass_fields__) == ["name", "state", "versions", "ready", "error", "warnings", "traffic"]
     assert list(ServedModel.__dataclass_fields__) == [
         "version", "input_dtype", "n_features", "task", "feature_names", "classes", "outputs", "roles", "backend",
-        "inputs", "tabular",
+        "explanation_baseline", "inputs", "tabular",
     ]  # fmt: skip
     assert set(stubs.__all__) == {"array_to_tensor", "oip", "oip_grpc", "pb", "pb_grpc", "tensor_to_array"}
     assert hasattr(stubs.pb_grpc, "PredictServiceStub") and hasattr(stubs.oip_grpc, "GRPCInferenceServiceStub")
@@ -124,8 +125,9 @@ def test_predict_returns_the_models_outputs_as_numpy(server):
         assert isinstance(p["probabilities"], np.ndarray) and p["probabilities"].shape == (len(X_WINE), 3)
         np.testing.assert_allclose(p["probabilities"], expected["probabilities"], rtol=1e-12, atol=0)
         np.testing.assert_array_equal(p["label"], expected["label"])
-        # every output when none is named; float32 rows go as float32 (iris-forest's input)
-        assert set(client.predict("wine", X_WINE[:2])) == set(WINE.signature.output_names)
+        # every output but the explanations when none is named; float32 rows go as
+        # float32 (iris-forest's input)
+        assert set(client.predict("wine", X_WINE[:2])) == set(WINE.signature.output_names) - set(EXPLANATIONS)
         q = client.predict("iris-forest", X_IRIS, outputs=("probabilities",), version=1)
         np.testing.assert_allclose(q["probabilities"], IRIS.predict(X_IRIS)["probabilities"], rtol=1e-6)
         # a list of rows works as an array does

@@ -10,6 +10,8 @@ ROLE_VALUE: int
 ROLE_DECISION: int
 ROLE_PROBABILITIES: int
 ROLE_LABEL: int
+ROLE_CONTRIBUTIONS: int
+ROLE_BASE_VALUE: int
 PARALLEL_MIN_ROWS: int
 PARALLEL_MIN_WORK: int
 
@@ -37,6 +39,7 @@ class LinearKernel:
     n_link_columns: int
     out64: bool
     value_1d: bool
+    baseline: np.ndarray
     def __init__(
         self,
         coef: np.ndarray,
@@ -45,6 +48,7 @@ class LinearKernel:
         out64: bool = True,
         value_1d: bool = False,
         classes: np.ndarray | None = None,
+        baseline: np.ndarray | None = None,
     ) -> None: ...
     def try_predict(self, X: object, plan: Plan, n_threads: int) -> dict[str, np.ndarray] | None: ...
     def predict(self, X: np.ndarray, plan: Plan, n_threads: int) -> dict[str, np.ndarray]: ...

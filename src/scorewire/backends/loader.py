@@ -7,11 +7,16 @@
                 anything else → onnxruntime
 =============  ==========================================================
 
+A native model's explanations are measured from the feature means of the
+``reference.json`` beside its artifact (see ``scorewire.formats.reference``), or from
+zeros when there is none or it does not state every mean.
+
 No format here executes code from the artifact: pickles are never loaded.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,12 +27,16 @@ import numpy as np
 from ..errors import ModelLoadError
 from ..formats.files import DEFAULT, ModelFiles
 from ..formats.linear_json import load_linear_json
+from ..formats.linear_spec import LinearSpec
 from ..formats.onnx_graph import inspect_onnx, read_onnx
+from ..formats.reference import REFERENCE_FILE, Reference
 from ..types import Inputs, Signature
 from .native import NativeLinearModel, default_n_threads
 from .ort import OnnxModel
 
 ARTIFACTS = ("model.json", "model.onnx", "model.pmml")
+
+log = logging.getLogger("scorewire.backends")
 
 
 class Model(Protocol):
@@ -83,15 +92,26 @@ def load_model(
             from ..formats.pmml import load_pmml
 
             spec = load_pmml(p, files)
-        return NativeLinearModel(spec, n_threads=threads)
+        return _native(p, spec, threads, files)
     if name.endswith(".onnx"):
         model = read_onnx(p, files)
         if backend != "onnxruntime":
             result = inspect_onnx(model)
             if result.spec is not None:
-                return NativeLinearModel(result.spec, n_threads=threads)
+                return _native(p, result.spec, threads, files)
             if backend == "native":
                 raise ModelLoadError(f"{p}: backend native, but the graph is not linear ({result.reason})")
         reason = "forced by backend" if backend == "onnxruntime" else result.reason
         return OnnxModel(model, n_threads=threads, source=str(p), native_reason=reason)
     raise ModelLoadError(f"{p}: unknown artifact type (expected one of {', '.join(ARTIFACTS)})")
+
+
+def _native(artifact: Path, spec: LinearSpec, n_threads: int, files: ModelFiles) -> NativeLinearModel:
+    """A native model, its explanations measured from the feature means of the
+    reference.json beside the artifact (a malformed one fails the load)."""
+    reference = Reference.load(artifact.parent, spec.n_features, files)
+    baseline = reference.means if reference is not None else None
+    if reference is not None and baseline is None:
+        log.warning("%s does not state every feature's mean: explanations use a zero baseline",
+                    artifact.parent / REFERENCE_FILE)  # fmt: skip
+    return NativeLinearModel(spec, n_threads=n_threads, baseline=baseline)

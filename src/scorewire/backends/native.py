@@ -7,18 +7,35 @@ which allocates the outputs, validates nothing and releases the GIL. For the com
 input (a plain, aligned, native-order float ndarray) the kernel's ``try_predict``
 does those checks in C, which is what keeps a batch-1 call well under a microsecond;
 it declines everything else, and the Python checks then raise or convert.
+
+Every native model also explains its decisions, when a request names the outputs
+``contributions`` and ``base_value`` (``scorewire.types.EXPLANATIONS``): with
+independent features the exact Shapley values of a linear decision are closed-form,
+``coef[c, j] * (x[j] - baseline[j])``, and the kernel writes them in the same pass
+as the scores. The baseline is the feature means of the version's reference.json
+(see :func:`scorewire.backends.loader.load_model`), else zeros.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, ModelLoadError
 from ..formats.linear_spec import LinearSpec, classes_array
-from ..types import Inputs
+from ..types import (
+    BASE_VALUE,
+    BASELINE_REFERENCE,
+    BASELINE_ZEROS,
+    CONTRIBUTIONS,
+    EXPLANATIONS,
+    Inputs,
+    Signature,
+    TensorSpec,
+)
 from . import _kernel
 
 #: link name -> kernel constant
@@ -56,19 +73,36 @@ def default_n_threads() -> int:
 
 
 class NativeLinearModel:
-    """Scores a :class:`LinearSpec` with the compiled kernel."""
+    """Scores a :class:`LinearSpec` with the compiled kernel.
+
+    ``baseline``: the feature values explanations are measured from, shape (d,)
+    (the reference means); None: zeros. ``signature.explanation_baseline`` says
+    which.
+    """
 
     backend = "native"
     native_reason = ""
 
-    def __init__(self, spec: LinearSpec, n_threads: int | None = None) -> None:
+    def __init__(self, spec: LinearSpec, n_threads: int | None = None, baseline: np.ndarray | None = None) -> None:
         self.spec = spec
-        self.signature = spec.signature()
         self.n_threads = default_n_threads() if n_threads is None else max(1, int(n_threads))
         self._dtype = _F64 if np.dtype(spec.dtype) == _F64 else _F32
         self._classes = classes_array(spec.classes) if spec.classes is not None else None
         self._d = spec.n_features
         self._all_outputs = tuple(spec.outputs)
+        #: output name -> kernel role: the spec's outputs, then the explanations (unless
+        #: the spec names an output like one of them: its own output keeps the name)
+        self._roles = {name: _ROLES[role] for name, role in spec.outputs.items()}
+        explains = not any(name in spec.outputs for name in EXPLANATIONS)
+        if explains:
+            self._roles[CONTRIBUTIONS] = _kernel.ROLE_CONTRIBUTIONS
+            self._roles[BASE_VALUE] = _kernel.ROLE_BASE_VALUE
+        mu = None
+        if baseline is not None:
+            mu = np.ascontiguousarray(baseline, dtype=np.float64)
+            if mu.shape != (self._d,) or not np.isfinite(mu).all():
+                raise ModelLoadError(f"the explanation baseline must be {self._d} finite feature values")
+        self.signature = _with_explanations(spec.signature(), spec, mu is not None) if explains else spec.signature()
         self._kernel = _kernel.LinearKernel(
             spec.coef,
             spec.intercept,
@@ -76,6 +110,7 @@ class NativeLinearModel:
             out64=self._dtype is _F64,
             value_1d=spec.n_decisions == 1 and not spec.value_2d,
             classes=self._classes,
+            baseline=mu,
         )
         self._try_predict = self._kernel.try_predict
         self._kernel_predict = self._kernel.predict
@@ -88,10 +123,8 @@ class NativeLinearModel:
             return self._all_outputs
         names = tuple(requested)
         for name in names:
-            if name not in self.spec.outputs:
-                raise InvalidInput(
-                    f"unknown output {name[:64]!r}; this model gives {list(self._all_outputs)}"
-                )
+            if name not in self._roles:
+                raise InvalidInput(f"unknown output {name[:64]!r}; this model gives {list(self._roles)}")
         return names
 
     def _plan(self, outputs: Iterable[str] | None) -> _kernel.Plan:
@@ -99,7 +132,7 @@ class NativeLinearModel:
         key = outputs if outputs is None or isinstance(outputs, tuple) else tuple(outputs)
         plan = self._plans.get(key)
         if plan is None:
-            plan = tuple((n, _ROLES[self.spec.outputs[n]]) for n in self.output_names(key))
+            plan = tuple((n, self._roles[n]) for n in self.output_names(key))
             if len(self._plans) < 64:
                 self._plans[key] = plan
         return plan
@@ -127,8 +160,8 @@ class NativeLinearModel:
         """Score X (n, d), float32 or float64, any order, read-only allowed (a
         tabular model is given one matrix, never inputs by name).
 
-        Returns the requested outputs by name (all of them by default). Float outputs
-        have the model's dtype.
+        Returns the requested outputs by name (all but the explanations by default).
+        Float outputs have the model's dtype; the explanations have X's.
         """
         # the batch-1 hot path: a cached plan, and the kernel's own C checks of X
         # (try_predict); anything it declines goes through check_input, which raises
@@ -141,6 +174,21 @@ class NativeLinearModel:
         if result is None:
             result = self._kernel_predict(self.check_input(X), plan, self.n_threads)
         return result
+
+
+def _with_explanations(sig: Signature, spec: LinearSpec, reference: bool) -> Signature:
+    """A spec's signature with the explanation outputs after its own."""
+    k, d = spec.n_decisions, spec.n_features
+    shape = (-1, d) if k == 1 else (-1, k, d)
+    return dataclasses.replace(
+        sig,
+        outputs=(
+            *sig.outputs,
+            TensorSpec(CONTRIBUTIONS, spec.dtype, shape, CONTRIBUTIONS),
+            TensorSpec(BASE_VALUE, spec.dtype, (k,), BASE_VALUE),
+        ),
+        explanation_baseline=BASELINE_REFERENCE if reference else BASELINE_ZEROS,
+    )
 
 
 #: output role -> kernel role code

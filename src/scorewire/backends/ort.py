@@ -12,7 +12,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from ..errors import InvalidInput, ModelLoadError
-from ..types import Inputs, Signature, TensorSpec
+from ..types import EXPLANATIONS, Inputs, Signature, TensorSpec
 
 #: onnxruntime's tensor types → numpy dtype names (scorewire.types.DTYPES)
 _ONNX_DTYPES = {
@@ -82,8 +82,10 @@ def strip_zipmap(model: onnx.ModelProto) -> onnx.ModelProto:
 def class_labels(model: onnx.ModelProto) -> tuple[object, ...] | None:
     """The class labels of an ONNX-ML classifier, in probability-column order: the
     ``classlabels_*`` attribute of its classifier (and ZipMap) nodes, when they all
-    agree; None when the graph names none, or several different sets."""
-    found = set()
+    agree; else the constant a label is picked from by the ArgMax of the
+    probabilities (``ArrayFeatureExtractor(classes, ArgMax(p))``, what skl2onnx
+    writes for an MLP, say); None when the graph names none, or several different sets."""
+    found: set[tuple[object, ...]] = set()
     for node in model.graph.node:
         if node.domain != "ai.onnx.ml":
             continue
@@ -92,7 +94,29 @@ def class_labels(model: onnx.ModelProto) -> tuple[object, ...] | None:
                 found.add(tuple(int(v) for v in a.ints))
             elif a.name == "classlabels_strings" and a.strings:
                 found.add(tuple(v.decode("utf-8", "replace") for v in a.strings))
+    if not found:
+        found = _picked_labels(model)
     return found.pop() if len(found) == 1 else None
+
+
+def _picked_labels(model: onnx.ModelProto) -> set[tuple[object, ...]]:
+    """The 1-D integer or string constants that an ``ArrayFeatureExtractor`` indexes
+    with the output of an ``ArgMax``."""
+    graph = model.graph
+    constants = {t.name: t for t in graph.initializer}
+    argmax = {o for n in graph.node if n.op_type == "ArgMax" for o in n.output}
+    found: set[tuple[object, ...]] = set()
+    for node in graph.node:
+        if node.op_type != "ArrayFeatureExtractor" or len(node.input) != 2 or node.input[1] not in argmax:
+            continue
+        t = constants.get(node.input[0])
+        if t is None or len(t.dims) != 1:
+            continue
+        if t.data_type == onnx.TensorProto.STRING:
+            found.add(tuple(v.decode("utf-8", "replace") for v in t.string_data))
+        elif t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            found.add(tuple(int(v) for v in onnx.numpy_helper.to_array(t).tolist()))
+    return found
 
 
 #: graph optimisers onnxruntime does not run when it loads a model. Constant folding
@@ -222,6 +246,10 @@ class OnnxModel:
         names = tuple(requested)
         for name in names:
             if name not in self._all:
+                if name in EXPLANATIONS:
+                    raise InvalidInput(
+                        f"output {name!r}: explanations are available for native models; this one runs on onnxruntime"
+                    )
                 raise InvalidInput(f"unknown output {name[:64]!r}; this model gives {list(self._all)}")
         return names
 

@@ -63,7 +63,8 @@ class DynamicBatcher:
     """Batches the requests of one model version.
 
     ``predict(X, outputs)`` is the model's own predict; ``all_outputs`` its output
-    names (a request's empty output list means all of them).
+    names (a request's empty output list means all of them); ``whole_outputs`` the
+    names of those that have no row dimension (the same for every request).
     """
 
     def __init__(
@@ -76,9 +77,11 @@ class DynamicBatcher:
         on_batch: Callable[[int, int], None] | None = None,
         metrics: VersionMetrics | None = None,
         stats: InferStats | None = None,
+        whole_outputs: frozenset[str] = frozenset(),
     ) -> None:
         self._predict = predict
         self._all = all_outputs
+        self._whole = whole_outputs
         self.config = config
         self._executor = executor
         self._offload_min_values = offload_min_values
@@ -217,12 +220,12 @@ class DynamicBatcher:
             scored = time.perf_counter_ns()
             if metrics is not None:
                 metrics.scored((scored - scoring) / 1e9, rows)
-            if len(batch) > 1 and not rows_match(outputs, rows):
+            if len(batch) > 1 and not rows_match(outputs, rows, self._whole):
                 # an output whose first dim is not the rows cannot be split: each
                 # request is scored alone (the graph's shapes did not say so)
                 parts = [await self._call(p.X, p.outputs) for p in batch]
             else:
-                parts = split_outputs(outputs, offsets, [p.outputs for p in batch])
+                parts = split_outputs(outputs, offsets, [p.outputs for p in batch], self._whole)
         except Exception as exc:  # the batch failed: every waiter hears of it
             if not isinstance(exc, ScorewireError):
                 log.exception("batch of %d requests failed", len(batch))

@@ -6,7 +6,7 @@ No asyncio here: these are plain functions over arrays, tested on their own
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -37,19 +37,24 @@ def batch_key(X: Inputs) -> tuple[tuple[int, ...], ...] | None:
     return tuple(a.shape[1:] for a in X.values())
 
 
-def rows_match(outputs: dict[str, np.ndarray], rows: int) -> bool:
-    """Whether every output has ``rows`` rows, so that :func:`split_outputs` can
-    slice it (a graph may give an output whose first dim is not the batch's)."""
-    return all(a.ndim and a.shape[0] == rows for a in outputs.values())
+def rows_match(outputs: dict[str, np.ndarray], rows: int, whole: Collection[str] = ()) -> bool:
+    """Whether every output but those in ``whole`` has ``rows`` rows, so that
+    :func:`split_outputs` can slice it (a graph may give an output whose first dim
+    is not the batch's)."""
+    return all((a.ndim and a.shape[0] == rows) or name in whole for name, a in outputs.items())
 
 
 def split_outputs(
-    outputs: dict[str, np.ndarray], offsets: Sequence[int], wanted: Sequence[Sequence[str]]
+    outputs: dict[str, np.ndarray],
+    offsets: Sequence[int],
+    wanted: Sequence[Sequence[str]],
+    whole: Collection[str] = (),
 ) -> list[dict[str, np.ndarray]]:
     """Slice each batch output back into per-request outputs (views, no copies),
-    keeping only the names each request asked for."""
+    keeping only the names each request asked for. The outputs named in ``whole``
+    have no row dimension (a model's base value): each request gets them as they are."""
     result = []
     for i, names in enumerate(wanted):
         lo, hi = offsets[i], offsets[i + 1]
-        result.append({name: outputs[name][lo:hi] for name in names})
+        result.append({name: outputs[name] if name in whole else outputs[name][lo:hi] for name in names})
     return result

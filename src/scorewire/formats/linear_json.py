@@ -99,6 +99,12 @@ def load_linear_json(path: str | os.PathLike[str], files: ModelFiles = DEFAULT) 
     return parse_linear_json(files.read_file(path), source=os.fspath(path), files=files)
 
 
+def spec_from_document(doc: Any, files: ModelFiles = DEFAULT) -> LinearSpec:
+    """A spec from a model.json document already parsed (a dict, e.g. a TOML table);
+    ModelLoadError, not naming a file, when it is not a valid one."""
+    return _spec_from_doc(doc, files)
+
+
 def _spec_from_doc(doc: Any, files: ModelFiles = DEFAULT) -> LinearSpec:
     if not isinstance(doc, dict):
         raise ModelLoadError("the document must be a JSON object")

@@ -18,14 +18,22 @@ Example::
     max_delay_us = 500          # how long a request waits for company
     max_queue_rows = 65536      # queued rows; beyond: RESOURCE_EXHAUSTED at once
 
+    [traffic]                   # where requests without a version go (default: the newest ready)
+    split = { 1 = 95, 2 = 5 }   # weights by version; sticky per key, only READY versions take any
+    key_header = "x-user-id"    # metadata header whose value is the sticky key (default: request id)
+    shadow = 3                  # a version that scores a copy of the traffic, after the answer
+    shadow_fraction = 0.25      # the share of requests copied to it (default 1)
+
 Unknown keys are errors (a misspelt key would otherwise be silently ignored).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -34,6 +42,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ModelLoadError
+from .ensemble import EnsembleConfig, parse_ensemble
 from .files import DEFAULT, ModelFiles, quoted
 
 BACKENDS = ("auto", "native", "onnxruntime")
@@ -88,6 +97,81 @@ class VersionPolicy:
         return available[-self.count :] if available else []
 
 
+#: a version as written in model.toml: a positive integer without leading zeros
+_VERSION_KEY = re.compile(r"^[1-9][0-9]{0,17}$")
+#: a gRPC metadata key a client can send as text (lowercase; not reserved, not binary)
+_HEADER = re.compile(r"^[0-9a-z_.-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    """``[traffic]`` in model.toml: how requests that name no version are spread
+    over the model's versions, and which version shadows them.
+
+    ``split``: (version, weight) pairs in ascending version order (empty: the
+    newest ready version takes everything); ``key_header``: the metadata header
+    whose value is a request's sticky key ("": its request id); ``shadow``: the
+    version that scores a copy of the traffic (None: none), ``shadow_fraction``
+    of the requests."""
+
+    split: tuple[tuple[int, float], ...] = ()
+    key_header: str = ""
+    shadow: int | None = None
+    shadow_fraction: float = 1.0
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """Every version the section names (the split's, then the shadow)."""
+        return tuple(v for v, _ in self.split) + (() if self.shadow is None else (self.shadow,))
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.split) or self.shadow is not None
+
+    @classmethod
+    def from_toml(cls, section: Any, source: str) -> TrafficConfig:
+        def fail(msg: str) -> ModelLoadError:
+            return ModelLoadError(f"{source}: {msg}")
+
+        if not isinstance(section, dict):
+            raise fail("[traffic] must be a table")
+        unknown = set(section) - {"split", "key_header", "shadow", "shadow_fraction"}
+        if unknown:
+            raise fail(f"unknown [traffic] key(s) {', '.join(quoted(k) for k in sorted(unknown)[:5])}")
+        split = section.get("split", {})
+        if not isinstance(split, dict):
+            raise fail('traffic.split must be a table of version = weight, e.g. { 1 = 95, 2 = 5 }')
+        weights = []
+        for key, weight in split.items():
+            if not _VERSION_KEY.match(key):
+                raise fail(f"traffic.split: {quoted(key, 24)} is not a version (a positive integer without leading zeros)")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                    or not 0 < weight <= 1e9:  # fmt: skip
+                raise fail(f"traffic.split: the weight of version {key} must be a positive number (at most 1e9)")
+            weights.append((int(key), float(weight)))
+        if "split" in section and not weights:
+            raise fail("traffic.split names no version")
+        key_header = section.get("key_header", "")
+        if not isinstance(key_header, str) or (
+            key_header and (not _HEADER.match(key_header) or key_header.startswith("grpc-") or key_header.endswith("-bin"))
+        ):
+            raise fail("traffic.key_header must be a metadata header name: lowercase letters, digits, '-', '_', "
+                       "'.', at most 64, not 'grpc-...' nor '...-bin'")  # fmt: skip
+        if "key_header" in section and not weights:
+            raise fail("traffic.key_header needs traffic.split (it places requests in the split)")
+        shadow = section.get("shadow")
+        if shadow is not None and (not isinstance(shadow, int) or isinstance(shadow, bool) or not 0 < shadow < 10**18):
+            raise fail("traffic.shadow must be a version (a positive integer)")
+        if shadow is not None and shadow in dict(weights):
+            raise fail(f"traffic.shadow: version {shadow} is in traffic.split; a shadow takes no traffic of its own")
+        fraction = section.get("shadow_fraction", 1.0)
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise fail("traffic.shadow_fraction must be a number in (0, 1]")
+        if "shadow_fraction" in section and shadow is None:
+            raise fail("traffic.shadow_fraction needs traffic.shadow")
+        return cls(tuple(sorted(weights)), key_header, shadow, float(fraction))
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything model.toml may say (defaults when the file is absent)."""
@@ -99,9 +183,20 @@ class ModelConfig:
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     batching: BatchConfig = field(default_factory=BatchConfig)
     extra: dict[str, Any] = field(default_factory=dict)
+    traffic: TrafficConfig = field(default_factory=TrafficConfig)
+    #: ``[ensemble]``: the model is made of other models (see scorewire.formats.ensemble)
+    ensemble: EnsembleConfig | None = None
+
+    def same_versions(self, other: ModelConfig) -> bool:
+        """True when a version loaded under ``other`` would load the same under this
+        configuration: they differ at most in what is read per model, not per
+        version (``[traffic]``, the description)."""
+        return replace(self, traffic=other.traffic, description=other.description) == other
 
 
-_TOP_KEYS = {"backend", "nan_policy", "max_batch_rows", "description", "version_policy", "batching"}
+_TOP_KEYS = {"backend", "nan_policy", "max_batch_rows", "description", "version_policy", "batching", "traffic"}
+#: the ensemble section (scorewire.formats.ensemble)
+_ENSEMBLE = "ensemble"
 #: sections that other parts of the server read (drift, ...)
 _SECTIONS = {"drift", "monitoring"}
 
@@ -111,7 +206,7 @@ def parse_model_config(data: bytes, source: str = "model.toml") -> ModelConfig:
         doc = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ModelLoadError(f"{source}: not valid TOML ({str(exc)[:120]})") from None
-    unknown = sorted(set(doc) - _TOP_KEYS - _SECTIONS)
+    unknown = sorted(set(doc) - _TOP_KEYS - _SECTIONS - {_ENSEMBLE})
     if unknown:
         raise ModelLoadError(f"{source}: unknown key(s) {', '.join(quoted(k) for k in unknown[:5])}")
 
@@ -155,6 +250,8 @@ def parse_model_config(data: bytes, source: str = "model.toml") -> ModelConfig:
         description=description,
         version_policy=VersionPolicy(policy, count, tuple(versions)),
         extra={k: doc[k] for k in _SECTIONS if k in doc},
+        traffic=TrafficConfig.from_toml(doc.get("traffic", {}), source),
+        ensemble=parse_ensemble(doc[_ENSEMBLE], source) if _ENSEMBLE in doc else None,
     )
 
 

@@ -69,11 +69,12 @@ def reference_statistics(X: np.ndarray, feature_names: list[str] | None = None) 
 
 @dataclass(frozen=True)
 class FeatureReference:
-    """One feature's reference bins."""
+    """One feature's reference bins, and its mean when the file states it."""
 
     name: str
     edges: np.ndarray  # inner bin edges, strictly increasing
     fractions: np.ndarray  # len(edges) + 1 shares (all zero: the reference had no finite value)
+    mean: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,14 @@ class Reference:
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
+
+    @property
+    def means(self) -> np.ndarray | None:
+        """The features' means, float64 (d,): the baseline of a model's explanations;
+        None unless the file states every feature's mean."""
+        if any(f.mean is None for f in self.features):
+            return None
+        return np.asarray([f.mean for f in self.features], dtype=np.float64)
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = REFERENCE_FILE, n_features: int | None = None) -> Reference:
@@ -136,7 +145,8 @@ class Reference:
             total = float(fractions.sum())
             if np.any(fractions < 0) or not (total == 0.0 or abs(total - 1.0) <= 1e-6):
                 raise bad(f"{where}: bin_fractions must be non-negative and sum to 1")
-            features.append(FeatureReference(name, edges, fractions))
+            mean = float(f["mean"]) if "mean" in f else None
+            features.append(FeatureReference(name, edges, fractions, mean))
         return cls(tuple(features), int(n_rows))
 
     @classmethod

@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import InvalidInput, ScorewireError
 from ..repository import State
 from ..service import ScoringService
-from ..types import Inputs, PredictRequest, PredictResponse
+from ..types import PredictRequest, PredictResponse
 from . import _wire
 from ._calls import Calls
 from ._codec import (
@@ -79,6 +79,10 @@ def _version(text: str) -> int | None:
     return version
 
 
+#: an OIP input without a name: never the model's input's (a name is required)
+_UNNAMED = "\0"
+
+
 def response_to_oip(request_id: str, result: PredictResponse) -> oip.ModelInferResponse:
     """The answer, every output as raw_output_contents (as Triton does)."""
     response = oip.ModelInferResponse(model_name=result.model, model_version=str(result.version), id=request_id)
@@ -119,31 +123,32 @@ class OIP(Adapter):
         request.classification = classification
         return request
 
-    def to_core(self, request: Request, deadline: float | None) -> PredictRequest:
-        """The core's request: a tabular model's matrix, once the input's name is the
-        model's; any other model's inputs by name."""
+    def to_core(self, request: Request, deadline: float | None, key: str = "") -> PredictRequest:
+        """The core's request: one input (the core checks its name against the model's
+        version that answers it, and gives it by name to a model that is not
+        tabular), or several by name."""
         if request.error is not None:
             raise request.error
-        mv = self.service.resolve(request.model, _version(request.version))
-        assert mv.model is not None
-        X: Inputs = request.X
-        if isinstance(X, np.ndarray):  # one input
-            sig = mv.model.signature
-            if not sig.tabular:
-                X = {request.input_name: X}
-            elif request.input_name != sig.input.name:
-                raise InvalidInput(f"model {mv.name!r} has one input, named {sig.input.name!r}")
-        if isinstance(request, ClassifiedRequest):
-            request.classes = class_labels(mv.model.signature)
-        return PredictRequest(request.model, X, mv.version, request.outputs, request.request_id, deadline)
+        return PredictRequest(request.model, request.X, _version(request.version), request.outputs, request.request_id,
+                              deadline, key, request.input_name or _UNNAMED)  # fmt: skip
 
     def encode(self, request: Request, result: PredictResponse) -> oip.ModelInferResponse:
         if isinstance(request, ClassifiedRequest):
             outputs = dict(result.outputs)
+            classes = self._classes_of(result.model, result.version)
             for name, k in request.classification.items():
-                outputs[name] = classify(outputs[name], k, request.classes)
+                outputs[name] = classify(outputs[name], k, classes)
             result = PredictResponse(result.model, result.version, outputs, result.request_id)
         return response_to_oip(request.request_id, result)
+
+    def _classes_of(self, model: str, version: int) -> tuple[str, ...] | None:
+        """The class labels of the version that answered, for classification (None,
+        and indices alone, if it was unloaded since it answered)."""
+        try:
+            mv = self.service.model(model).versions.get(version)
+        except ScorewireError:
+            return None
+        return None if mv is None or mv.model is None else class_labels(mv.model.signature)
 
     def encode_wire(self, request: Request, result: PredictResponse) -> bytes | None:
         if isinstance(request, ClassifiedRequest):  # BYTES outputs: encode() writes them

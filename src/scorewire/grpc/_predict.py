@@ -121,11 +121,11 @@ class V1(Adapter):
         return Request(message.model, message.version, message.request_id, tuple(message.outputs), "", X,
                        raw, error)  # fmt: skip
 
-    def to_core(self, request: Request, deadline: float | None) -> PredictRequest:
+    def to_core(self, request: Request, deadline: float | None, key: str = "") -> PredictRequest:
         if request.error is not None:
             raise request.error
         return PredictRequest(request.model, request.X, request.version or None, request.outputs,
-                              request.request_id, deadline)  # fmt: skip
+                              request.request_id, deadline, key)  # fmt: skip
 
     def encode(self, request: Request, result: PredictResponse) -> pb.PredictResponse:
         return response_to_pb(request.raw, result)
@@ -227,14 +227,16 @@ def signature_to_pb(sig: Signature) -> pb.Signature:
         feature_names=list(sig.feature_names or ()),
         task=sig.task,
         classes=[str(c) for c in (sig.classes or ())],
+        explanation_baseline=sig.explanation_baseline,
         inputs=[tensor_info(i) for i in sig.inputs],
         tabular=sig.tabular,
         batched=sig.batched,
     )
 
 
-def version_to_pb(mv: ModelVersion) -> pb.VersionInfo:
-    info = pb.VersionInfo(version=mv.version, state=_STATES[mv.state], error=mv.error)
+def version_to_pb(mv: ModelVersion, share: float = 0.0, shadow: bool = False) -> pb.VersionInfo:
+    info = pb.VersionInfo(version=mv.version, state=_STATES[mv.state], error=mv.error, traffic_share=share,
+                          shadow=shadow)  # fmt: skip
     if mv.model is not None:
         info.backend = mv.model.backend
         info.backend_reason = mv.model.native_reason
@@ -243,14 +245,23 @@ def version_to_pb(mv: ModelVersion) -> pb.VersionInfo:
 
 
 def entry_to_pb(entry: ModelEntry) -> pb.ModelInfo:
-    return pb.ModelInfo(
+    traffic = entry.config.traffic
+    shares = entry.shares()
+    info = pb.ModelInfo(
         name=entry.name,
         state=_STATES[entry.state],
-        versions=[version_to_pb(entry.versions[v]) for v in sorted(entry.versions)],
+        versions=[version_to_pb(entry.versions[v], shares.get(v, 0.0), v == traffic.shadow) for v in sorted(entry.versions)],
         description=entry.config.description,
         error=entry.error,
         warnings=entry.warnings,
     )
+    if traffic.configured:
+        info.traffic.CopyFrom(pb.TrafficSplit(
+            weights=[pb.VersionWeight(version=v, weight=w) for v, w in traffic.split],
+            key_header=traffic.key_header, shadow_version=traffic.shadow or 0,
+            shadow_fraction=traffic.shadow_fraction if traffic.shadow is not None else 0.0,
+        ))  # fmt: skip
+    return info
 
 
 def stats_to_pb(name: str, stats: list[VersionStats]) -> pb.ModelStats:
@@ -281,6 +292,16 @@ def stats_to_pb(name: str, stats: list[VersionStats]) -> pb.ModelStats:
                 matched=fb.matched, matched_rows=fb.matched_rows, unknown=fb.unknown, expired=fb.expired,
                 duplicate=fb.duplicate, invalid=fb.invalid,
             ))  # fmt: skip
+        for sh in st.shadow:
+            v.shadow.add(
+                serving_version=sh.serving_version, mirrored=sh.mirrored, dropped=sh.dropped, compared=sh.compared,
+                compared_rows=sh.compared_rows, failed=sh.failed,
+                outputs=[pb.OutputDisagreement(
+                    name=o.name, kind=o.kind, rows=o.rows, differing_rows=o.differing_rows,
+                    differing_share=o.differing_share, values=o.values, mean_abs_diff=o.mean_abs_diff,
+                    max_abs_diff=o.abs_diff_max,
+                ) for o in sh.outputs],
+            )  # fmt: skip
     return out
 
 

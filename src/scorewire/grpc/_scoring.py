@@ -47,8 +47,9 @@ class Adapter:
         """A request protobuf parsed (an encoding the wire decoder leaves to it)."""
         raise NotImplementedError
 
-    def to_core(self, request: Request, deadline: float | None) -> PredictRequest:
-        """The core's request; raises what reading the input raised."""
+    def to_core(self, request: Request, deadline: float | None, key: str = "") -> PredictRequest:
+        """The core's request (``key``: its route key, see :meth:`route_key`);
+        raises what reading the input raised."""
         raise NotImplementedError
 
     def encode(self, request: Request, result: PredictResponse) -> Any:
@@ -98,20 +99,36 @@ class Adapter:
             return UNPARSEABLE
         return self.from_message(message)
 
-    async def answer(self, request: Request, deadline: float | None) -> Any:
-        return self.encode(request, await self.service.predict(self.to_core(request, deadline)))
+    def route_key(self, request: Request, context: grpc.aio.ServicerContext) -> str:
+        """The value of the metadata header that places requests for the request's
+        model in its traffic split (``[traffic] key_header`` in model.toml), or ""
+        (no such header configured, or not sent: the core then uses the request id).
+        Costs one look at an empty dict for every model without one."""
+        headers = self.service.repository.key_headers
+        if not headers:
+            return ""
+        name = headers.get(request.model)
+        if not name:
+            return ""
+        for k, v in context.invocation_metadata() or ():
+            if k == name and isinstance(v, str):
+                return v
+        return ""
 
-    async def answer_wire(self, request: Request, deadline: float | None) -> Any:
+    async def answer(self, request: Request, deadline: float | None, key: str = "") -> Any:
+        return self.encode(request, await self.service.predict(self.to_core(request, deadline, key)))
+
+    async def answer_wire(self, request: Request, deadline: float | None, key: str = "") -> Any:
         """:meth:`answer`, serialized by ``scorewire.grpc._wire`` when it can (the
         unobserved path)."""
-        result = await self.service.predict(self.to_core(request, deadline))
+        result = await self.service.predict(self.to_core(request, deadline, key))
         body = self.encode_wire(request, result)
         return self.encode(request, result) if body is None else body
 
-    async def answer_traced(self, request: Request, deadline: float | None, span: Span) -> Any:
+    async def answer_traced(self, request: Request, deadline: float | None, span: Span, key: str = "") -> Any:
         """:meth:`answer` with ``decode`` and ``encode`` spans under the request's."""
         with tracing.child(span, "decode"):
-            core = self.to_core(request, deadline)
+            core = self.to_core(request, deadline, key)
         if core.request_id:
             span.set_attribute(tracing.REQUEST_ID, core.request_id)
         result = await self.service.predict(core, span)
@@ -131,7 +148,8 @@ def serve_unary(data: bytes, context: grpc.aio.ServicerContext, t: RpcTelemetry,
     observed) under no model."""
     span = t.server_span(context)  # None unless tracing is on and samples this call
     if span is None and not t.metrics:  # the default, and 99% of calls at a 1% sampler
-        return adapter.answer_wire(_parsed(adapter.read(data)), deadline_of(context))
+        request = _parsed(adapter.read(data))
+        return adapter.answer_wire(request, deadline_of(context), adapter.route_key(request, context))
     return _serve_observed(data, context, t, adapter, span)
 
 
@@ -142,10 +160,11 @@ async def _serve_observed(
     request = None
     try:
         request = _parsed(adapter.read(data))
+        key = adapter.route_key(request, context)
         if span is None:
-            response = await adapter.answer(request, deadline_of(context))
+            response = await adapter.answer(request, deadline_of(context), key)
         else:
-            response = await adapter.answer_traced(request, deadline_of(context), span)
+            response = await adapter.answer_traced(request, deadline_of(context), span, key)
     except BaseException as exc:
         model, version = ("", None) if request is None else adapter.labels(request)
         t.failed(exc, model, version, started, span)
@@ -221,10 +240,11 @@ async def serve_stream(context: grpc.aio.ServicerContext, calls: Calls, t: RpcTe
             started = t.begin() if observed else 0.0
             span = None if stream is None else t.message_span(stream)
             try:
+                key = adapter.route_key(request, context)
                 if span is None:
-                    response = await handle(request, deadline)
+                    response = await handle(request, deadline, key)
                 else:
-                    response = await adapter.answer_traced(request, deadline, span)
+                    response = await adapter.answer_traced(request, deadline, span, key)
             except Exception as exc:  # one bad message: an error response, the stream goes on
                 code, message = status_of(exc)
                 if observed:

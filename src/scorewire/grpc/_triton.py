@@ -32,10 +32,13 @@ from ._gen.inference import grpc_service_pb2 as oip
 from ._gen.inference import model_config_pb2 as mc
 from ._wire import Request
 
-#: scorewire's backends as Triton names a platform (what ModelMetadata says too)
-PLATFORMS = {"native": "scorewire_native", "onnxruntime": "onnxruntime_onnx"}
+#: scorewire's backends as Triton names a platform (what ModelMetadata says too).
+#: NOTE: an ensemble is not Triton's platform "ensemble", a pipeline of steps its
+#: ModelConfig must list (perf_analyzer reads them, and crashes on none): it is one
+#: model that combines its members
+PLATFORMS = {"native": "scorewire_native", "onnxruntime": "onnxruntime_onnx", "ensemble": "scorewire_ensemble"}
 #: ... and as Triton names a backend
-BACKENDS = {"native": "scorewire_native", "onnxruntime": "onnxruntime"}
+BACKENDS = {"native": "scorewire_native", "onnxruntime": "onnxruntime", "ensemble": "scorewire_ensemble"}
 
 _DATA_TYPES = {
     "float16": mc.TYPE_FP16,
@@ -166,11 +169,9 @@ NO_SHARED_MEMORY = "shared memory is not implemented by scorewire: send tensors 
 
 class ClassifiedRequest(Request):
     """A ModelInferRequest that asks for some outputs as top-k classes:
-    ``classification`` maps those outputs to k; ``classes`` (set once the model is
-    known) are the model's class labels, in column order, or None."""
+    ``classification`` maps those outputs to k."""
 
     classification: dict[str, int]
-    classes: tuple[str, ...] | None = None
 
 
 def requested_classification(message: oip.ModelInferRequest) -> dict[str, int]:

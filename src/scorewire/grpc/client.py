@@ -106,9 +106,12 @@ class ServedModel:
     classes: tuple[str, ...] = ()
     #: output names in the model's own order
     outputs: tuple[str, ...] = ()
-    #: role ("label", "probabilities", "value", "decision") → output name
+    #: role ("label", "probabilities", "value", "decision", "contributions",
+    #: "base_value") → output name
     roles: dict[str, str] = field(default_factory=dict)
     backend: str = ""
+    #: what the explanations are measured from: "reference" or "zeros" ("" without them)
+    explanation_baseline: str = ""
     #: every input: name → (numpy dtype name, shape; -1 for a free dim)
     inputs: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
     #: True when the model takes one matrix [rows, features]; else send its inputs by name
@@ -126,6 +129,9 @@ class ModelInfo:
     ready: dict[int, ServedModel]  # the ready versions
     error: str = ""
     warnings: tuple[str, ...] = ()
+    #: the share of the requests without a version each version takes now (a
+    #: model.toml [traffic] split; else the newest ready version takes them all)
+    traffic: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -240,6 +246,7 @@ def _served(v: pb.VersionInfo) -> ServedModel:
         outputs=tuple(o.name for o in sig.outputs),
         roles=roles,
         backend=v.backend,
+        explanation_baseline=sig.explanation_baseline,
         inputs={i.name: (dtype_of_v1(i.dtype), tuple(i.shape)) for i in inputs},
         tabular=tabular,
     )
@@ -253,11 +260,13 @@ def _model_info(m: pb.ModelInfo) -> ModelInfo:
         ready={v.version: _served(v) for v in m.versions if v.state == pb.READY},
         error=m.error,
         warnings=tuple(m.warnings),
+        traffic={v.version: v.traffic_share for v in m.versions if v.traffic_share > 0},
     )
 
 
 def _newest_ready(info: ModelInfo, model: str, version: int) -> ServedModel:
-    ready = [v for v in sorted(info.ready) if version in (0, v)]
+    # version 0: among the versions that take requests without a version (never a shadow)
+    ready = [v for v in sorted(info.ready) if v == version or (not version and (v in info.traffic or not info.traffic))]
     if not ready:
         raise NotReady(f"version {version} of {model!r}" if version else repr(model))
     return info.ready[ready[-1]]
@@ -362,7 +371,8 @@ class Client(_Base):
         return _model_info(self._call(self._models.GetModel, pb.GetModelRequest(name=name), timeout))
 
     def served(self, model: str, version: int = 0, *, timeout: float | None = None) -> ServedModel:
-        """The newest ready version of ``model`` (or ``version``); NotReady when none is."""
+        """The newest ready version of ``model`` that takes requests without a
+        version (or ``version``); NotReady when none is."""
         return _newest_ready(self.model(model, timeout=timeout), model, version)
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:

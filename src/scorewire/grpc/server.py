@@ -50,7 +50,7 @@ from ..backends.native import default_n_threads, kernel_paths
 from ..observability import metrics, tracing
 from ..observability.exposition import MetricsServer
 from ..repository import ModelEntry, ModelRepository, State
-from ..service import ScoringService
+from ..service import RepositoryWatch, ScoringService
 from ..settings import Settings, parse_peers
 from ._access import Access, AccessFile
 from ._calls import Calls
@@ -175,6 +175,9 @@ class Server:
         self._servers: list[grpc.aio.Server] = []
         self._loading: asyncio.Task[None] | None = None
         self._monitoring: asyncio.Task[None] | None = None
+        #: --poll-interval-s: what changed in the repository is loaded (None: off)
+        self.watch: RepositoryWatch | None = None
+        self._watching: asyncio.Task[None] | None = None
         self._expiring: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
@@ -308,6 +311,9 @@ class Server:
 
     async def _load_all(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.settings.poll_interval_s > 0:  # what is on disk before the load: changes after it are seen
+            self.watch = RepositoryWatch(self.service)
+            await self.watch.poll()
         try:
             names = await loop.run_in_executor(None, self.repository.model_names)
         except Exception as exc:
@@ -319,15 +325,21 @@ class Server:
             await self.health.set(health_name(entry.name), NOT_SERVING)
 
         async def load(entry: ModelEntry) -> None:
-            for v in list(entry.versions):
+            for v in list(entry.pending):
                 await loop.run_in_executor(None, self.repository.load_version, entry, v)
+            self.repository.finish(entry)  # retires what it no longer serves (a repository loaded before)
             self._update_model_health(entry.name)  # each model as soon as it is ready
 
-        await asyncio.gather(*(load(e) for e in entries))
+        # ensembles once the models they are made of are loaded
+        await asyncio.gather(*(load(e) for e in entries if e.config.ensemble is None))
+        await asyncio.gather(*(load(e) for e in entries if e.config.ensemble is not None))
         self._loaded = True
         await self._update_server_health()
         ready = [e.name for e in self.repository.entries() if e.state is State.READY]
         log.info("%d of %d models ready: %s", len(ready), len(entries), ", ".join(ready) or "none")
+        if self.watch is not None and self._stopping is None:
+            self._watching = asyncio.create_task(self.watch.run(self.settings.poll_interval_s))
+            log.info("watching the repository for changes every %g s", self.settings.poll_interval_s)
 
     def ready(self) -> bool:
         """Serving: not shutting down, loading done, and at least one model ready."""
@@ -358,10 +370,12 @@ class Server:
             return
         self._export_model_state(name)
         try:
-            state = self.repository.entry(name).state
+            entry = self.repository.entry(name)
+            # a model whose only ready version is its shadow answers no request without a version
+            serving = entry.state is State.READY and bool(entry.shares())
         except Exception:
-            state = State.UNLOADED
-        status = SERVING if state is State.READY else NOT_SERVING
+            serving = False
+        status = SERVING if serving else NOT_SERVING
         self._background(self.health.set(health_name(name), status))
         if self._loaded:
             self._background(self._update_server_health())
@@ -401,6 +415,8 @@ class Server:
 
     async def _shutdown(self) -> None:
         calls = self.calls
+        if self._watching is not None:  # the repository as it is now is what drains
+            self._watching.cancel()
         # 1. health first: every service and model NOT_SERVING
         await self.health.enter_graceful_shutdown()
         # 2. keep serving while load balancers notice

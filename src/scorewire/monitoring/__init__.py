@@ -20,6 +20,7 @@ from .feedback import (
     OutputRoles,
     route_feedback,
 )
+from .shadow import OutputDisagreement, ShadowMonitor, ShadowSnapshot
 
 __all__ = [
     "PSI_ALERT",
@@ -33,8 +34,11 @@ __all__ = [
     "FeedbackStore",
     "ItemResult",
     "Outcome",
+    "OutputDisagreement",
     "OutputRoles",
     "Reference",
+    "ShadowMonitor",
+    "ShadowSnapshot",
     "psi",
     "route_feedback",
 ]

@@ -28,6 +28,7 @@ from ..tensors import rows_of
 from ..types import Inputs
 from .drift import DriftMonitor, DriftSnapshot
 from .feedback import FeedbackMetrics, FeedbackStore
+from .shadow import ShadowMonitor, ShadowSnapshot
 
 log = logging.getLogger("scorewire.monitoring")
 
@@ -59,6 +60,8 @@ class VersionStats:
     latency: RequestSummary | None  # None: the server exports no metrics
     drift: DriftSnapshot | None  # None: no reference.json, or a model that is not tabular
     feedback: FeedbackMetrics | None
+    #: as a shadow version: its disagreement with each version that served
+    shadow: tuple[ShadowSnapshot, ...] = ()
     #: why drift is None ("" when it is not)
     drift_reason: str = ""
 
@@ -66,7 +69,7 @@ class VersionStats:
 class VersionMonitor:
     """Drift and feedback of one model version, and its request counts."""
 
-    __slots__ = ("drift", "drift_reason", "feedback", "requests", "rows", "wired")
+    __slots__ = ("drift", "drift_reason", "feedback", "requests", "rows", "shadow", "wired")
 
     def __init__(self, drift: DriftMonitor | None, feedback: FeedbackStore, drift_reason: str = "") -> None:
         self.drift = drift
@@ -78,6 +81,8 @@ class VersionMonitor:
         self.rows = 0
         #: True once the service has given it its ``defer`` function
         self.wired = False
+        #: made by the service when the version first shadows another (see monitoring.shadow)
+        self.shadow: ShadowMonitor | None = None
 
     @classmethod
     def for_version(
@@ -135,6 +140,7 @@ class VersionMonitor:
             latency=latency,
             drift=self.drift.snapshot() if self.drift is not None else None,
             feedback=self.feedback.metrics(),
+            shadow=self.shadow.snapshot() if self.shadow is not None else (),
             drift_reason=self.drift_reason,
         )
 

@@ -13,14 +13,30 @@ For the rest of scorewire (the edge, the core, the drift monitor):
   rule in deploy/prometheus/rules.yml is computed;
 * :func:`set_feedback` — export a version's rolling feedback metrics
   (``scorewire_feedback_accuracy``, ``_log_loss``, ``_roc_auc``, ``_rmse``, ``_mae``),
-  its feedback items by outcome and its predictions waiting for feedback.
+  its feedback items by outcome and its predictions waiting for feedback;
+* :func:`add_shadow_requests`, :func:`add_shadow_comparison` — count a shadow
+  version's mirrored requests by outcome and how far it disagrees with the serving
+  version (``scorewire_shadow_*``).
 
 Everything else (the metric objects, the tracer) is private to the request path:
 ``scorewire.observability.metrics`` and ``scorewire.observability.tracing``.
 """
 
-from .metrics import add_feature_bins, set_feature_psi, set_feedback
+from .metrics import (
+    add_feature_bins,
+    add_shadow_comparison,
+    add_shadow_requests,
+    set_feature_psi,
+    set_feedback,
+)
 
 FEATURE_PSI_METRIC = "scorewire_feature_psi"
 
-__all__ = ["FEATURE_PSI_METRIC", "add_feature_bins", "set_feature_psi", "set_feedback"]
+__all__ = [
+    "FEATURE_PSI_METRIC",
+    "add_feature_bins",
+    "add_shadow_comparison",
+    "add_shadow_requests",
+    "set_feature_psi",
+    "set_feedback",
+]

@@ -12,6 +12,7 @@ workers' values combine (``multiprocess_mode``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 
@@ -152,6 +153,98 @@ FEEDBACK_FORWARDS = Counter(
 )
 
 
+# ---------------------------------------------------- shadow versions (scorewire.service)
+SHADOW_LABELS = ("model", "version", "serving_version")
+SHADOW_REQUESTS = Counter(
+    "scorewire_shadow_requests",
+    "Copies of requests for a shadow version (version) of what serving_version answered, by outcome: "
+    "compared, failed (the shadow could not score them), dropped (its queue was full).",
+    (*SHADOW_LABELS, "outcome"),
+)
+SHADOW_ROWS = Counter(
+    "scorewire_shadow_compared_rows",
+    "Rows of one output of serving_version compared with the shadow version's.",
+    (*SHADOW_LABELS, "output"),
+)
+SHADOW_DIFFERING_ROWS = Counter(
+    "scorewire_shadow_differing_rows",
+    "Rows of a label output where the shadow version's label differs from serving_version's "
+    "(divided by scorewire_shadow_compared_rows_total: the share that differs).",
+    (*SHADOW_LABELS, "output"),
+)
+SHADOW_VALUES = Counter(
+    "scorewire_shadow_compared_values",
+    "Values of a numeric output (probabilities, values, decisions) compared, shadow against serving_version.",
+    (*SHADOW_LABELS, "output"),
+)
+SHADOW_ABS_DIFF = Counter(
+    "scorewire_shadow_abs_diff",
+    "Sum of the absolute differences of a numeric output, shadow against serving_version (divided by "
+    "scorewire_shadow_compared_values_total: the mean absolute difference).",
+    (*SHADOW_LABELS, "output"),
+)
+SHADOW_ABS_DIFF_MAX = Gauge(
+    "scorewire_shadow_abs_diff_max",
+    "Largest absolute difference of a numeric output, shadow against serving_version, since the shadow "
+    "version loaded (under --workers: the largest of the workers').",
+    (*SHADOW_LABELS, "output"),
+    multiprocess_mode="livemax",
+)
+SHADOW_OUTCOMES = ("compared", "failed", "dropped")
+#: the (serving version, output) series each shadow (model, version) has exported ("" output: requests)
+_shadow_series: dict[tuple[str, int], set[tuple[str, str]]] = {}
+_shadow_max: dict[tuple[str, int, str, str], float] = {}
+
+
+def add_shadow_requests(model: str, version: int, serving_version: int, outcome: str, n: int) -> None:
+    """Count ``n`` copies of requests for shadow ``version`` of what
+    ``serving_version`` answered, by ``outcome`` (:data:`SHADOW_OUTCOMES`)."""
+    serving = str(serving_version)
+    series = _shadow_series.setdefault((model, version), set())
+    if (serving, "") not in series:  # every outcome's series from the first on, at 0
+        for o in SHADOW_OUTCOMES:
+            SHADOW_REQUESTS.labels(model, str(version), serving, o)
+        series.add((serving, ""))
+    SHADOW_REQUESTS.labels(model, str(version), serving, outcome).inc(n)
+
+
+def add_shadow_comparison(
+    model: str, version: int, serving_version: int, output: str, kind: str,
+    rows: int, differing_rows: int, values: int, abs_diff_sum: float, abs_diff_max: float,
+) -> None:  # fmt: skip
+    """Add one comparison of ``output`` (of ``serving_version``) with shadow
+    ``version``: a label output's rows and differing rows, or a numeric output's
+    values, sum and largest of their absolute differences."""
+    labels = (model, str(version), str(serving_version), output)
+    _shadow_series.setdefault((model, version), set()).add((labels[2], output))
+    SHADOW_ROWS.labels(*labels).inc(rows)
+    if kind == "label":
+        SHADOW_DIFFERING_ROWS.labels(*labels).inc(differing_rows)
+        return
+    SHADOW_VALUES.labels(*labels).inc(values)
+    SHADOW_ABS_DIFF.labels(*labels).inc(abs_diff_sum)
+    key = (model, version, labels[2], output)
+    if not math.isnan(abs_diff_max) and abs_diff_max > _shadow_max.get(key, -1.0):
+        _shadow_max[key] = abs_diff_max
+        SHADOW_ABS_DIFF_MAX.labels(*labels).set(abs_diff_max)
+
+
+def _forget_shadow(model: str, version: int) -> None:
+    """Drop an unloaded shadow version's series."""
+    v = str(version)
+    for serving, output in _shadow_series.pop((model, version), set()):
+        if not output:
+            for o in SHADOW_OUTCOMES:
+                SHADOW_REQUESTS.remove(model, v, serving, o)
+            continue
+        if (model, version, serving, output) in _shadow_max:  # under --workers its last value stays: NaN
+            SHADOW_ABS_DIFF_MAX.labels(model, v, serving, output).set(math.nan)
+        for metric in (SHADOW_ROWS, SHADOW_DIFFERING_ROWS, SHADOW_VALUES, SHADOW_ABS_DIFF, SHADOW_ABS_DIFF_MAX):
+            with contextlib.suppress(KeyError):  # a label output has no value series, and the other way round
+                metric.remove(model, v, serving, output)
+        _shadow_max.pop((model, version, serving, output), None)
+
+
 class VersionMetrics:
     """The label children of one model version, made once (``labels()`` per request
     would cost microseconds)."""
@@ -266,6 +359,7 @@ def _forget_monitoring(model: str, version: int) -> None:
             FEEDBACK_QUALITY[name].remove(model, v)
         FEEDBACK_PENDING.labels(model, v).set(0)
         FEEDBACK_PENDING.remove(model, v)
+    _forget_shadow(model, version)
 
 
 _feedback_counted: dict[tuple[str, int, str], int] = {}

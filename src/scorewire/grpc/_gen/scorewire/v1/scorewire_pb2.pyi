@@ -212,12 +212,13 @@ class TensorInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DataType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., role: _Optional[str] = ..., dim_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Signature(_message.Message):
-    __slots__ = ("input", "outputs", "feature_names", "task", "classes", "inputs", "tabular", "batched")
+    __slots__ = ("input", "outputs", "feature_names", "task", "classes", "explanation_baseline", "inputs", "tabular", "batched")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_BASELINE_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     TABULAR_FIELD_NUMBER: _ClassVar[int]
     BATCHED_FIELD_NUMBER: _ClassVar[int]
@@ -226,42 +227,69 @@ class Signature(_message.Message):
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     task: str
     classes: _containers.RepeatedScalarFieldContainer[str]
+    explanation_baseline: str
     inputs: _containers.RepeatedCompositeFieldContainer[TensorInfo]
     tabular: bool
     batched: bool
-    def __init__(self, input: _Optional[_Union[TensorInfo, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., feature_names: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., tabular: _Optional[bool] = ..., batched: _Optional[bool] = ...) -> None: ...
+    def __init__(self, input: _Optional[_Union[TensorInfo, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., feature_names: _Optional[_Iterable[str]] = ..., task: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., explanation_baseline: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorInfo, _Mapping]]] = ..., tabular: _Optional[bool] = ..., batched: _Optional[bool] = ...) -> None: ...
 
 class VersionInfo(_message.Message):
-    __slots__ = ("version", "state", "backend", "error", "signature", "backend_reason")
+    __slots__ = ("version", "state", "backend", "error", "signature", "backend_reason", "traffic_share", "shadow")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     BACKEND_REASON_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_SHARE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     version: int
     state: ModelState
     backend: str
     error: str
     signature: Signature
     backend_reason: str
-    def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., backend: _Optional[str] = ..., error: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., backend_reason: _Optional[str] = ...) -> None: ...
+    traffic_share: float
+    shadow: bool
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., backend: _Optional[str] = ..., error: _Optional[str] = ..., signature: _Optional[_Union[Signature, _Mapping]] = ..., backend_reason: _Optional[str] = ..., traffic_share: _Optional[float] = ..., shadow: _Optional[bool] = ...) -> None: ...
+
+class TrafficSplit(_message.Message):
+    __slots__ = ("weights", "key_header", "shadow_version", "shadow_fraction")
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    KEY_HEADER_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    weights: _containers.RepeatedCompositeFieldContainer[VersionWeight]
+    key_header: str
+    shadow_version: int
+    shadow_fraction: float
+    def __init__(self, weights: _Optional[_Iterable[_Union[VersionWeight, _Mapping]]] = ..., key_header: _Optional[str] = ..., shadow_version: _Optional[int] = ..., shadow_fraction: _Optional[float] = ...) -> None: ...
+
+class VersionWeight(_message.Message):
+    __slots__ = ("version", "weight")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    weight: float
+    def __init__(self, version: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "state", "versions", "description", "error", "warnings")
+    __slots__ = ("name", "state", "versions", "description", "error", "warnings", "traffic")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    TRAFFIC_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: ModelState
     versions: _containers.RepeatedCompositeFieldContainer[VersionInfo]
     description: str
     error: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ..., description: _Optional[str] = ..., error: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    traffic: TrafficSplit
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., versions: _Optional[_Iterable[_Union[VersionInfo, _Mapping]]] = ..., description: _Optional[str] = ..., error: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., traffic: _Optional[_Union[TrafficSplit, _Mapping]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -312,18 +340,58 @@ class ModelStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[VersionStats, _Mapping]]] = ...) -> None: ...
 
 class VersionStats(_message.Message):
-    __slots__ = ("version", "state", "requests", "drift", "feedback")
+    __slots__ = ("version", "state", "requests", "drift", "feedback", "shadow")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     DRIFT_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     version: int
     state: ModelState
     requests: RequestStats
     drift: DriftStats
     feedback: FeedbackStats
-    def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., requests: _Optional[_Union[RequestStats, _Mapping]] = ..., drift: _Optional[_Union[DriftStats, _Mapping]] = ..., feedback: _Optional[_Union[FeedbackStats, _Mapping]] = ...) -> None: ...
+    shadow: _containers.RepeatedCompositeFieldContainer[ShadowStats]
+    def __init__(self, version: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., requests: _Optional[_Union[RequestStats, _Mapping]] = ..., drift: _Optional[_Union[DriftStats, _Mapping]] = ..., feedback: _Optional[_Union[FeedbackStats, _Mapping]] = ..., shadow: _Optional[_Iterable[_Union[ShadowStats, _Mapping]]] = ...) -> None: ...
+
+class ShadowStats(_message.Message):
+    __slots__ = ("serving_version", "mirrored", "dropped", "compared", "compared_rows", "failed", "outputs")
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MIRRORED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    serving_version: int
+    mirrored: int
+    dropped: int
+    compared: int
+    compared_rows: int
+    failed: int
+    outputs: _containers.RepeatedCompositeFieldContainer[OutputDisagreement]
+    def __init__(self, serving_version: _Optional[int] = ..., mirrored: _Optional[int] = ..., dropped: _Optional[int] = ..., compared: _Optional[int] = ..., compared_rows: _Optional[int] = ..., failed: _Optional[int] = ..., outputs: _Optional[_Iterable[_Union[OutputDisagreement, _Mapping]]] = ...) -> None: ...
+
+class OutputDisagreement(_message.Message):
+    __slots__ = ("name", "kind", "rows", "differing_rows", "differing_share", "values", "mean_abs_diff", "max_abs_diff")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    DIFFERING_ROWS_FIELD_NUMBER: _ClassVar[int]
+    DIFFERING_SHARE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    rows: int
+    differing_rows: int
+    differing_share: float
+    values: int
+    mean_abs_diff: float
+    max_abs_diff: float
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., rows: _Optional[int] = ..., differing_rows: _Optional[int] = ..., differing_share: _Optional[float] = ..., values: _Optional[int] = ..., mean_abs_diff: _Optional[float] = ..., max_abs_diff: _Optional[float] = ...) -> None: ...
 
 class RequestStats(_message.Message):
     __slots__ = ("count", "rows", "latency_available", "answered", "errors", "latency_mean_s", "latency_p50_s", "latency_p99_s")
