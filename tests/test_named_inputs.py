@@ -328,3 +328,43 @@ def test_triton_model_config_of_a_model_that_does_not_batch(tmp_path):
     assert cfg.max_batch_size == 0 and not cfg.HasField("dynamic_batching")
     assert [(i.name, list(i.dims)) for i in cfg.input] == [("tokens", [2, -1])]
     assert [(o.name, list(o.dims)) for o in cfg.output] == [("mean", [2, 4])]
+
+
+def test_a_shadow_version_scores_copies_of_requests_by_name(tmp_path):
+    """
+    1. The recommender in versions 1 and 2; version 2 shadows version 1's traffic.
+    2. Requests by name, of 1 to 4 rows, answered by version 1.
+    3. The service waits for its monitoring thread (it scores the copies).
+    Result: the shadow compared every copy (the same graph: no disagreement), and
+    version 1 answered every request as onnxruntime does.
+    """
+    root = tmp_path / "repo"
+    for v in (1, 2):  # 1.
+        (root / "rec" / str(v)).mkdir(parents=True)
+        (root / "rec" / str(v) / "model.onnx").write_bytes(om.recommender().SerializeToString())
+    (root / "rec" / "model.toml").write_text("[traffic]\nsplit = { 1 = 1 }\nshadow = 2\n")
+    repo = ModelRepository(root, n_threads=1)
+    repo.load_all()
+
+    async def main():
+        service = ScoringService(repo)
+        try:
+            reqs = [om.requests(rows, seed=rows)["recommender"] for rows in (1, 2, 3, 4)]
+            answers = [await service.predict(PredictRequest("rec", r)) for r in reqs]  # 2.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60  # 3. only bounds a hang
+            while loop.time() < deadline:
+                stats = await service.model_stats("rec", 2)
+                if stats[0].shadow and sum(s.compared for s in stats[0].shadow) >= 4:
+                    break
+                await asyncio.sleep(0.01)
+            return reqs, answers, stats
+        finally:
+            await service.aclose()
+
+    reqs, answers, stats = run(main())
+    for r, a in zip(reqs, answers, strict=True):
+        assert a.version == 1
+        np.testing.assert_allclose(a.outputs["score"], om.expected("recommender", r)["score"], rtol=1e-6)
+    (shadow,) = stats[0].shadow
+    assert shadow.compared == 4 and shadow.failed == 0
