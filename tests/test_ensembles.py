@@ -16,7 +16,7 @@ import pytest
 
 from scorewire import ModelRepository, NativeLinearModel, State
 from scorewire.backends.ensemble import EnsembleModel, FoldedEnsemble, Member, build_ensemble
-from scorewire.errors import ModelLoadError, Unavailable
+from scorewire.errors import InvalidInput, ModelLoadError, Unavailable
 from scorewire.formats.ensemble import EnsembleConfig, EnsembleMember, ensemble_toml, parse_ensemble
 from scorewire.formats.linear_spec import LinearSpec
 from scorewire.formats.model_toml import BatchConfig, ModelConfig, parse_model_config
@@ -556,3 +556,21 @@ def test_an_ensemble_follows_its_members_newest_version_unless_pinned(tmp_path, 
     repo.load("sgd")
     assert [p.version for p in repo.resolve("newest").members] == [1, 2]
     assert [p.version for p in repo.resolve("pinned").members] == [1, 1]
+
+
+def test_an_ensemble_of_several_models_refuses_explanations_by_name(rng):
+    """Only a model on the kernel explains: an unfolded ensemble says why it does not
+    (INVALID_ARGUMENT at the edge), a folded one explains like any native model."""
+    models = [regressor(rng) for _ in range(2)]
+    cfg = config("mean", 2)
+    unfolded = build_ensemble(cfg, members(cfg, models), fold=False)
+    X = rng.normal(size=(3, D))
+    for name in ("contributions", "base_value"):
+        with pytest.raises(InvalidInput, match=f"output '{name}': explanations are available for native models; "
+                                               "this one is an ensemble of several models"):  # fmt: skip
+            unfolded.predict(X, (name,))
+    with pytest.raises(InvalidInput, match="unknown output 'nope'"):
+        unfolded.predict(X, ("nope",))
+    folded = build_ensemble(cfg, members(cfg, models))
+    out = folded.predict(X, ("value", "contributions", "base_value"))
+    np.testing.assert_allclose(out["contributions"].sum(axis=-1) + out["base_value"], out["value"], rtol=1e-12)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Union
 
 import numpy as np
+
+from .errors import InvalidInput
 
 #: Input dtypes a tabular model may declare.
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -33,6 +35,26 @@ ROLES = ("value", "decision", "probabilities", "label")
 CONTRIBUTIONS = "contributions"
 BASE_VALUE = "base_value"
 EXPLANATIONS = (CONTRIBUTIONS, BASE_VALUE)
+
+def requested_outputs(
+    requested: Iterable[str] | None, default: tuple[str, ...], offered: Collection[str], runs_on: str = ""
+) -> tuple[str, ...]:
+    """The outputs a request names, checked against those a model ``offered``
+    (``default`` when it names none): every model's ``output_names``. An unknown
+    name is InvalidInput listing what the model gives; asking a model that does not
+    run on the kernel (``runs_on`` says what it runs on; "" for the kernel's) for
+    its explanations says so."""
+    if not requested:
+        return default
+    names = tuple(requested)
+    for name in names:
+        if name not in offered:
+            if name in EXPLANATIONS and runs_on:
+                raise InvalidInput(f"output {name!r}: explanations are available for native models; this one {runs_on}")
+            raise InvalidInput(f"unknown output {name[:64]!r}; this model gives {list(offered)}")
+    return names
+
+
 #: the baselines explanations are measured from: the feature means of the version's
 #: reference.json, or zeros when it has none
 BASELINE_REFERENCE = "reference"

@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import InternalError, InvalidInput, ModelLoadError
 from ..formats.ensemble import EnsembleConfig, EnsembleMember
 from ..formats.linear_spec import LinearSpec, classes_array
-from ..types import Inputs, Signature, TensorSpec
+from ..types import Inputs, Signature, TensorSpec, requested_outputs
 from .loader import Model
 from .native import NativeLinearModel
 
@@ -308,13 +308,7 @@ class EnsembleModel:
         self._final = NativeLinearModel(final, n_threads=n_threads) if final is not None else None
 
     def output_names(self, requested: Iterable[str] | None) -> tuple[str, ...]:
-        if not requested:
-            return self._all
-        names = tuple(requested)
-        for name in names:
-            if name not in self._roles:
-                raise InvalidInput(f"unknown output {name[:64]!r}; this model gives {list(self._all)}")
-        return names
+        return requested_outputs(requested, self._all, self._roles, "is an ensemble of several models")
 
     def predict(self, X: Inputs, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Score X (n, d) with every member once and combine (an ensemble is

@@ -35,6 +35,7 @@ from ..types import (
     Inputs,
     Signature,
     TensorSpec,
+    requested_outputs,
 )
 from . import _kernel
 
@@ -119,13 +120,7 @@ class NativeLinearModel:
 
     def output_names(self, requested: Iterable[str] | None) -> tuple[str, ...]:
         """The outputs to compute: all when none are asked for; unknown names raise."""
-        if not requested:
-            return self._all_outputs
-        names = tuple(requested)
-        for name in names:
-            if name not in self._roles:
-                raise InvalidInput(f"unknown output {name[:64]!r}; this model gives {list(self._roles)}")
-        return names
+        return requested_outputs(requested, self._all_outputs, self._roles)
 
     def _plan(self, outputs: Iterable[str] | None) -> _kernel.Plan:
         """(name, kernel role) pairs for a request's outputs, cached per request shape."""

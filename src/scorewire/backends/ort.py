@@ -12,7 +12,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from ..errors import InvalidInput, ModelLoadError
-from ..types import EXPLANATIONS, Inputs, Signature, TensorSpec
+from ..types import Inputs, Signature, TensorSpec, requested_outputs
 
 #: onnxruntime's tensor types → numpy dtype names (scorewire.types.DTYPES)
 _ONNX_DTYPES = {
@@ -241,17 +241,7 @@ class OnnxModel:
         self._all = tuple(o.name for o in outs)
 
     def output_names(self, requested: Iterable[str] | None) -> tuple[str, ...]:
-        if not requested:
-            return self._all
-        names = tuple(requested)
-        for name in names:
-            if name not in self._all:
-                if name in EXPLANATIONS:
-                    raise InvalidInput(
-                        f"output {name!r}: explanations are available for native models; this one runs on onnxruntime"
-                    )
-                raise InvalidInput(f"unknown output {name[:64]!r}; this model gives {list(self._all)}")
-        return names
+        return requested_outputs(requested, self._all, self._all, "runs on onnxruntime")
 
     def predict(self, X: Inputs, outputs: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         names = self.output_names(outputs)
