@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scorewire import ModelRepository, NativeLinearModel, State
+from scorewire import ModelRepository, NativeLinearModel, State, reference_statistics
 from scorewire.backends.ensemble import EnsembleModel, FoldedEnsemble, Member, build_ensemble
 from scorewire.errors import InvalidInput, ModelLoadError, Unavailable
 from scorewire.formats.ensemble import EnsembleConfig, EnsembleMember, ensemble_toml, parse_ensemble
@@ -573,4 +573,23 @@ def test_an_ensemble_of_several_models_refuses_explanations_by_name(rng):
         unfolded.predict(X, ("nope",))
     folded = build_ensemble(cfg, members(cfg, models))
     out = folded.predict(X, ("value", "contributions", "base_value"))
+    np.testing.assert_allclose(out["contributions"].sum(axis=-1) + out["base_value"], out["value"], rtol=1e-12)
+
+
+def test_a_folded_ensemble_explains_from_its_own_reference_means(tmp_path, rng):
+    """Loaded from the repository, a folded ensemble measures its explanations from
+    the feature means of the ensemble version's reference.json, as any native model."""
+    for name in ("r1", "r2"):
+        write_json_model(tmp_path, name, linear_doc("linear", rng.normal(size=(1, D)), rng.normal(size=1)))
+    vdir = write_ensemble(tmp_path, "avg", members_toml("mean", ["r1", "r2"])) / "1"
+    X_ref = rng.normal(size=(200, D)) + 5
+    (vdir / "reference.json").write_text(json.dumps(reference_statistics(X_ref)))
+    repo = ModelRepository(tmp_path, n_threads=1)
+    repo.load_all()
+    model = repo.resolve("avg").model
+    assert model.backend == "native" and model.signature.explanation_baseline == "reference"
+    X = rng.normal(size=(5, D))
+    out = model.predict(X, ("value", "contributions", "base_value"))
+    w = np.mean([repo.resolve(n).model.spec.coef[0] for n in ("r1", "r2")], axis=0)
+    np.testing.assert_allclose(out["contributions"], w * (X - X_ref.mean(axis=0)), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(out["contributions"].sum(axis=-1) + out["base_value"], out["value"], rtol=1e-12)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends.ensemble import Member, build_ensemble
-from .backends.loader import ARTIFACTS, Model, find_artifact, load_model
+from .backends.loader import ARTIFACTS, Model, explanation_baseline, find_artifact, load_model
 from .backends.native import default_n_threads
 from .errors import ModelLoadError, NotFound, ScorewireError, Unavailable
 from .formats.files import DEFAULT_MAX_MODEL_MB, ModelFiles
@@ -470,8 +470,11 @@ class ModelRepository:
                 raise ModelLoadError(f"{path}: member {m.describe()} cannot be used: {exc.message}") from None
         members = [Member(mv.name, mv.version, mv.model, m) for mv, m in zip(pinned, ensemble.members, strict=True)
                    if mv.model is not None]  # fmt: skip
+        baseline = None
+        if members and members[0].model.signature.tabular:  # a folded ensemble explains from its reference means
+            baseline = explanation_baseline(path, members[0].model.signature.n_features, self.files)
         try:
-            model = build_ensemble(ensemble, members, final, self.n_threads)
+            model = build_ensemble(ensemble, members, final, self.n_threads, baseline=baseline)
         except ModelLoadError as exc:
             raise ModelLoadError(f"{path}: {exc.message}") from None
         return model, tuple(pinned)

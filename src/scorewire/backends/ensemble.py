@@ -73,12 +73,14 @@ def build_ensemble(
     final: LinearSpec | None = None,
     n_threads: int | None = None,
     fold: bool = True,
+    baseline: np.ndarray | None = None,
 ) -> Model:
     """The model of an ensemble over resolved ``members`` (in ``config.members``'
     order); ``final``: a stacking ensemble's final model (default: the config's
     inline one). ModelLoadError, naming the member, when they do not fit together.
     ``fold=False``: never fold (to compare a folded ensemble with its members'
-    combination)."""
+    combination). ``baseline``: what a folded ensemble's explanations are
+    measured from (its reference means; None: zeros)."""
     final = final if final is not None else config.final
     if len(members) != len(config.members) or not members:
         raise ModelLoadError("an ensemble needs its members")
@@ -159,7 +161,7 @@ def build_ensemble(
     if fold and why_not is None:
         spec = _fold(config, feeds, final, dtype, feature_names, sig0.input.name)
         reason = f"{combiner} of {len(members)} linear members, folded into one linear model: {listed}"
-        return FoldedEnsemble(spec, tuple(members), reason, n_threads)
+        return FoldedEnsemble(spec, tuple(members), reason, n_threads, baseline)
     reason = f"{combiner} of {len(members)} members, each scored once per batch ({why_not or 'not folded'}): {listed}"
     return EnsembleModel(config, feeds, signature, reason, final, n_threads)
 
@@ -262,8 +264,15 @@ def _fold(
 class FoldedEnsemble(NativeLinearModel):
     """An ensemble that is one linear model: scored by one kernel call per batch."""
 
-    def __init__(self, spec: LinearSpec, members: tuple[Member, ...], reason: str, n_threads: int | None) -> None:
-        super().__init__(spec, n_threads=n_threads)
+    def __init__(
+        self,
+        spec: LinearSpec,
+        members: tuple[Member, ...],
+        reason: str,
+        n_threads: int | None,
+        baseline: np.ndarray | None = None,
+    ) -> None:
+        super().__init__(spec, n_threads=n_threads, baseline=baseline)
         self.members = members
         #: what it is made of (GetModel's backend_reason)
         self.native_reason = reason

@@ -107,11 +107,17 @@ def load_model(
 
 
 def _native(artifact: Path, spec: LinearSpec, n_threads: int, files: ModelFiles) -> NativeLinearModel:
-    """A native model, its explanations measured from the feature means of the
-    reference.json beside the artifact (a malformed one fails the load)."""
-    reference = Reference.load(artifact.parent, spec.n_features, files)
+    """A native model, its explanations measured from its version's reference means."""
+    baseline = explanation_baseline(artifact.parent, spec.n_features, files)
+    return NativeLinearModel(spec, n_threads=n_threads, baseline=baseline)
+
+
+def explanation_baseline(version_dir: Path, n_features: int, files: ModelFiles = DEFAULT) -> np.ndarray | None:
+    """What a version's explanations are measured from: the feature means of its
+    reference.json (a malformed one fails the load), or None (zeros) without one."""
+    reference = Reference.load(version_dir, n_features, files)
     baseline = reference.means if reference is not None else None
     if reference is not None and baseline is None:
         log.warning("%s does not state every feature's mean: explanations use a zero baseline",
-                    artifact.parent / REFERENCE_FILE)  # fmt: skip
-    return NativeLinearModel(spec, n_threads=n_threads, baseline=baseline)
+                    version_dir / REFERENCE_FILE)  # fmt: skip
+    return baseline
