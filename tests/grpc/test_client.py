@@ -73,11 +73,12 @@ API = {
     "predict": [
         ("self", "POSITIONAL_OR_KEYWORD", E), ("model", "POSITIONAL_OR_KEYWORD", E), ("X", "POSITIONAL_OR_KEYWORD", E),
         ("outputs", "KEYWORD_ONLY", ()), ("version", "KEYWORD_ONLY", 0), ("request_id", "KEYWORD_ONLY", ""), CALL_TIMEOUT,
+        ("metadata", "KEYWORD_ONLY", None),
     ],
     "stream": [
         ("self", "POSITIONAL_OR_KEYWORD", E), ("model", "POSITIONAL_OR_KEYWORD", E),
         ("batches", "POSITIONAL_OR_KEYWORD", E), ("outputs", "KEYWORD_ONLY", ()), ("version", "KEYWORD_ONLY", 0),
-        ("request_ids", "KEYWORD_ONLY", None), CALL_TIMEOUT,
+        ("request_ids", "KEYWORD_ONLY", None), CALL_TIMEOUT, ("metadata", "KEYWORD_ONLY", None),
     ],
     "feedback": [
         ("self", "POSITIONAL_OR_KEYWORD", E), ("model", "POSITIONAL_OR_KEYWORD", E), ("truth", "POSITIONAL_OR_KEYWORD", E),

@@ -276,3 +276,34 @@ def test_the_python_client_sees_the_split_and_never_takes_the_shadow_for_the_mod
         assert (served.version, served.n_features) == (1, FEATURES)
         assert client.served("bad-shadow", 2).n_features == FEATURES + 1
         assert client.predict("bad-shadow", ROW).version == 1
+
+
+def test_the_python_client_sends_the_key_header(server):
+    """``metadata=`` places a caller by the split's key header, whatever its request
+    ids, in both clients and on streams: the placement the raw stubs get."""
+    import asyncio
+
+    from scorewire import AsyncClient, Client
+
+    users = [f"user-{i}" for i in range(40)]
+    with grpc.insecure_channel(server.addr) as ch:
+        want = {u: predict(ch, u) for u in users}
+    with Client(server.addr, timeout=30) as client:
+        for u in users:
+            got = {client.predict("split", ROW, request_id=f"{u}-{j}", metadata={"x-user-id": u}).version
+                   for j in range(3)}  # fmt: skip
+            assert got == {want[u]}, u
+        streamed = list(client.stream("split", [ROW] * 3, request_ids=["a", "b", "c"], metadata={"X-User-Id": users[0]}))
+        assert {p.version for p in streamed} == {want[users[0]]}
+
+    async def placed() -> dict[str, int]:
+        async with AsyncClient(server.addr, timeout=30) as aclient:
+            return {u: (await aclient.predict("split", ROW, metadata={"x-user-id": u})).version for u in users}
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(placed()) == want
+    finally:
+        loop.close()
+    assert set(want.values()) == {1, 2}  # the header placed callers on both versions
+

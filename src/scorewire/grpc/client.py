@@ -40,6 +40,8 @@ from ._gen.scorewire.v1 import scorewire_pb2_grpc as pb_grpc
 __all__ = ["AsyncClient", "Client", "ClientError", "FeedbackResult", "ModelInfo", "NotReady", "Prediction", "ServedModel"]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+#: headers a call carries besides the token's: name → value
+Metadata = Mapping[str, str] | None
 
 #: the calls gRPC retries on UNAVAILABLE (safe to repeat), and how
 _RETRIED = [
@@ -294,6 +296,13 @@ class _Base:
     def _deadline(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else timeout
 
+    def _with(self, metadata: Metadata) -> tuple[tuple[str, str], ...]:
+        """The call's metadata: the token's, then ``metadata`` (e.g. the header a
+        model's traffic split places callers by)."""
+        if not metadata:
+            return self._metadata
+        return (*self._metadata, *((str(k).lower(), str(v)) for k, v in metadata.items()))
+
 
 class Client(_Base):
     """A synchronous client of one server (or balancer) ``target``; see the module
@@ -329,23 +338,25 @@ class Client(_Base):
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+    def _call(self, method: Any, request: Any, timeout: float | None, metadata: Metadata = None) -> Any:
         try:
-            return method(request, timeout=self._deadline(timeout), metadata=self._metadata)
+            return method(request, timeout=self._deadline(timeout), metadata=self._with(metadata))
         except grpc.RpcError as err:
             raise ClientError(err.code().name, err.details() or "") from None
 
     def predict(
         self, model: str, X: Any, *, outputs: Iterable[str] = (), version: int = 0, request_id: str = "",
-        timeout: float | None = None,
+        timeout: float | None = None, metadata: Metadata = None,
     ) -> Prediction:  # fmt: skip
         """Score the rows ``X`` (sent as raw float64, or float32 when X is float32),
-        or the inputs ``X`` by name (a mapping of arrays, each sent in its dtype)."""
-        return _prediction(self._call(self._predict.Predict, _predict_request(model, X, outputs, version, request_id), timeout))
+        or the inputs ``X`` by name (a mapping of arrays, each sent in its dtype).
+        ``metadata``: headers sent with the call (e.g. a traffic split's key header)."""
+        request = _predict_request(model, X, outputs, version, request_id)
+        return _prediction(self._call(self._predict.Predict, request, timeout, metadata))
 
     def stream(
         self, model: str, batches: Iterable[Any], *, outputs: Iterable[str] = (), version: int = 0,
-        request_ids: Iterable[str] | None = None, timeout: float | None = None,
+        request_ids: Iterable[str] | None = None, timeout: float | None = None, metadata: Metadata = None,
     ) -> Iterator[Prediction]:  # fmt: skip
         """Score each batch of rows on one stream; the answers come in order (one the
         server refused carries ``error``, and the stream goes on)."""
@@ -355,7 +366,7 @@ class Client(_Base):
             _predict_request(model, X, outputs, version, next(ids) if ids is not None else "") for X in batches
         )
         try:
-            for r in self._predict.PredictStream(requests, timeout=self._deadline(timeout), metadata=self._metadata):
+            for r in self._predict.PredictStream(requests, timeout=self._deadline(timeout), metadata=self._with(metadata)):
                 yield _stream_answer(model, r)
         except grpc.RpcError as err:
             raise ClientError(err.code().name, err.details() or "") from None
@@ -416,27 +427,27 @@ class AsyncClient(_Base):
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+    async def _call(self, method: Any, request: Any, timeout: float | None, metadata: Metadata = None) -> Any:
         try:
-            return await method(request, timeout=self._deadline(timeout), metadata=self._metadata)
+            return await method(request, timeout=self._deadline(timeout), metadata=self._with(metadata))
         except grpc.RpcError as err:
             raise ClientError(err.code().name, err.details() or "") from None
 
     async def predict(
         self, model: str, X: Any, *, outputs: Iterable[str] = (), version: int = 0, request_id: str = "",
-        timeout: float | None = None,
+        timeout: float | None = None, metadata: Metadata = None,
     ) -> Prediction:  # fmt: skip
         request = _predict_request(model, X, outputs, version, request_id)
-        return _prediction(await self._call(self._predict.Predict, request, timeout))
+        return _prediction(await self._call(self._predict.Predict, request, timeout, metadata))
 
     async def stream(
         self, model: str, batches: Iterable[Any], *, outputs: Iterable[str] = (), version: int = 0,
-        request_ids: Iterable[str] | None = None, timeout: float | None = None,
+        request_ids: Iterable[str] | None = None, timeout: float | None = None, metadata: Metadata = None,
     ) -> AsyncIterator[Prediction]:  # fmt: skip
         outputs = tuple(outputs)
         ids = iter(request_ids) if request_ids is not None else None
         requests = [_predict_request(model, X, outputs, version, next(ids) if ids is not None else "") for X in batches]
-        call = self._predict.PredictStream(iter(requests), timeout=self._deadline(timeout), metadata=self._metadata)
+        call = self._predict.PredictStream(iter(requests), timeout=self._deadline(timeout), metadata=self._with(metadata))
         try:
             async for r in call:
                 yield _stream_answer(model, r)
