@@ -175,6 +175,16 @@ class OIP(Adapter):
         )
 
 
+def _unimplemented(message: str) -> Callable[..., Awaitable[Any]]:
+    """A servicer method that answers UNIMPLEMENTED with ``message``."""
+
+    @unary
+    async def method(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+
+    return method
+
+
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     """OIP v2 over the same ScoringService as scorewire.v1."""
 
@@ -248,37 +258,15 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         stats = self.service.statistics(request.name, _version(request.version))
         return oip.ModelStatisticsResponse(model_stats=[model_statistics(mv, s) for mv, s in stats])
 
-    @unary
-    async def SystemSharedMemoryStatus(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_SHARED_MEMORY)
-
-    @unary
-    async def SystemSharedMemoryRegister(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_SHARED_MEMORY)
-
-    @unary
-    async def SystemSharedMemoryUnregister(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_SHARED_MEMORY)
-
-    @unary
-    async def CudaSharedMemoryStatus(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_CUDA)
-
-    @unary
-    async def CudaSharedMemoryRegister(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_CUDA)
-
-    @unary
-    async def CudaSharedMemoryUnregister(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_CUDA)
-
-    @unary
-    async def TraceSetting(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_TRACE_SETTINGS)
-
-    @unary
-    async def LogSettings(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, NO_LOG_SETTINGS)
+    # Triton's RPCs for what scorewire does not do: UNIMPLEMENTED, saying what to do instead
+    SystemSharedMemoryStatus = _unimplemented(NO_SHARED_MEMORY)
+    SystemSharedMemoryRegister = _unimplemented(NO_SHARED_MEMORY)
+    SystemSharedMemoryUnregister = _unimplemented(NO_SHARED_MEMORY)
+    CudaSharedMemoryStatus = _unimplemented(NO_CUDA)
+    CudaSharedMemoryRegister = _unimplemented(NO_CUDA)
+    CudaSharedMemoryUnregister = _unimplemented(NO_CUDA)
+    TraceSetting = _unimplemented(NO_TRACE_SETTINGS)
+    LogSettings = _unimplemented(NO_LOG_SETTINGS)
 
     @unary
     async def RepositoryIndex(self, request, context):
